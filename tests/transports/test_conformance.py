@@ -1,0 +1,260 @@
+"""One behavioural contract, checked against every transport backend over real loopback.
+
+Each test starts a real server on a port the OS picked and talks to it through the public
+interface only. Timing assertions are generous upper bounds on deadlines (a hang is the bug
+they catch), never speed claims: speed lives in `python -m harness.bench`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import free_port, wait_until
+from transports import (
+    KINDS,
+    GrpcTransportConfig,
+    LocalTransportConfig,
+    PayloadTooLarge,
+    TransportClosed,
+    TransportConfig,
+    TransportError,
+    TransportTimeout,
+    ZenohTransportConfig,
+    ZmqTransportConfig,
+    make_client,
+    make_server,
+)
+
+pytestmark = pytest.mark.network
+
+MAX_BYTES = 4 * 1024 * 1024
+DEADLINE_SLACK_S = 0.5
+READY_TIMEOUT_S = 10.0
+
+
+def config_for(kind: str) -> TransportConfig:
+    """A config for `kind` on a fresh loopback port (or a fresh in-process name)."""
+    port = free_port()
+    common = {"max_message_bytes": MAX_BYTES, "heartbeat_interval_s": 0.05,
+              "heartbeat_timeout_s": 0.3}
+    if kind == "local":
+        return LocalTransportConfig(name=f"test-{uuid.uuid4().hex[:8]}", **common)
+    if kind == "zenoh":
+        return ZenohTransportConfig(endpoint=f"tcp/127.0.0.1:{port}",
+                                    namespace=f"test/{uuid.uuid4().hex[:8]}", **common)
+    if kind == "grpc":
+        return GrpcTransportConfig(endpoint=f"127.0.0.1:{port}", **common)
+    return ZmqTransportConfig(endpoint=f"tcp://127.0.0.1:{port}", **common)
+
+
+def echo(client_id: str, payload: bytes) -> bytes:
+    return payload
+
+
+class Rig:
+    """A started server and the clients made for it; closes everything at teardown."""
+
+    def __init__(self, kind: str, handler=echo) -> None:
+        self.config = config_for(kind)
+        self.handler = handler
+        self.server = self.start_server()
+        self.clients = []
+
+    def start_server(self):
+        server = make_server(self.config, lambda cid, payload: self.handler(cid, payload))
+        server.start()
+        return server
+
+    def client(self, **overrides):
+        client = make_client(dataclasses.replace(self.config, **overrides))
+        self.clients.append(client)
+        client.wait_ready(READY_TIMEOUT_S)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.server.close()
+
+
+@pytest.fixture(params=KINDS)
+def rig(request):
+    rig = Rig(request.param)
+    yield rig
+    rig.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_536 + 1, 301_056])
+def test_request_bytes_arrive_identical(rig, size):
+    payload = os.urandom(size)
+    assert rig.client().request(payload, timeout_s=5.0) == payload
+
+
+def test_stream_bytes_arrive_identical_both_ways(rig):
+    client = rig.client()
+    payload = os.urandom(10_000)
+    client.publish(payload)
+    taken = rig.server.take_stream(timeout_s=5.0)
+    assert taken == (client.client_id, payload)
+
+    reply = os.urandom(224)
+    rig.server.send_stream(client.client_id, reply)
+    assert client.take_stream(timeout_s=5.0) == reply
+
+
+def test_request_deadline_raises_timeout_without_hanging(rig):
+    release = threading.Event()
+
+    def slow(client_id, payload):
+        release.wait(5.0)
+        return payload
+
+    rig.handler = slow
+    client = rig.client()
+    started = time.monotonic()
+    with pytest.raises(TransportTimeout):
+        client.request(b"slow", timeout_s=0.2)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert 0.2 <= elapsed < 0.2 + DEADLINE_SLACK_S
+    rig.handler = echo
+    assert client.request(b"after", timeout_s=5.0) == b"after"  # a late reply is not mistaken
+
+
+def test_request_to_absent_server_fails_within_deadline(rig):
+    client = rig.client()
+    rig.server.close()
+    wait_until(lambda: not client.server_present(), 5.0, "presence to drop")
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        client.request(b"anyone?", timeout_s=0.3)
+    assert time.monotonic() - started < 0.3 + DEADLINE_SLACK_S
+
+
+def test_newer_observation_supersedes_unserved_one(rig):
+    client = rig.client()
+    for i in range(1, 6):
+        client.publish(b"obs-%d" % i)
+    wait_until(lambda: rig.server.stats.received + client.stats.superseded >= 5, 5.0,
+               "all five observations to arrive or be superseded")
+    assert rig.server.take_stream(timeout_s=1.0) == (client.client_id, b"obs-5")
+    assert rig.server.take_stream(timeout_s=0.2) is None
+    assert rig.server.stats.superseded + client.stats.superseded == 4
+
+
+def test_streamed_chunks_are_latest_only_on_the_client(rig):
+    client = rig.client()
+    client.publish(b"hello")  # lets stream-based backends learn the client's address
+    assert rig.server.take_stream(timeout_s=5.0) is not None
+    for i in range(3):
+        rig.server.send_stream(client.client_id, b"chunk-%d" % i)
+    wait_until(lambda: client.stats.received + client.stats.superseded >= 1, 5.0, "a chunk")
+    time.sleep(0.2)  # let the remaining chunks land; then only the newest may be left
+    assert client.take_stream(timeout_s=1.0) == b"chunk-2"
+    assert client.take_stream(timeout_s=0.1) is None
+
+
+def test_two_clients_never_see_each_others_replies(rig):
+    rig.handler = lambda client_id, payload: client_id.encode() + b"|" + payload
+    clients = [rig.client(), rig.client()]
+    errors = []
+
+    def hammer(client):
+        for i in range(50):
+            payload = b"%s-%d" % (client.client_id.encode(), i)
+            reply = client.request(payload, timeout_s=5.0)
+            if reply != client.client_id.encode() + b"|" + payload:
+                errors.append((client.client_id, payload, reply))
+
+    threads = [threading.Thread(target=hammer, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+
+    for client in clients:
+        client.publish(b"hi")
+    wait_until(lambda: rig.server.stats.received >= 2, 5.0, "both observations")
+    a, b = clients
+    rig.server.send_stream(a.client_id, b"for-a")
+    rig.server.send_stream(b.client_id, b"for-b")
+    assert a.take_stream(timeout_s=5.0) == b"for-a"
+    assert b.take_stream(timeout_s=5.0) == b"for-b"
+    assert a.take_stream(timeout_s=0.2) is None
+    assert b.take_stream(timeout_s=0.2) is None
+
+
+def test_two_megabyte_message_works_and_over_limit_is_rejected(rig):
+    client = rig.client()
+    big = os.urandom(2 * 1024 * 1024)
+    assert client.request(big, timeout_s=10.0) == big
+    client.publish(big)
+    assert rig.server.take_stream(timeout_s=10.0) == (client.client_id, big)
+
+    too_big = bytes(MAX_BYTES + 1)
+    with pytest.raises(PayloadTooLarge, match="max_message_bytes"):
+        client.request(too_big, timeout_s=1.0)
+    with pytest.raises(PayloadTooLarge):
+        client.publish(too_big)
+    with pytest.raises(PayloadTooLarge):
+        rig.server.send_stream(client.client_id, too_big)
+    assert client.request(b"still serving", timeout_s=5.0) == b"still serving"
+
+
+def test_client_reconnects_by_itself_after_server_restart(rig):
+    client = rig.client()
+    assert client.request(b"before", timeout_s=5.0) == b"before"
+    rig.server.close()
+    wait_until(lambda: not client.server_present(), 5.0, "presence to drop")
+    rig.server = rig.start_server()
+    wait_until(client.server_present, READY_TIMEOUT_S, "presence to return")
+
+    def request_succeeds() -> bool:
+        try:
+            return client.request(b"after", timeout_s=1.0) == b"after"
+        except TransportError:
+            return False
+
+    wait_until(request_succeeds, READY_TIMEOUT_S, "a request after the restart")
+
+    def observation_arrives() -> bool:
+        client.publish(b"obs")
+        return rig.server.take_stream(timeout_s=0.2) == (client.client_id, b"obs")
+
+    wait_until(observation_arrives, READY_TIMEOUT_S, "an observation after the restart")
+
+
+def _threads_and_fds() -> tuple[int, int, int]:
+    """Python threads, OS threads (libraries' native ones included) and open descriptors."""
+    return (threading.active_count(), len(os.listdir("/proc/self/task")),
+            len(os.listdir("/proc/self/fd")))
+
+
+def _open_talk_close(kind: str) -> None:
+    rig = Rig(kind)
+    client = rig.client()
+    assert client.request(b"x", timeout_s=5.0) == b"x"
+    client.publish(b"y")
+    assert rig.server.take_stream(timeout_s=5.0) is not None
+    rig.close()
+    client.close()  # idempotent
+    rig.server.close()
+    with pytest.raises(TransportClosed):
+        client.request(b"z", timeout_s=0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_close_leaves_no_thread_or_socket_behind(kind):
+    _open_talk_close(kind)  # warm-up: libraries start process-wide threads once
+    time.sleep(0.2)
+    baseline = _threads_and_fds()
+    _open_talk_close(kind)
+    wait_until(lambda: all(n <= b for n, b in zip(_threads_and_fds(), baseline)), 5.0,
+               f"threads and fds back to {baseline}, now {_threads_and_fds()}")

@@ -1,0 +1,139 @@
+"""The one transport interface the harness speaks, and the errors every backend raises.
+
+A transport moves opaque bytes (already wire-encoded by `harness.wire`) between one policy
+server and its clients. It offers two paths, because a robot needs both:
+
+* a *request* path with a deadline, for control messages (session open, reset, status, close)
+  whose answer the caller must wait for;
+* a *stream* path that never blocks and keeps only the newest item, for observations
+  (client -> server) and action chunks (server -> client). A newer observation that arrives
+  before the server took the previous one replaces it; the replaced one is counted.
+
+Backends differ in how they move bytes and notice a dead peer; they must not differ in these
+semantics, which `tests/transports/test_conformance.py` checks for every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+RequestHandler = Callable[[str, bytes], bytes]
+"""Server-side callback for the request path: (client_id, payload) -> reply payload.
+
+Called on a transport worker thread, never on the thread that moves bytes, so a slow handler
+delays only its own reply. An exception in it is logged and the request goes unanswered
+(the client sees a timeout); answer with a wire ERROR message instead where you can.
+"""
+
+
+class TransportError(Exception):
+    """Base of every error a transport raises."""
+
+
+class TransportTimeout(TransportError, TimeoutError):
+    """A request got no reply within its deadline."""
+
+
+class ServerUnavailable(TransportError):
+    """The transport knows right now that no server can answer (none is registered or
+    discovered). Raised early instead of waiting for the deadline when the backend can tell."""
+
+
+class TransportClosed(TransportError):
+    """The client or server was used after `close()`."""
+
+
+class PayloadTooLarge(TransportError, ValueError):
+    """A payload exceeds the configured `max_message_bytes`; nothing was sent."""
+
+
+@dataclass
+class StreamStats:
+    """Counters of the stream path on one side. Plain ints: read them, don't reset them."""
+
+    sent: int = 0
+    received: int = 0
+    superseded: int = 0
+    """Items replaced by a newer one before they were taken or sent (latest-only)."""
+    rejected_oversize: int = 0
+    """Incoming items dropped for exceeding `max_message_bytes`."""
+
+
+class TransportServer(Protocol):
+    """The server side: answers requests, receives observations, streams chunks back."""
+
+    stats: StreamStats
+
+    def start(self) -> None:
+        """Bind/listen and begin serving. Returns once clients can connect.
+
+        Raises:
+            TransportError: the endpoint cannot be bound.
+        """
+
+    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+        """Return (client_id, newest unserved payload), visiting clients round-robin.
+
+        Blocks up to `timeout_s`; returns None if nothing arrived in that time.
+        """
+
+    def send_stream(self, client_id: str, payload: bytes) -> None:
+        """Queue `payload` for one client's stream path. Never blocks.
+
+        Unknown or disconnected clients are ignored (the client's staleness logic copes).
+        Raises PayloadTooLarge if over the limit.
+        """
+
+    def close(self) -> None:
+        """Stop serving and release every thread and socket. Idempotent."""
+
+
+class TransportClient(Protocol):
+    """The robot side: requests with deadlines, a latest-only stream both ways."""
+
+    client_id: str
+    stats: StreamStats
+
+    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
+        """Send a control message and block for its reply.
+
+        Raises:
+            TransportTimeout: no reply within `timeout_s` (never blocks much longer).
+            ServerUnavailable: the backend knows no server is there.
+            PayloadTooLarge: `payload` exceeds `max_message_bytes`.
+            TransportClosed: after `close()`.
+        """
+
+    def publish(self, payload: bytes) -> None:
+        """Queue an observation for the server. Never blocks; a newer one replaces an unsent one.
+
+        Raises PayloadTooLarge if over the limit, TransportClosed after `close()`.
+        """
+
+    def take_stream(self, timeout_s: float = 0.0) -> bytes | None:
+        """Return the newest payload the server streamed to this client, or None.
+
+        Waits up to `timeout_s` for one; older untaken payloads are dropped (and counted).
+        """
+
+    def server_present(self) -> bool:
+        """Whether the server is believed alive now (liveliness token or recent heartbeat)."""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the server is present and the stream path is wired up.
+
+        Raises TransportTimeout after `timeout_s`.
+        """
+
+    def close(self) -> None:
+        """Release every thread and socket. Idempotent."""
+
+
+def check_payload_size(payload: bytes, max_message_bytes: int) -> None:
+    """Raise PayloadTooLarge, naming both sizes, if `payload` is over the limit."""
+    if len(payload) > max_message_bytes:
+        raise PayloadTooLarge(
+            f"payload of {len(payload)} bytes exceeds max_message_bytes={max_message_bytes}"
+        )

@@ -1,0 +1,259 @@
+"""gRPC backend: generic bytes methods on one service, no protobuf and no pickle.
+
+Four methods on `/rph.Transport/`: `Request` (unary, the control path), `Publish` (unary,
+one observation), `Subscribe` (server stream of action chunks for one client) and `Ping`
+(presence). Payloads travel as raw bytes (no (de)serializer), so gRPC carries exactly what
+`harness.wire` encoded. Every call has a deadline; `wait_for_ready` turns "unreachable" into
+DEADLINE_EXCEEDED, and short reconnect backoff (FACTS.md) keeps restarts quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from transports.base import (
+    PayloadTooLarge,
+    RequestHandler,
+    ServerUnavailable,
+    StreamStats,
+    TransportClosed,
+    TransportError,
+    TransportTimeout,
+    check_payload_size,
+)
+from transports.config import GrpcTransportConfig
+from transports.heartbeat import Heartbeat
+from transports.mailbox import LatestMailbox, LatestSlot
+
+log = logging.getLogger(__name__)
+
+SERVICE = "rph.Transport"
+CLIENT_ID_KEY = "rph-client-id"
+_SUBSCRIBED = b""  # first message of every Subscribe stream: "you are registered"
+_PUBLISH_TIMEOUT_S = 1.0
+_FRAME_OVERHEAD = 1024
+
+
+def _client_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == CLIENT_ID_KEY:
+            return value
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"missing {CLIENT_ID_KEY} metadata")
+    raise AssertionError("unreachable")
+
+
+def _message_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    limit = max_message_bytes + _FRAME_OVERHEAD
+    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+
+
+class GrpcServer:
+    def __init__(self, config: GrpcTransportConfig, handler: RequestHandler) -> None:
+        self.config = config
+        self.stats = StreamStats()
+        self._handler = handler
+        self._mailbox = LatestMailbox(self.stats)
+        self._subscribers: dict[str, LatestSlot] = {}
+        self._subscribers_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._server: grpc.Server | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc-server")
+        options = [*_message_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
+        self._server = grpc.server(self._executor, options=options)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            "Request": grpc.unary_unary_rpc_method_handler(self._request),
+            "Publish": grpc.unary_unary_rpc_method_handler(self._publish),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(self._subscribe),
+            "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b""),
+        }),))
+        try:
+            port = self._server.add_insecure_port(self.config.endpoint)
+        except RuntimeError as exc:
+            port = 0
+            cause: Exception | None = exc
+        else:
+            cause = None
+        if port == 0:
+            self._executor.shutdown(wait=False)
+            raise TransportError(f"cannot bind grpc endpoint {self.config.endpoint}") from cause
+        self._server.start()
+
+    def _request(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return self._handler(_client_id(context), request)
+
+    def _publish(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._mailbox.put(_client_id(context), request)
+        return b""
+
+    def _subscribe(self, request: bytes, context: grpc.ServicerContext):
+        client_id = _client_id(context)
+        slot = LatestSlot()
+        with self._subscribers_lock:
+            self._subscribers[client_id] = slot  # a re-subscribing client replaces its old stream
+        try:
+            yield _SUBSCRIBED
+            while context.is_active() and not self._stopping.is_set():
+                item = slot.take(0.1)
+                if item is not None:
+                    yield item
+        finally:
+            with self._subscribers_lock:
+                if self._subscribers.get(client_id) is slot:
+                    del self._subscribers[client_id]
+
+    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+        return self._mailbox.take(timeout_s)
+
+    def send_stream(self, client_id: str, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        with self._subscribers_lock:
+            slot = self._subscribers.get(client_id)
+        if slot is not None:
+            self.stats.sent += 1
+            if slot.put(payload):
+                self.stats.superseded += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop(grace=0.2).wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class GrpcClient:
+    def __init__(self, config: GrpcTransportConfig) -> None:
+        self.config = config
+        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.stats = StreamStats()
+        self._metadata = ((CLIENT_ID_KEY, self.client_id),)
+        self._closed = False
+        options = [
+            *_message_options(config.max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", config.initial_backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", config.initial_backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", config.max_backoff_ms),
+        ]
+        self._channel = grpc.insecure_channel(config.endpoint, options=options)
+        self._request = self._channel.unary_unary(f"/{SERVICE}/Request")
+        self._publish = self._channel.unary_unary(f"/{SERVICE}/Publish")
+        self._subscribe = self._channel.unary_stream(f"/{SERVICE}/Subscribe")
+        self._ping = self._channel.unary_unary(f"/{SERVICE}/Ping")
+
+        self._inbox = LatestSlot(self.stats)
+        self._outbox = LatestSlot()  # superseded observations are counted into self.stats below
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._call_lock = threading.Lock()
+        self._stream_call = None
+        self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                        name=f"grpc-client-{self.client_id}-send")
+        self._receiver = threading.Thread(target=self._receive_loop, daemon=True,
+                                          name=f"grpc-client-{self.client_id}-recv")
+        self._heartbeat = Heartbeat(self._ping_once, interval_s=config.heartbeat_interval_s,
+                                    timeout_s=config.heartbeat_timeout_s,
+                                    name=f"grpc-client-{self.client_id}")
+        self._sender.start()
+        self._receiver.start()
+        self._heartbeat.start()
+
+    def _raise_for(self, exc: grpc.RpcError, timeout_s: float) -> TransportError:
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return TransportTimeout(f"no grpc reply within {timeout_s:.3f} s")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServerUnavailable(f"grpc server unavailable: {exc.details()}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return PayloadTooLarge(f"grpc rejected the message size: {exc.details()}")
+        if code == grpc.StatusCode.CANCELLED and self._closed:
+            return TransportClosed("grpc client closed")
+        return TransportError(f"grpc call failed with {code.name}: {exc.details()}")
+
+    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._closed:
+            raise TransportClosed("grpc client is closed")
+        try:
+            return self._request(payload, timeout=timeout_s, metadata=self._metadata,
+                                 wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise self._raise_for(exc, timeout_s) from None
+
+    def _ping_once(self, timeout_s: float) -> None:
+        try:
+            self._ping(b"", timeout=timeout_s, metadata=self._metadata, wait_for_ready=False)
+        except grpc.RpcError as exc:
+            raise self._raise_for(exc, timeout_s) from None
+
+    def publish(self, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._closed:
+            raise TransportClosed("grpc client is closed")
+        if self._outbox.put(payload):
+            self.stats.superseded += 1
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            payload = self._outbox.take(0.1)
+            if payload is None:
+                continue
+            try:
+                self._publish(payload, timeout=_PUBLISH_TIMEOUT_S, metadata=self._metadata,
+                              wait_for_ready=False)
+                self.stats.sent += 1
+            except grpc.RpcError as exc:
+                log.debug("observation lost: %s", exc.code().name)
+
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._call_lock:
+                if self._stop.is_set():
+                    return
+                call = self._subscribe(b"", metadata=self._metadata, wait_for_ready=True)
+                self._stream_call = call
+            try:
+                for item in call:
+                    if item == _SUBSCRIBED:
+                        self._subscribed.set()
+                    else:
+                        self._inbox.put(item)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    log.debug("grpc stream ended (%s); resubscribing", exc.code().name)
+            self._subscribed.clear()
+            self._stop.wait(self.config.initial_backoff_ms / 1000)
+
+    def take_stream(self, timeout_s: float = 0.0) -> bytes | None:
+        return self._inbox.take(timeout_s)
+
+    def server_present(self) -> bool:
+        return self._heartbeat.present()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if not (self._heartbeat.wait_present(timeout_s) and self._subscribed.wait(timeout_s)):
+            raise TransportTimeout(f"grpc server {self.config.endpoint} absent for {timeout_s} s")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        with self._call_lock:
+            if self._stream_call is not None:
+                self._stream_call.cancel()
+        self._heartbeat.stop()
+        self._sender.join()
+        self._receiver.join()
+        self._channel.close()

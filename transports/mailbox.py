@@ -1,0 +1,85 @@
+"""Latest-only buffers shared by every backend's stream path.
+
+A robot policy should act on the newest observation, never on a backlog: if the server is
+busy, an observation that was not yet served is worth nothing once a newer one exists. Both
+structures here keep one item per owner and count what they replace, so the harness can
+report how much was superseded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from transports.base import StreamStats
+
+
+class LatestSlot:
+    """One latest-only item: `put` replaces, `take` waits for and removes it."""
+
+    def __init__(self, stats: StreamStats | None = None) -> None:
+        self._cond = threading.Condition()
+        self._item: bytes | None = None
+        self.stats = stats if stats is not None else StreamStats()
+
+    def put(self, item: bytes) -> bool:
+        """Store `item`; return True if it replaced one nobody took."""
+        with self._cond:
+            self.stats.received += 1
+            replaced = self._item is not None
+            if replaced:
+                self.stats.superseded += 1
+            self._item = item
+            self._cond.notify_all()
+            return replaced
+
+    def take(self, timeout_s: float = 0.0) -> bytes | None:
+        """Remove and return the item, waiting up to `timeout_s` for one; None if none came."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._item is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            item, self._item = self._item, None
+            return item
+
+
+class LatestMailbox:
+    """One latest-only slot per client, taken round-robin so no client starves another."""
+
+    def __init__(self, stats: StreamStats | None = None) -> None:
+        self._cond = threading.Condition()
+        # Insertion order is the round-robin order: a client that was served moves to the end.
+        self._pending: OrderedDict[str, bytes] = OrderedDict()
+        self.stats = stats if stats is not None else StreamStats()
+
+    def put(self, client_id: str, item: bytes) -> bool:
+        """Store the client's newest item; return True if it replaced an unserved one."""
+        with self._cond:
+            self.stats.received += 1
+            replaced = client_id in self._pending
+            if replaced:
+                self.stats.superseded += 1
+            # A replaced item keeps its client's place in the round-robin order.
+            self._pending[client_id] = item
+            self._cond.notify_all()
+            return replaced
+
+    def take(self, timeout_s: float) -> tuple[str, bytes] | None:
+        """Remove and return (client_id, item) of the longest-waiting client, or None."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return self._pending.popitem(last=False)
+
+    def discard(self, client_id: str) -> None:
+        """Forget a client's unserved item (e.g. its session closed)."""
+        with self._cond:
+            self._pending.pop(client_id, None)

@@ -1,0 +1,221 @@
+"""Zenoh backend: peer-to-peer by default, router optional, liveliness for presence.
+
+Keys under `<namespace>/`: `req` (queryable; the control path, the client id travels as the
+query attachment), `obs/<client_id>` (observations: best-effort, express, dropped rather than
+queued under congestion), `act/<client_id>` (action chunks: reliable, blocking congestion
+control, because a lost chunk starves the robot), and `alive` (the server's liveliness
+token). Multicast scouting and gossip are always off: they would send on the real network and
+let sessions dial each other around a fault proxy (FACTS.md). Shared memory is off too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import zenoh
+
+from transports.base import (
+    RequestHandler,
+    ServerUnavailable,
+    StreamStats,
+    TransportClosed,
+    TransportError,
+    TransportTimeout,
+    check_payload_size,
+)
+from transports.config import ZenohTransportConfig
+from transports.mailbox import LatestMailbox, LatestSlot
+
+log = logging.getLogger(__name__)
+
+
+def session_config(config: ZenohTransportConfig, *, listen: list[str],
+                   connect: list[str]) -> zenoh.Config:
+    """The zenoh session config the project uses everywhere: peer mode, no scouting."""
+    zconfig = zenoh.Config()
+    values = {
+        "mode": "peer",
+        "scouting/multicast/enabled": False,
+        "scouting/gossip/enabled": False,
+        "listen/endpoints": listen,
+        "connect/endpoints": connect,
+        "connect/retry": {
+            "period_init_ms": config.retry_period_init_ms,
+            "period_max_ms": config.retry_period_max_ms,
+            "period_increase_factor": config.retry_period_increase_factor,
+        },
+        "transport/link/tx/lease": config.lease_ms,
+        # Shared memory would bypass the TCP link (and any fault proxy on it) between
+        # processes on one host, and leaks a /dev/shm descriptor per session in 1.10.
+        "transport/shared_memory/enabled": False,
+    }
+    for key, value in values.items():
+        zconfig.insert_json5(key, json.dumps(value))
+    return zconfig
+
+
+def _client_endpoints(config: ZenohTransportConfig) -> list[str]:
+    return [config.router_endpoint] if config.router_endpoint else [config.endpoint]
+
+
+class ZenohServer:
+    def __init__(self, config: ZenohTransportConfig, handler: RequestHandler) -> None:
+        self.config = config
+        self.stats = StreamStats()
+        self._handler = handler
+        self._mailbox = LatestMailbox(self.stats)
+        self._session: zenoh.Session | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._declared: list = []
+        self._closed = False
+
+    def start(self) -> None:
+        ns = self.config.namespace
+        connect = [self.config.router_endpoint] if self.config.router_endpoint else []
+        try:
+            self._session = zenoh.open(
+                session_config(self.config, listen=[self.config.endpoint], connect=connect)
+            )
+        except zenoh.ZError as exc:
+            raise TransportError(f"cannot open zenoh session on {self.config.endpoint}: {exc}")
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zenoh-req")
+        self._declared = [
+            self._session.declare_queryable(f"{ns}/req", self._on_query),
+            self._session.declare_subscriber(f"{ns}/obs/*", self._on_observation),
+            self._session.liveliness().declare_token(f"{ns}/alive"),
+        ]
+
+    def _on_query(self, query: zenoh.Query) -> None:
+        # Runs on a zenoh thread: hand the work to our own pool so zenoh keeps moving bytes.
+        self._executor.submit(self._answer, query)
+
+    def _answer(self, query: zenoh.Query) -> None:
+        try:
+            client_id = query.attachment.to_bytes().decode() if query.attachment else ""
+            payload = query.payload.to_bytes() if query.payload is not None else b""
+            if len(payload) > self.config.max_message_bytes:
+                self.stats.rejected_oversize += 1
+                return
+            reply = self._handler(client_id, payload)
+            query.reply(query.key_expr, reply)
+        except Exception:
+            log.exception("request handler failed; the client will time out")
+        finally:
+            query.drop()
+
+    def _on_observation(self, sample: zenoh.Sample) -> None:
+        payload = sample.payload.to_bytes()
+        if len(payload) > self.config.max_message_bytes:
+            self.stats.rejected_oversize += 1
+            return
+        client_id = str(sample.key_expr).rsplit("/", 1)[-1]
+        self._mailbox.put(client_id, payload)
+
+    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+        return self._mailbox.take(timeout_s)
+
+    def send_stream(self, client_id: str, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._session is None or self._closed:
+            raise TransportClosed("zenoh server is not running")
+        self.stats.sent += 1
+        self._session.put(f"{self.config.namespace}/act/{client_id}", payload,
+                          congestion_control=zenoh.CongestionControl.BLOCK,
+                          priority=zenoh.Priority.INTERACTIVE_HIGH)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for entity in reversed(self._declared):
+            entity.undeclare()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._session is not None:
+            self._session.close()
+
+
+class ZenohClient:
+    def __init__(self, config: ZenohTransportConfig) -> None:
+        self.config = config
+        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.stats = StreamStats()
+        self._inbox = LatestSlot(self.stats)
+        self._present = threading.Event()
+        self._closed = False
+        ns = config.namespace
+        self._session = zenoh.open(
+            session_config(config, listen=[], connect=_client_endpoints(config))
+        )
+        self._attachment = self.client_id.encode()
+        self._publisher = self._session.declare_publisher(
+            f"{ns}/obs/{self.client_id}",
+            congestion_control=zenoh.CongestionControl.DROP,
+            priority=zenoh.Priority.REAL_TIME,
+            express=True,
+        )
+        self._declared = [
+            self._publisher,
+            self._session.declare_subscriber(f"{ns}/act/{self.client_id}", self._on_chunk),
+            self._session.liveliness().declare_subscriber(f"{ns}/alive", self._on_liveliness,
+                                                          history=True),
+        ]
+
+    def _on_chunk(self, sample: zenoh.Sample) -> None:
+        self._inbox.put(sample.payload.to_bytes())
+
+    def _on_liveliness(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            self._present.set()
+        else:
+            self._present.clear()
+
+    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._closed:
+            raise TransportClosed("zenoh client is closed")
+        replies = self._session.get(f"{self.config.namespace}/req", payload=payload,
+                                    attachment=self._attachment, timeout=timeout_s)
+        for reply in replies:
+            if reply.ok is not None:
+                return reply.ok.payload.to_bytes()
+            text = reply.err.payload.to_bytes().decode("utf-8", "replace")
+            if "timeout" in text.lower():
+                raise TransportTimeout(f"no zenoh reply within {timeout_s:.3f} s")
+            raise TransportError(f"zenoh query failed: {text}")
+        # No reply at all, at once: zenoh knows of no queryable for the key.
+        raise ServerUnavailable(f"no zenoh server answers {self.config.namespace}/req")
+
+    def publish(self, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._closed:
+            raise TransportClosed("zenoh client is closed")
+        self.stats.sent += 1
+        self._publisher.put(payload)
+
+    def take_stream(self, timeout_s: float = 0.0) -> bytes | None:
+        return self._inbox.take(timeout_s)
+
+    def server_present(self) -> bool:
+        return self._present.is_set()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not (self._present.is_set() and self._publisher.matching_status.matching):
+            if time.monotonic() >= deadline:
+                raise TransportTimeout(
+                    f"zenoh server under {self.config.namespace!r} absent for {timeout_s} s")
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for entity in reversed(self._declared):
+            entity.undeclare()
+        self._session.close()

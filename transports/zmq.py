@@ -1,0 +1,322 @@
+"""ZeroMQ backend: one DEALER per client, one ROUTER per server, frames tagged with a kind
+and a request id.
+
+DEALER/ROUTER rather than REQ/REP because REQ wedges after a lost reply ("lazy pirate") while
+DEALER survives timeouts; the cost is that a reply can arrive after its deadline, so replies
+are matched by request id and late ones dropped. ZeroMQ sockets are not thread-safe, so each
+side has one I/O thread that owns its socket; callers hand it frames through a deque and wake
+it through a pipe.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import zmq
+
+from transports.base import (
+    RequestHandler,
+    ServerUnavailable,
+    StreamStats,
+    TransportClosed,
+    TransportError,
+    TransportTimeout,
+    check_payload_size,
+)
+from transports.config import ZmqTransportConfig
+from transports.heartbeat import Heartbeat
+from transports.mailbox import LatestMailbox, LatestSlot
+
+log = logging.getLogger(__name__)
+
+# Frame kinds. Client -> server: request, observation, ping. Server -> client: reply,
+# streamed chunk, pong. Every message is [kind, request id (8 bytes LE, empty if none), payload].
+REQUEST, OBSERVATION, PING = b"R", b"O", b"P"
+REPLY, CHUNK, PONG = b"r", b"c", b"p"
+_FRAME_OVERHEAD = 64
+_BIND_RETRY_S = 3.0
+
+
+class _SocketLoop:
+    """Owns one socket on one thread; other threads queue frames with `send`."""
+
+    def __init__(self, socket: zmq.Socket, on_frames, name: str) -> None:
+        self._socket = socket
+        self._on_frames = on_frames
+        self._outgoing: collections.deque = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, frames: list[bytes]) -> None:
+        self._outgoing.append(frames)
+        self._wake()
+
+    def send_callable(self, make_frames: Callable[[], list[bytes] | None]) -> None:
+        """Queue a callable the I/O thread calls right before sending; it may return None.
+
+        This lets the latest-only outbox pick its payload at the last possible moment."""
+        self._outgoing.append(make_frames)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (the loop is already awake) or closed during shutdown
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _dispatch(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
+        try:
+            self._on_frames(frames, unsent)
+        except Exception:  # one bad message must not kill the socket's only thread
+            log.exception("zmq frame handler failed")
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop:
+                events = dict(poller.poll(100))
+                if self._wake_r in events:
+                    os.read(self._wake_r, 4096)
+                while self._outgoing:
+                    item = self._outgoing.popleft()
+                    frames = item() if callable(item) else item
+                    if frames is None:
+                        continue
+                    try:
+                        self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        self._dispatch(None, frames)  # unsendable: let the owner fail it
+                if self._socket in events:
+                    while True:
+                        try:
+                            frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._dispatch(frames, None)
+        finally:
+            self._socket.close(linger=0)
+
+
+class ZmqServer:
+    def __init__(self, config: ZmqTransportConfig, handler: RequestHandler) -> None:
+        self.config = config
+        self.stats = StreamStats()
+        self._handler = handler
+        self._mailbox = LatestMailbox(self.stats)
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: _SocketLoop | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        socket = zmq.Context.instance().socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
+        socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + _FRAME_OVERHEAD)
+        deadline = time.monotonic() + _BIND_RETRY_S
+        while True:  # the previous server's socket may still be closing on zmq's I/O thread
+            try:
+                socket.bind(self.config.endpoint)
+                break
+            except zmq.ZMQError as exc:
+                if time.monotonic() > deadline:
+                    socket.close(linger=0)
+                    raise TransportError(f"cannot bind {self.config.endpoint}: {exc}") from exc
+                time.sleep(0.05)
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zmq-req")
+        self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io")
+        self._loop.start()
+
+    def _on_frames(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
+        if frames is None:
+            return  # an unsendable reply: the client is gone, its deadline handles it
+        if len(frames) != 4:
+            log.warning("dropping malformed zmq message with %d frames", len(frames))
+            return
+        identity, kind, request_id, payload = frames
+        if kind == PING:
+            self._loop.send([identity, PONG, request_id, b""])
+        elif kind == OBSERVATION:
+            if len(payload) > self.config.max_message_bytes:
+                self.stats.rejected_oversize += 1
+                return
+            self._mailbox.put(identity.decode("utf-8", "replace"), payload)
+        elif kind == REQUEST:
+            self._executor.submit(self._answer, identity, request_id, payload)
+        else:
+            log.warning("dropping zmq message of unknown kind %r", kind[:8])
+
+    def _answer(self, identity: bytes, request_id: bytes, payload: bytes) -> None:
+        try:
+            reply = self._handler(identity.decode("utf-8", "replace"), payload)
+        except Exception:
+            log.exception("request handler failed; the client will time out")
+            return
+        self._loop.send([identity, REPLY, request_id, reply])
+
+    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+        return self._mailbox.take(timeout_s)
+
+    def send_stream(self, client_id: str, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._loop is None or self._closed:
+            raise TransportClosed("zmq server is not running")
+        self.stats.sent += 1
+        self._loop.send([client_id.encode(), CHUNK, b"", payload])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None:
+            self._loop.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ZmqClient:
+    def __init__(self, config: ZmqTransportConfig) -> None:
+        self.config = config
+        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.stats = StreamStats()
+        self._inbox = LatestSlot(self.stats)
+        self._pending: dict[bytes, Future[bytes]] = {}
+        self._pending_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._observation: bytes | None = None  # latest-only outbox
+        self._observation_lock = threading.Lock()
+        self.late_replies = 0
+        self._closed = False
+
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.ROUTING_ID, self.client_id.encode())
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a server that is not connected
+        socket.setsockopt(zmq.RECONNECT_IVL, config.reconnect_ivl_ms)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, config.reconnect_ivl_max_ms)
+        socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + _FRAME_OVERHEAD)
+        socket.connect(config.endpoint)
+        self._loop = _SocketLoop(socket, self._on_frames, f"zmq-client-{self.client_id}")
+        self._loop.start()
+        self._heartbeat = Heartbeat(
+            lambda timeout_s: self._round_trip(PING, b"", timeout_s),
+            interval_s=config.heartbeat_interval_s,
+            timeout_s=config.heartbeat_timeout_s,
+            name=f"zmq-client-{self.client_id}",
+        )
+        self._heartbeat.start()
+
+    def _on_frames(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
+        if unsent is not None:  # no connection to the server (IMMEDIATE): fail fast
+            if unsent[0] in (REQUEST, PING):
+                self._fail(bytes(unsent[1]), ServerUnavailable("not connected to zmq server"))
+            return
+        if len(frames) != 3:
+            log.warning("dropping malformed zmq reply with %d frames", len(frames))
+            return
+        kind, request_id, payload = frames
+        if kind == CHUNK:
+            self._inbox.put(payload)
+            return
+        with self._pending_lock:
+            future = self._pending.pop(request_id, None)
+        if future is None:
+            self.late_replies += 1  # its caller gave up at the deadline: drop it
+        elif not future.done():
+            future.set_result(payload)
+
+    def _fail(self, request_id: bytes, exc: Exception) -> None:
+        with self._pending_lock:
+            future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def _round_trip(self, kind: bytes, payload: bytes, timeout_s: float) -> bytes:
+        if self._closed:
+            raise TransportClosed("zmq client is closed")
+        request_id = next(self._ids).to_bytes(8, "little")
+        future: Future[bytes] = Future()
+        with self._pending_lock:
+            self._pending[request_id] = future
+        self._loop.send([kind, request_id, payload])
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise TransportTimeout(f"no zmq reply within {timeout_s:.3f} s") from None
+        finally:
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+
+    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
+        check_payload_size(payload, self.config.max_message_bytes)
+        return self._round_trip(REQUEST, payload, timeout_s)
+
+    def publish(self, payload: bytes) -> None:
+        check_payload_size(payload, self.config.max_message_bytes)
+        if self._closed:
+            raise TransportClosed("zmq client is closed")
+        # The I/O thread sends what it finds in the outbox; a newer observation that arrives
+        # before it got there replaces the older one instead of queueing behind it.
+        with self._observation_lock:
+            if self._observation is not None:
+                self.stats.superseded += 1
+                self._observation = payload
+                return
+            self._observation = payload
+        self._loop.send_callable(self._flush_observation)
+
+    def _flush_observation(self) -> list[bytes] | None:
+        with self._observation_lock:
+            payload, self._observation = self._observation, None
+        if payload is None:
+            return None
+        self.stats.sent += 1
+        return [OBSERVATION, b"", payload]
+
+    def take_stream(self, timeout_s: float = 0.0) -> bytes | None:
+        return self._inbox.take(timeout_s)
+
+    def server_present(self) -> bool:
+        return self._heartbeat.present()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if not self._heartbeat.wait_present(timeout_s):
+            raise TransportTimeout(f"zmq server {self.config.endpoint} absent for {timeout_s} s")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._heartbeat.stop()
+        self._loop.stop()
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(TransportClosed("zmq client closed"))
