@@ -59,7 +59,7 @@ class ZenohTransportConfig(TransportConfig):
     endpoint: str = "tcp/127.0.0.1:7447"
     """Where the server listens (peer mode) and clients connect."""
     router_endpoint: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
-    """Optional zenoh router both sides connect to instead of dialling each other."""
+    """Optional zenoh router: both sides then run in client mode and connect only to it."""
     namespace: str = "rph"
     """Key-expression prefix; servers with different namespaces never see each other."""
     lease_ms: int = 1000

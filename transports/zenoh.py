@@ -36,10 +36,14 @@ log = logging.getLogger(__name__)
 
 def session_config(config: ZenohTransportConfig, *, listen: list[str],
                    connect: list[str]) -> zenoh.Config:
-    """The zenoh session config the project uses everywhere: peer mode, no scouting."""
+    """The zenoh session config the project uses everywhere: no scouting, no shared memory.
+
+    Peer mode when the two sides dial each other; client mode when a router is configured,
+    because a router does not broker between peers that have gossip turned off.
+    """
     zconfig = zenoh.Config()
     values = {
-        "mode": "peer",
+        "mode": "client" if config.router_endpoint else "peer",
         "scouting/multicast/enabled": False,
         "scouting/gossip/enabled": False,
         "listen/endpoints": listen,
@@ -59,8 +63,13 @@ def session_config(config: ZenohTransportConfig, *, listen: list[str],
     return zconfig
 
 
-def _client_endpoints(config: ZenohTransportConfig) -> list[str]:
-    return [config.router_endpoint] if config.router_endpoint else [config.endpoint]
+def _endpoints(config: ZenohTransportConfig, *, server: bool) -> dict[str, list[str]]:
+    """Peer mode: the server listens, clients connect to it. Router: everyone connects to it."""
+    if config.router_endpoint:
+        return {"listen": [], "connect": [config.router_endpoint]}
+    if server:
+        return {"listen": [config.endpoint], "connect": []}
+    return {"listen": [], "connect": [config.endpoint]}
 
 
 class ZenohServer:
@@ -76,10 +85,9 @@ class ZenohServer:
 
     def start(self) -> None:
         ns = self.config.namespace
-        connect = [self.config.router_endpoint] if self.config.router_endpoint else []
         try:
             self._session = zenoh.open(
-                session_config(self.config, listen=[self.config.endpoint], connect=connect)
+                session_config(self.config, **_endpoints(self.config, server=True))
             )
         except zenoh.ZError as exc:
             raise TransportError(f"cannot open zenoh session on {self.config.endpoint}: {exc}")
@@ -149,9 +157,7 @@ class ZenohClient:
         self._present = threading.Event()
         self._closed = False
         ns = config.namespace
-        self._session = zenoh.open(
-            session_config(config, listen=[], connect=_client_endpoints(config))
-        )
+        self._session = zenoh.open(session_config(config, **_endpoints(config, server=False)))
         self._attachment = self.client_id.encode()
         self._publisher = self._session.declare_publisher(
             f"{ns}/obs/{self.client_id}",
