@@ -1,0 +1,64 @@
+"""Every shipped YAML composes and validates; bad values fail at startup naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.config import ConfigError, config_dir, register_configs, validate
+from transports.config import TransportConfig
+
+register_configs()
+TRANSPORT_FILES = sorted(p.stem for p in (Path(config_dir()) / "transport").glob("*.yaml"))
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_every_transport_kind_has_a_yaml():
+    assert TRANSPORT_FILES == ["grpc", "local", "zenoh", "zmq"]
+
+
+@pytest.mark.parametrize("name", TRANSPORT_FILES)
+def test_transport_yaml_composes_into_its_dataclass(name):
+    config = validate(compose_config(f"transport={name}"))
+    assert isinstance(config.transport, TransportConfig)
+    assert config.transport.kind == name
+
+
+def test_default_transport_is_zenoh_with_scouting_free_loopback_endpoint():
+    config = validate(compose_config())
+    assert config.transport.kind == "zenoh"
+    assert config.transport.endpoint == "tcp/127.0.0.1:7447"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("transport.lease_ms=-5", "transport.lease_ms"),
+        ("transport.max_message_bytes=0", "transport.max_message_bytes"),
+        ("transport.endpoint=localhost:7447", "transport.endpoint"),
+        ("bench.round_trips=0", "bench.round_trips"),
+        ("bench.jpeg_quality=101", "bench.jpeg_quality"),
+    ],
+)
+def test_out_of_range_value_fails_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(compose_config(override))
+
+
+def test_misspelt_key_fails_at_compose_naming_the_key():
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException), match="endpoit"):
+        compose_config("transport.endpoit=tcp/127.0.0.1:1")
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException),
+                       match="round_trips"):
+        compose_config("bench.round_trips=many")
