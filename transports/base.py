@@ -22,9 +22,10 @@ from typing import Protocol
 RequestHandler = Callable[[str, bytes], bytes]
 """Server-side callback for the request path: (client_id, payload) -> reply payload.
 
-Called on a transport worker thread, never on the thread that moves bytes, so a slow handler
-delays only its own reply. An exception in it is logged and the request goes unanswered
-(the client sees a timeout); answer with a wire ERROR message instead where you can.
+Called on the transport's receive thread (one thread hand-off less per control message), so
+it must be quick: validation and bookkeeping. Model inference belongs on the stream path,
+served by the policy server's own thread. An exception in it is logged and the request goes
+unanswered (the client sees a timeout); answer with a wire ERROR message where you can.
 """
 
 

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import zenoh
 
@@ -79,7 +78,6 @@ class ZenohServer:
         self._handler = handler
         self._mailbox = LatestMailbox(self.stats)
         self._session: zenoh.Session | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._declared: list = []
         self._closed = False
 
@@ -91,7 +89,6 @@ class ZenohServer:
             )
         except zenoh.ZError as exc:
             raise TransportError(f"cannot open zenoh session on {self.config.endpoint}: {exc}")
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zenoh-req")
         self._declared = [
             self._session.declare_queryable(f"{ns}/req", self._on_query),
             self._session.declare_subscriber(f"{ns}/obs/*", self._on_observation),
@@ -99,10 +96,6 @@ class ZenohServer:
         ]
 
     def _on_query(self, query: zenoh.Query) -> None:
-        # Runs on a zenoh thread: hand the work to our own pool so zenoh keeps moving bytes.
-        self._executor.submit(self._answer, query)
-
-    def _answer(self, query: zenoh.Query) -> None:
         try:
             client_id = query.attachment.to_bytes().decode() if query.attachment else ""
             payload = query.payload.to_bytes() if query.payload is not None else b""
@@ -142,8 +135,6 @@ class ZenohServer:
         self._closed = True
         for entity in reversed(self._declared):
             entity.undeclare()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
         if self._session is not None:
             self._session.close()
 

@@ -3,9 +3,13 @@ and a request id.
 
 DEALER/ROUTER rather than REQ/REP because REQ wedges after a lost reply ("lazy pirate") while
 DEALER survives timeouts; the cost is that a reply can arrive after its deadline, so replies
-are matched by request id and late ones dropped. ZeroMQ sockets are not thread-safe, so each
-side has one I/O thread that owns its socket; callers hand it frames through a deque and wake
-it through a pipe.
+are matched by request id and late ones dropped.
+
+ZeroMQ sockets are not thread-safe. A client therefore has two DEALERs: a *request* socket
+the calling thread uses directly under a lock (no thread hand-off on the control path), and a
+*stream* socket owned by an I/O thread that receives chunks whenever they come and sends
+observations and heartbeat pings that callers queue through a deque and a wake-up pipe. The
+server tells them apart by a routing-id prefix and answers requests on its I/O thread.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import zmq
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 # streamed chunk, pong. Every message is [kind, request id (8 bytes LE, empty if none), payload].
 REQUEST, OBSERVATION, PING = b"R", b"O", b"P"
 REPLY, CHUNK, PONG = b"r", b"c", b"p"
+# Routing-id prefixes of a client's two sockets; the rest of the id is the client id.
+REQUEST_SOCKET, STREAM_SOCKET = b"q:", b"s:"
 _FRAME_OVERHEAD = 64
 _BIND_RETRY_S = 3.0
 
@@ -130,7 +137,6 @@ class ZmqServer:
         self.stats = StreamStats()
         self._handler = handler
         self._mailbox = LatestMailbox(self.stats)
-        self._executor: ThreadPoolExecutor | None = None
         self._loop: _SocketLoop | None = None
         self._closed = False
 
@@ -149,7 +155,6 @@ class ZmqServer:
                     socket.close(linger=0)
                     raise TransportError(f"cannot bind {self.config.endpoint}: {exc}") from exc
                 time.sleep(0.05)
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zmq-req")
         self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io")
         self._loop.start()
 
@@ -160,25 +165,23 @@ class ZmqServer:
             log.warning("dropping malformed zmq message with %d frames", len(frames))
             return
         identity, kind, request_id, payload = frames
+        client_id = identity[len(STREAM_SOCKET):].decode("utf-8", "replace")
         if kind == PING:
             self._loop.send([identity, PONG, request_id, b""])
         elif kind == OBSERVATION:
             if len(payload) > self.config.max_message_bytes:
                 self.stats.rejected_oversize += 1
                 return
-            self._mailbox.put(identity.decode("utf-8", "replace"), payload)
+            self._mailbox.put(client_id, payload)
         elif kind == REQUEST:
-            self._executor.submit(self._answer, identity, request_id, payload)
+            try:
+                reply = self._handler(client_id, payload)
+            except Exception:
+                log.exception("request handler failed; the client will time out")
+                return
+            self._loop.send([identity, REPLY, request_id, reply])
         else:
             log.warning("dropping zmq message of unknown kind %r", kind[:8])
-
-    def _answer(self, identity: bytes, request_id: bytes, payload: bytes) -> None:
-        try:
-            reply = self._handler(identity.decode("utf-8", "replace"), payload)
-        except Exception:
-            log.exception("request handler failed; the client will time out")
-            return
-        self._loop.send([identity, REPLY, request_id, reply])
 
     def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
         return self._mailbox.take(timeout_s)
@@ -188,7 +191,7 @@ class ZmqServer:
         if self._loop is None or self._closed:
             raise TransportClosed("zmq server is not running")
         self.stats.sent += 1
-        self._loop.send([client_id.encode(), CHUNK, b"", payload])
+        self._loop.send([STREAM_SOCKET + client_id.encode(), CHUNK, b"", payload])
 
     def close(self) -> None:
         if self._closed:
@@ -196,8 +199,6 @@ class ZmqServer:
         self._closed = True
         if self._loop is not None:
             self._loop.stop()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class ZmqClient:
@@ -205,77 +206,99 @@ class ZmqClient:
         self.config = config
         self.client_id = config.client_id or uuid.uuid4().hex[:12]
         self.stats = StreamStats()
+        self.late_replies = 0
+        """Replies that arrived after their caller's deadline and were dropped."""
         self._inbox = LatestSlot(self.stats)
-        self._pending: dict[bytes, Future[bytes]] = {}
-        self._pending_lock = threading.Lock()
+        self._pings: dict[bytes, Future[bytes]] = {}
+        self._pings_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._observation: bytes | None = None  # latest-only outbox
         self._observation_lock = threading.Lock()
-        self.late_replies = 0
+        self._request_lock = threading.Lock()
         self._closed = False
 
+        self._request_socket = self._connect(REQUEST_SOCKET)
+        self._loop = _SocketLoop(self._connect(STREAM_SOCKET), self._on_frames,
+                                 f"zmq-client-{self.client_id}")
+        self._loop.start()
+        self._heartbeat = Heartbeat(self._ping, interval_s=config.heartbeat_interval_s,
+                                    timeout_s=config.heartbeat_timeout_s,
+                                    name=f"zmq-client-{self.client_id}")
+        self._heartbeat.start()
+
+    def _connect(self, prefix: bytes) -> zmq.Socket:
         socket = zmq.Context.instance().socket(zmq.DEALER)
-        socket.setsockopt(zmq.ROUTING_ID, self.client_id.encode())
+        socket.setsockopt(zmq.ROUTING_ID, prefix + self.client_id.encode())
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a server that is not connected
-        socket.setsockopt(zmq.RECONNECT_IVL, config.reconnect_ivl_ms)
-        socket.setsockopt(zmq.RECONNECT_IVL_MAX, config.reconnect_ivl_max_ms)
-        socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + _FRAME_OVERHEAD)
-        socket.connect(config.endpoint)
-        self._loop = _SocketLoop(socket, self._on_frames, f"zmq-client-{self.client_id}")
-        self._loop.start()
-        self._heartbeat = Heartbeat(
-            lambda timeout_s: self._round_trip(PING, b"", timeout_s),
-            interval_s=config.heartbeat_interval_s,
-            timeout_s=config.heartbeat_timeout_s,
-            name=f"zmq-client-{self.client_id}",
-        )
-        self._heartbeat.start()
+        socket.setsockopt(zmq.RECONNECT_IVL, self.config.reconnect_ivl_ms)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, self.config.reconnect_ivl_max_ms)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + _FRAME_OVERHEAD)
+        socket.connect(self.config.endpoint)
+        return socket
+
+    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
+        check_payload_size(payload, self.config.max_message_bytes)
+        deadline = time.monotonic() + timeout_s
+        if not self._request_lock.acquire(timeout=max(0.0, timeout_s)):
+            raise TransportTimeout(f"another zmq request held the socket past {timeout_s:.3f} s")
+        try:
+            if self._closed:
+                raise TransportClosed("zmq client is closed")
+            request_id = next(self._ids).to_bytes(8, "little")
+            try:
+                self._request_socket.send_multipart([REQUEST, request_id, payload], zmq.NOBLOCK,
+                                                    copy=False)
+            except zmq.Again:
+                raise ServerUnavailable("not connected to zmq server") from None
+            while True:
+                remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0 or not self._request_socket.poll(remaining_ms, zmq.POLLIN):
+                    raise TransportTimeout(f"no zmq reply within {timeout_s:.3f} s")
+                frames = self._request_socket.recv_multipart()
+                if len(frames) == 3 and frames[0] == REPLY and frames[1] == request_id:
+                    return frames[2]
+                self.late_replies += 1  # an earlier caller gave up on it at its deadline
+        finally:
+            self._request_lock.release()
 
     def _on_frames(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
         if unsent is not None:  # no connection to the server (IMMEDIATE): fail fast
-            if unsent[0] in (REQUEST, PING):
-                self._fail(bytes(unsent[1]), ServerUnavailable("not connected to zmq server"))
+            if unsent[0] == PING:
+                self._settle_ping(bytes(unsent[1]), ServerUnavailable("not connected"))
             return
         if len(frames) != 3:
-            log.warning("dropping malformed zmq reply with %d frames", len(frames))
+            log.warning("dropping malformed zmq message with %d frames", len(frames))
             return
         kind, request_id, payload = frames
         if kind == CHUNK:
             self._inbox.put(payload)
-            return
-        with self._pending_lock:
-            future = self._pending.pop(request_id, None)
-        if future is None:
-            self.late_replies += 1  # its caller gave up at the deadline: drop it
-        elif not future.done():
-            future.set_result(payload)
+        elif kind == PONG:
+            self._settle_ping(request_id, None)
 
-    def _fail(self, request_id: bytes, exc: Exception) -> None:
-        with self._pending_lock:
-            future = self._pending.pop(request_id, None)
-        if future is not None and not future.done():
+    def _settle_ping(self, request_id: bytes, exc: Exception | None) -> None:
+        with self._pings_lock:
+            future = self._pings.pop(request_id, None)
+        if future is None or future.done():
+            return
+        if exc is None:
+            future.set_result(b"")
+        else:
             future.set_exception(exc)
 
-    def _round_trip(self, kind: bytes, payload: bytes, timeout_s: float) -> bytes:
-        if self._closed:
-            raise TransportClosed("zmq client is closed")
+    def _ping(self, timeout_s: float) -> None:
         request_id = next(self._ids).to_bytes(8, "little")
         future: Future[bytes] = Future()
-        with self._pending_lock:
-            self._pending[request_id] = future
-        self._loop.send([kind, request_id, payload])
+        with self._pings_lock:
+            self._pings[request_id] = future
+        self._loop.send([PING, request_id, b""])
         try:
-            return future.result(timeout=timeout_s)
+            future.result(timeout=timeout_s)
         except FutureTimeout:
-            raise TransportTimeout(f"no zmq reply within {timeout_s:.3f} s") from None
+            raise TransportTimeout(f"no zmq pong within {timeout_s:.3f} s") from None
         finally:
-            with self._pending_lock:
-                self._pending.pop(request_id, None)
-
-    def request(self, payload: bytes, *, timeout_s: float) -> bytes:
-        check_payload_size(payload, self.config.max_message_bytes)
-        return self._round_trip(REQUEST, payload, timeout_s)
+            with self._pings_lock:
+                self._pings.pop(request_id, None)
 
     def publish(self, payload: bytes) -> None:
         check_payload_size(payload, self.config.max_message_bytes)
@@ -284,12 +307,12 @@ class ZmqClient:
         # The I/O thread sends what it finds in the outbox; a newer observation that arrives
         # before it got there replaces the older one instead of queueing behind it.
         with self._observation_lock:
-            if self._observation is not None:
-                self.stats.superseded += 1
-                self._observation = payload
-                return
+            replaced = self._observation is not None
             self._observation = payload
-        self._loop.send_callable(self._flush_observation)
+        if replaced:
+            self.stats.superseded += 1
+        else:
+            self._loop.send_callable(self._flush_observation)
 
     def _flush_observation(self) -> list[bytes] | None:
         with self._observation_lock:
@@ -315,8 +338,5 @@ class ZmqClient:
         self._closed = True
         self._heartbeat.stop()
         self._loop.stop()
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(TransportClosed("zmq client closed"))
+        with self._request_lock:  # waits for an in-flight request, bounded by its deadline
+            self._request_socket.close(linger=0)
