@@ -15,6 +15,7 @@ run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check harness transports policies envs reports tests
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -32,8 +31,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from harness import wire
-from harness.bench_peer import CONFIG_CLASSES, LENGTH_PREFIX, action_reply, recv_exact
-from transports import TransportConfig, make_client, make_server
+from harness.bench_peer import (
+    CONFIG_CLASSES,
+    LENGTH_PREFIX,
+    action_reply,
+    recv_exact,
+    start_answering,
+)
+from transports import TransportConfig, make_client
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +183,7 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
                     round_trips: int) -> dict[str, np.ndarray]:
     """Round trips on the request path and on the stream path of one transport."""
     if config.kind == "local":  # in-process by definition: its server lives in this process
-        reply = action_reply()
-        server = make_server(config, lambda client_id, request: reply)
-        server.start()
-        stop = threading.Event()
-
-        def stream_loop() -> None:
-            while not stop.is_set():
-                item = server.take_stream(timeout_s=0.1)
-                if item is not None:
-                    server.send_stream(item[0], reply)
-
-        streamer = threading.Thread(target=stream_loop, daemon=True)
-        streamer.start()
+        stop_local = start_answering(config, action_reply())
         peer = None
     else:
         peer = PeerProcess(config.kind, dataclasses.asdict(config))
@@ -213,9 +206,7 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
         if peer is not None:
             peer.stop()
         else:
-            stop.set()
-            streamer.join()
-            server.close()
+            stop_local()
 
 
 def run_benchmark(transports: Iterable[TransportConfig], *, round_trips: int = 1000,
@@ -229,7 +220,8 @@ def run_benchmark(transports: Iterable[TransportConfig], *, round_trips: int = 1
         if floors:
             quality = jpeg_quality if name == "jpeg" else None
             jobs += [
-                ("tcp floor", name, lambda p=payload: {"": bench_tcp_floor(p, warmup, round_trips)}),
+                ("tcp floor", name,
+                 lambda p=payload: {"": bench_tcp_floor(p, warmup, round_trips)}),
                 ("codec floor", name,
                  lambda p=payload, q=quality: {"": bench_codec(p, q, warmup, round_trips)}),
                 ("websocket+msgpack", name,

@@ -17,6 +17,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -95,11 +96,13 @@ def serve_websocket(port: int, reply: bytes, stop: threading.Event) -> None:
     asyncio.run(main())
 
 
-def serve_transport(kind: str, config: TransportConfig, reply: bytes,
-                    stop: threading.Event) -> None:
-    """A transport server answering both paths: requests, and observations on the stream."""
+def start_answering(config: TransportConfig, reply: bytes) -> Callable[[], None]:
+    """Start a transport server that answers both paths with `reply`: requests directly, and
+    each client's newest observation on the stream, from one thread as an inference loop
+    would. Returns the function that stops it."""
     server = make_server(config, lambda client_id, payload: reply)
     server.start()
+    stop = threading.Event()
 
     def stream_loop() -> None:
         while not stop.is_set():
@@ -109,10 +112,20 @@ def serve_transport(kind: str, config: TransportConfig, reply: bytes,
 
     streamer = threading.Thread(target=stream_loop, name="bench-stream", daemon=True)
     streamer.start()
+
+    def shutdown() -> None:
+        stop.set()
+        streamer.join()
+        server.close()
+
+    return shutdown
+
+
+def serve_transport(config: TransportConfig, reply: bytes, stop: threading.Event) -> None:
+    shutdown = start_answering(config, reply)
     print("READY", flush=True)
     stop.wait()
-    streamer.join()
-    server.close()
+    shutdown()
 
 
 def main(argv: list[str]) -> None:
@@ -126,7 +139,7 @@ def main(argv: list[str]) -> None:
     elif kind == "websocket":
         serve_websocket(options["port"], reply, stop)
     else:
-        serve_transport(kind, CONFIG_CLASSES[kind](**options), reply, stop)
+        serve_transport(CONFIG_CLASSES[kind](**options), reply, stop)
 
 
 if __name__ == "__main__":

@@ -391,7 +391,8 @@ def _pack_body(body: Body, jpeg_quality: int | None) -> dict[str, Any]:
                 "max_sessions": body.max_sessions}
     if isinstance(body, Observation):
         return {
-            "state": {k: _pack_array(v, f"observation.state[{k!r}]") for k, v in body.state.items()},
+            "state": {k: _pack_array(v, f"observation.state[{k!r}]")
+                      for k, v in body.state.items()},
             "images": {k: _pack_image(v, f"observation.images[{k!r}]", jpeg_quality)
                        for k, v in body.images.items()},
             "instruction": body.instruction,

@@ -21,5 +21,5 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
         time.sleep(0.01)

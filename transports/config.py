@@ -58,7 +58,7 @@ class ZenohTransportConfig(TransportConfig):
     kind: str = "zenoh"
     endpoint: str = "tcp/127.0.0.1:7447"
     """Where the server listens (peer mode) and clients connect."""
-    router_endpoint: Optional[str] = None  # noqa: UP045 (OmegaConf needs Optional)
+    router_endpoint: Optional[str] = None  # OmegaConf needs Optional, not "str | None"
     """Optional zenoh router: both sides then run in client mode and connect only to it."""
     namespace: str = "rph"
     """Key-expression prefix; servers with different namespaces never see each other."""

@@ -88,7 +88,8 @@ class ZenohServer:
                 session_config(self.config, **_endpoints(self.config, server=True))
             )
         except zenoh.ZError as exc:
-            raise TransportError(f"cannot open zenoh session on {self.config.endpoint}: {exc}")
+            raise TransportError(
+                f"cannot open zenoh session on {self.config.endpoint}: {exc}") from exc
         self._declared = [
             self._session.declare_queryable(f"{ns}/req", self._on_query),
             self._session.declare_subscriber(f"{ns}/obs/*", self._on_observation),
