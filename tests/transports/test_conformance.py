@@ -257,5 +257,11 @@ def test_close_leaves_no_thread_or_socket_behind(kind):
     baseline = _threads_and_fds()
     _open_talk_close(kind)
     # Up to 15 s: zenoh's async runtime reaps an idle worker thread only after 10 s.
-    wait_until(lambda: all(n <= b for n, b in zip(_threads_and_fds(), baseline, strict=True)),
-               15.0, f"(python threads, OS threads, fds) back to {baseline}")
+    def settled(now: tuple[int, int, int]) -> bool:
+        return all(n <= b for n, b in zip(now, baseline, strict=True))
+
+    deadline = time.monotonic() + 15.0
+    while not settled(now := _threads_and_fds()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert settled(now), (
+        f"(python threads, OS threads, fds) {now} did not return to {baseline}")
