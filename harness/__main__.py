@@ -12,7 +12,6 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from rich.console import Console
 
 from harness.config import ConfigError, config_dir, register_configs, validate
 
@@ -31,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from harness import bench
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    console = Console()
+    console = bench.make_console()
     results = bench.run_benchmark(
         [config.transport], round_trips=config.bench.round_trips, warmup=config.bench.warmup,
         image_size=config.bench.image_size, jpeg_quality=config.bench.jpeg_quality,

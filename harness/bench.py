@@ -273,15 +273,22 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
 
 
 def print_table(rows: list[dict[str, object]], console: Console) -> None:
-    table = Table(title="round trip, observation -> 8x7 action chunk (ms)")
-    for column in ("path", "payload", "request_bytes", "p50_ms", "p95_ms", "p99_ms",
-                   "x_tcp_floor", "x_websocket"):
-        table.add_column(column, justify="left" if column in ("path", "payload") else "right")
+    table = Table(title="round trip, observation -> 8x7 action chunk (ms; ratios of p50)")
+    columns = {"path": "path", "payload": "payload", "request_bytes": "bytes", "p50_ms": "p50",
+               "p95_ms": "p95", "p99_ms": "p99", "x_tcp_floor": "x tcp", "x_websocket": "x ws"}
+    for key, title in columns.items():
+        table.add_column(title, no_wrap=True,
+                         justify="left" if key in ("path", "payload") else "right")
     for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in (
-            "path", "payload", "request_bytes", "p50_ms", "p95_ms", "p99_ms", "x_tcp_floor",
-            "x_websocket")))
+        table.add_row(*("" if row[key] is None else
+                        f"{row[key]:.3f}" if key.endswith("_ms") else str(row[key])
+                        for key in columns))
     console.print(table)
+
+
+def make_console() -> Console:
+    """A console wide enough for the table even when output goes to a file or a pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.round_trips < 1 or args.warmup < 0:
         parser.error("--round-trips must be >= 1 and --warmup >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    console = Console()
+    console = make_console()
     results = run_benchmark([CONFIG_CLASSES[k]() for k in kinds], round_trips=args.round_trips,
                             warmup=args.warmup, image_size=args.image_size,
                             jpeg_quality=args.jpeg_quality, floors=not args.no_floors,
