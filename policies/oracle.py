@@ -1,0 +1,124 @@
+"""Scripted oracle for the MuJoCo tasks: a planner that reads privileged state (object and
+goal positions) and returns chunks planned ahead.
+
+It plans like a learned chunking policy acts: from one observation it rolls its plan forward
+`chunk_size` steps, assuming the hand follows every command exactly. A chunk that arrives
+late is therefore wrong in the same way a late VLA chunk is: it steers from where the hand
+*was*. Every decision is a function of the observation (hand position, finger gap, where the
+box is, whether it is held), never of a step count, so the oracle recovers after a stall or a
+dropped box and does not depend on how many of its chunks were executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.base import EnvObservation, EnvSpec
+from envs.mujoco_tasks import BOX_HALF_M, MOVE_PER_STEP_M
+from policies.base import PolicySpec
+
+OPEN, CLOSE = -1.0, 1.0
+NEAR_XY_M = 0.01
+NEAR_Z_M = 0.005
+FINGER_SPEED_M = 0.015
+"""Modelled change of the finger gap per step when rolling a chunk forward."""
+OPEN_GAP_M = 0.07
+HOVER_Z, GRASP_Z, CARRY_Z, PLACE_Z = 0.12, 0.04, 0.14, 0.045
+HELD_OFFSET_Z = GRASP_Z - BOX_HALF_M
+"""Height of the hand above the centre of a box it holds."""
+
+
+@dataclass
+class PickPlaceState:
+    """What the planner knows, from an observation or from its own roll-forward."""
+
+    hand: np.ndarray
+    gap: float
+    box: np.ndarray
+    goal: np.ndarray
+
+    def box_between_fingers(self) -> bool:
+        return (float(np.linalg.norm(self.hand[:2] - self.box[:2])) < 1.5 * NEAR_XY_M
+                and self.hand[2] < self.box[2] + 0.035)
+
+    def holding(self) -> bool:
+        return self.box_between_fingers() and self.gap < 2 * BOX_HALF_M + 0.006
+
+
+def pick_place_target(s: PickPlaceState) -> tuple[np.ndarray, float]:
+    """Where the hand should go next and the gripper command, from the state alone."""
+
+    def at(xy: np.ndarray, z: float) -> np.ndarray:
+        return np.array([xy[0], xy[1], z])
+
+    def far(xy: np.ndarray) -> bool:
+        return float(np.linalg.norm(s.hand[:2] - xy[:2])) > NEAR_XY_M
+
+    if s.holding():
+        if far(s.goal):
+            if s.hand[2] < CARRY_Z - 2 * NEAR_Z_M:
+                return at(s.hand, CARRY_Z), CLOSE  # lift before travelling
+            return at(s.goal, CARRY_Z), CLOSE
+        if s.hand[2] > PLACE_Z + NEAR_Z_M:
+            return at(s.goal, PLACE_Z), CLOSE
+        return at(s.goal, PLACE_Z), OPEN  # release
+    on_goal = (float(np.linalg.norm(s.box[:2] - s.goal[:2])) < NEAR_XY_M * 2.5
+               and s.box[2] < BOX_HALF_M + NEAR_Z_M)
+    if on_goal:
+        return at(s.hand, HOVER_Z), OPEN  # done: retreat upwards
+    if far(s.box):
+        if s.hand[2] < HOVER_Z - 2 * NEAR_Z_M:
+            return at(s.hand, HOVER_Z), OPEN  # rise before travelling
+        return at(s.box, HOVER_Z), OPEN
+    if s.hand[2] > GRASP_Z + NEAR_Z_M:
+        if s.gap < OPEN_GAP_M - 0.01:
+            return at(s.box, s.hand[2]), OPEN  # open fully before descending over the box
+        return at(s.box, GRASP_Z), OPEN
+    return at(s.box, GRASP_Z), CLOSE
+
+
+class MujocoOracle:
+    """Privileged planner for `mujoco_reach` and `mujoco_pick_place`."""
+
+    def __init__(self, env_spec: EnvSpec, *, chunk_size: int = 8, model_id: str = "oracle"):
+        if env_spec.name not in ("mujoco_reach", "mujoco_pick_place"):
+            raise ValueError(f"env: the MuJoCo oracle cannot solve {env_spec.name!r}")
+        self._pick_place = env_spec.name == "mujoco_pick_place"
+        self.spec = PolicySpec(model_id=model_id, action_names=env_spec.action_names,
+                               state=dict(env_spec.state), images={},
+                               control_hz=env_spec.control_hz, chunk_size=chunk_size)
+
+    def reset(self, *, seed: int) -> None:
+        """Nothing to clear: every decision is a function of the observation."""
+
+    def predict(self, observation: EnvObservation) -> np.ndarray:
+        state = {k: np.asarray(v, np.float64) for k, v in observation.state.items()}
+        actions = np.zeros((self.spec.chunk_size, len(self.spec.action_names)), np.float32)
+        if not self._pick_place:
+            hand = state["hand_pos"]
+            for step in range(self.spec.chunk_size):
+                delta = np.clip((state["target_pos"] - hand) / MOVE_PER_STEP_M, -1.0, 1.0)
+                hand = hand + delta * MOVE_PER_STEP_M
+                actions[step] = delta
+            return actions
+        sim = PickPlaceState(state["hand_pos"], float(state["gripper_opening"][0]),
+                             state["object_pos"], state["goal_pos"])
+        for step in range(self.spec.chunk_size):
+            target, grip = pick_place_target(sim)
+            delta = np.clip((target - sim.hand) / MOVE_PER_STEP_M, -1.0, 1.0)
+            actions[step] = [*delta, grip]
+            # Roll the plan forward assuming every command is followed exactly.
+            held = sim.holding()
+            hand = sim.hand + delta * MOVE_PER_STEP_M
+            if grip == CLOSE:
+                floor = 2 * BOX_HALF_M if sim.box_between_fingers() else 0.0
+                gap = max(floor, sim.gap - FINGER_SPEED_M)
+            else:
+                gap = min(OPEN_GAP_M, sim.gap + FINGER_SPEED_M)
+            box = hand - np.array([0, 0, HELD_OFFSET_Z]) if held and grip == CLOSE else sim.box
+            if not (held and grip == CLOSE) and sim.box[2] > BOX_HALF_M:
+                box = np.array([box[0], box[1], BOX_HALF_M])  # released: it lands
+            sim = PickPlaceState(hand, gap, box, sim.goal)
+        return actions
