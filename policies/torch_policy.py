@@ -1,0 +1,111 @@
+"""A small torch policy trained from oracle demonstrations: real inference, CPU, no pickle.
+
+An MLP maps the (normalized) state to a whole action chunk, like the chunking heads of ACT or
+pi0 do, only small. Weights, normalization and the policy's spec travel in one safetensors
+file (tensors plus a JSON string in its metadata), which loads without executing code.
+`python -m policies.train` makes the file; it is committed under policies/weights/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from envs.base import ArrayField, EnvObservation, EnvSpec
+from policies.base import PolicySpec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def default_weights(env_name: str) -> Path:
+    return WEIGHTS_DIR / f"{env_name}.safetensors"
+
+
+class ChunkMLP(nn.Module):
+    """state (in_dim) -> chunk (chunk_size x action_dim) in [-1, 1]."""
+
+    def __init__(self, in_dim: int, chunk_size: int, action_dim: int, hidden: int = 256):
+        super().__init__()
+        self.chunk_size, self.action_dim = chunk_size, action_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, chunk_size * action_dim),
+        )
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        out = torch.tanh(self.net(state))
+        return out.view(-1, self.chunk_size, self.action_dim)
+
+
+def flatten_state(state: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    """Concatenate the state entries the policy reads, in its spec's order."""
+    return np.concatenate([np.asarray(state[k], np.float32).ravel() for k in keys])
+
+
+class TorchPolicy:
+    def __init__(self, spec: PolicySpec, model: ChunkMLP, mean: np.ndarray, std: np.ndarray):
+        self.spec = spec
+        self.model = model.eval()
+        self._keys = tuple(spec.state)
+        self._mean = torch.as_tensor(mean, dtype=torch.float32)
+        self._std = torch.as_tensor(std, dtype=torch.float32)
+
+    def reset(self, *, seed: int) -> None:
+        """Stateless between steps: nothing to clear."""
+
+    def predict(self, observation: EnvObservation) -> np.ndarray:
+        state = torch.from_numpy(flatten_state(observation.state, self._keys))
+        with torch.inference_mode():
+            chunk = self.model(((state - self._mean) / self._std).unsqueeze(0))[0]
+        return chunk.numpy().astype(np.float32, copy=True)
+
+    def save(self, path: Path) -> None:
+        spec = {
+            "model_id": self.spec.model_id,
+            "action_names": list(self.spec.action_names),
+            "state": {k: {"dtype": f.dtype, "shape": list(f.shape)}
+                      for k, f in self.spec.state.items()},
+            "control_hz": self.spec.control_hz,
+            "chunk_size": self.spec.chunk_size,
+            "hidden": self.model.net[0].out_features,
+        }
+        tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
+        tensors["norm.mean"], tensors["norm.std"] = self._mean, self._std
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata={"spec": json.dumps(spec)})
+
+    @classmethod
+    def load(cls, path: str | Path, env_spec: EnvSpec | None = None) -> TorchPolicy:
+        """Load weights saved by `save`. Raises FileNotFoundError naming the file and the
+        command that makes it, or ValueError if the file's metadata is not a policy spec."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"policy.weights: {path} does not exist; make it with "
+                f"`python -m policies.train --env {path.stem}`")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        try:
+            raw = json.loads(metadata["spec"])
+            spec = PolicySpec(
+                model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
+                state={k: ArrayField(v["dtype"], tuple(v["shape"]))
+                       for k, v in raw["state"].items()},
+                images={}, control_hz=float(raw["control_hz"]), chunk_size=int(raw["chunk_size"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"policy.weights: {path} has no valid policy spec ({exc})") from exc
+        tensors = load_file(str(path))
+        in_dim = sum(int(np.prod(f.shape)) for f in spec.state.values())
+        model = ChunkMLP(in_dim, spec.chunk_size, len(spec.action_names), hidden=raw["hidden"])
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                               if k.startswith("model.")})
+        return cls(spec, model, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy())
