@@ -54,7 +54,8 @@ class LiberoEnv:
         self.suite_name = suite
         self._suite = benchmark.get_benchmark_dict()[suite]()
         if not 0 <= task_id < self._suite.n_tasks:
-            raise ValueError(f"env.task_id={task_id}: {suite} has tasks 0..{self._suite.n_tasks - 1}")
+            raise ValueError(
+                f"env.task_id={task_id}: {suite} has tasks 0..{self._suite.n_tasks - 1}")
         self.task_id = task_id
         self._task = self._suite.get_task(task_id)
         self.init_states = self._suite.get_task_init_states(task_id)

@@ -60,7 +60,7 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: PolicySpec, *, model_id:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     generator = torch.Generator().manual_seed(seed)
-    for epoch in (bar := tqdm(range(epochs), desc="training")):
+    for _ in (bar := tqdm(range(epochs), desc="training")):
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for start in range(0, len(x), batch_size):
