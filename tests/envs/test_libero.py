@@ -1,0 +1,112 @@
+"""LIBERO suites on CPU: reset and step, determinism, horizons, and upright images.
+
+Each env construction takes seconds, so envs are module-scoped and episodes are short.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from envs import LIBERO_SUITES, make_env
+from envs.libero import HORIZONS, upright
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def object_env():
+    env = make_env("libero_object")
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("suite", LIBERO_SUITES)
+def test_every_suite_resets_and_steps_with_its_horizon(suite):
+    env = make_env(suite)
+    try:
+        assert env.spec.max_steps == HORIZONS[suite]
+        observation = env.reset(seed=0, init_state=0)
+        assert observation.instruction
+        result = env.step(np.zeros(7))
+        for key, field in env.spec.state.items():
+            assert result.observation.state[key].shape == field.shape
+            assert result.observation.state[key].dtype == np.float32
+        assert not result.done and result.info["steps"] == 1
+    finally:
+        env.close()
+
+
+def rollout(env, *, seed: int, init_state: int, steps: int = 15) -> bytes:
+    env.reset(seed=seed, init_state=init_state)
+    rng = np.random.default_rng(5)
+    states = []
+    for _ in range(steps):
+        env.step(rng.uniform(-0.5, 0.5, 7))
+        states.append(env.sim_state())
+    return b"".join(states)
+
+
+def test_same_seed_init_state_and_actions_repeat_byte_for_byte(object_env):
+    first = rollout(object_env, seed=3, init_state=2)
+    assert rollout(object_env, seed=3, init_state=2) == first
+    assert rollout(object_env, seed=3, init_state=4) != first
+
+
+def test_observation_carries_robot_and_privileged_object_state(object_env):
+    state = object_env.reset(seed=0, init_state=0).state
+    assert state["robot0_eef_pos"].shape == (3,)
+    assert state["robot0_gripper_qpos"].shape == (2,)
+    assert "basket_1_pos" in state and "alphabet_soup_1_pos" in state
+
+
+def test_bad_task_camera_and_init_state_are_rejected_by_name(object_env):
+    with pytest.raises(ValueError, match="env.task_id=99"):
+        make_env("libero_object", task_id=99)
+    with pytest.raises(ValueError, match="env.cameras"):
+        make_env("libero_object", cameras=("overhead",))
+    with pytest.raises(ValueError, match="init_state=50"):
+        object_env.reset(seed=0, init_state=50)
+
+
+def projected_row(sim, camera: str, point: np.ndarray, height: int) -> float:
+    """Row (0 = top) where MuJoCo's pinhole camera sees `point`, from the camera's pose alone."""
+    cam = sim.model.camera_name2id(camera)
+    rotation = sim.data.cam_xmat[cam].reshape(3, 3)  # columns: camera x, y (up), z (backward)
+    local = rotation.T @ (point - sim.data.cam_xpos[cam])
+    focal = (height / 2) / math.tan(math.radians(sim.model.cam_fovy[cam]) / 2)
+    return height / 2 - focal * local[1] / -local[2]
+
+
+def test_images_are_upright_where_the_camera_geometry_says():
+    """Lift one object out of the scene; the pixels that change must sit at the row the
+    pinhole projection of the object's position predicts, in the upright image only."""
+    size = 128
+    env = make_env("libero_object", cameras=("agentview",), image_size=(size, size))
+    try:
+        env.reset(seed=0, init_state=0)
+        sim = env._env.env.sim
+        best = None
+        for name in ("alphabet_soup_1", "milk_1", "butter_1", "cream_cheese_1", "basket_1"):
+            joint = f"{name}_joint0"
+            row = projected_row(sim, "agentview", sim.data.get_joint_qpos(joint)[:3], size)
+            if best is None or abs(row - size / 2) > abs(best[1] - size / 2):
+                best = (joint, row)
+        joint, expected_row = best
+        before = sim.render(camera_name="agentview", height=size, width=size)
+        qpos = sim.data.get_joint_qpos(joint).copy()
+        qpos[2] += 5.0  # far above the scene, out of view
+        sim.data.set_joint_qpos(joint, qpos)
+        sim.forward()
+        after = sim.render(camera_name="agentview", height=size, width=size)
+    finally:
+        env.close()
+    changed_raw = np.abs(before.astype(int) - after.astype(int)).max(axis=2) > 40
+    changed = upright(changed_raw[..., None])[..., 0]
+    assert changed.sum() > 10, "the moved object was not visible"
+    upright_row = np.nonzero(changed)[0].mean()
+    raw_row = np.nonzero(changed_raw)[0].mean()
+    assert abs(upright_row - expected_row) < 0.12 * size
+    assert abs(raw_row - expected_row) > abs(upright_row - expected_row)
