@@ -5,6 +5,7 @@ asked for a new chunk every `replan_every` steps and its chunk executed in order
 It is also how the README's per-env tables are made:
 
     python -m harness.evaluate --env mujoco_pick_place --policy oracle --episodes 50
+    python -m harness.evaluate --env libero_object --tasks all --episodes 5   # 5 per task
     python -m harness.evaluate --env mujoco_pick_place --step-cost --cameras front
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from envs import Env, make_env
+from envs import LIBERO_SUITES, Env, make_env
 from harness.stats import wilson_interval
 from policies import Policy, check_compatible, make_policy
 
@@ -83,6 +84,17 @@ def step_cost_ms(env: Env, *, steps: int, seed: int = 0) -> float:
     return float(np.median(samples))
 
 
+def task_ids(env_name: str, spec: str) -> list[int]:
+    """Parse --tasks: 'all' means every task of the LIBERO suite."""
+    if spec != "all":
+        return [int(t) for t in spec.split(",")]
+    if env_name not in LIBERO_SUITES:
+        return [0]
+    from libero.libero import benchmark
+
+    return list(range(benchmark.get_benchmark_dict()[env_name]().n_tasks))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=8)
     parser.add_argument("--replan-every", type=int, default=None,
                         help="steps executed from each chunk (default: the whole chunk)")
-    parser.add_argument("--task-id", type=int, default=0)
+    parser.add_argument("--tasks", default="0",
+                        help="LIBERO task ids: '0', '0,3,7' or 'all'; episodes run per task, "
+                             "over init states 0, 1, ... (MuJoCo tasks have only task 0)")
     parser.add_argument("--cameras", default="", help="comma-separated cameras to render")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--step-cost", action="store_true",
@@ -101,19 +115,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cameras = tuple(c for c in args.cameras.split(",") if c)
-    env = make_env(args.env, cameras=cameras, image_size=(args.image_size, args.image_size),
-                   task_id=args.task_id)
-    try:
-        if args.step_cost:
+    image_size = (args.image_size, args.image_size)
+    if args.step_cost:
+        env = make_env(args.env, cameras=cameras, image_size=image_size)
+        try:
             cost = step_cost_ms(env, steps=200, seed=args.seed)
-            log.info("%s cameras=%s: %.3f ms per step (median of 200)", args.env,
-                     list(cameras), cost)
-            return
-        policy = make_policy(args.policy, env.spec, chunk_size=args.chunk_size)
-        outcomes = evaluate(env, policy, episodes=args.episodes, seed=args.seed,
-                            replan_every=args.replan_every)
-    finally:
-        env.close()
+        finally:
+            env.close()
+        log.info("%s cameras=%s: %.3f ms per step (median of 200)", args.env, list(cameras),
+                 cost)
+        return
+    outcomes: list[EpisodeOutcome] = []
+    for task_id in task_ids(args.env, args.tasks):
+        env = make_env(args.env, cameras=cameras, image_size=image_size, task_id=task_id)
+        try:
+            policy = make_policy(args.policy, env.spec, chunk_size=args.chunk_size)
+            init_states = list(range(args.episodes)) if args.env in LIBERO_SUITES else None
+            task_outcomes = evaluate(env, policy, episodes=args.episodes, seed=args.seed,
+                                     replan_every=args.replan_every, init_states=init_states)
+        finally:
+            env.close()
+        log.info("%s task %d: %d of %d", args.env, task_id,
+                 sum(o.success for o in task_outcomes), len(task_outcomes))
+        outcomes += task_outcomes
     successes = sum(o.success for o in outcomes)
     low, high = wilson_interval(successes, len(outcomes))
     predict = np.concatenate([o.predict_ms for o in outcomes])
