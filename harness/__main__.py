@@ -1,10 +1,14 @@
 """Entry point: `python -m harness [overrides]` composes the config with Hydra and runs the job.
 
-Until the closed loop lands, the job is the transport benchmark for the chosen transport.
+Jobs: `evaluate` (default) runs the configured policy on the configured env in-process and
+reports the success rate; `bench` measures the chosen transport's round trip. The closed loop
+through a policy server arrives with the server itself.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -13,23 +17,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from harness.config import ConfigError, config_dir, register_configs, validate
+from harness.config import ConfigError, HarnessConfig, config_dir, register_configs, validate
 
 log = logging.getLogger("harness")
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
-    try:
-        config = validate(cfg)
-    except ConfigError as exc:
-        log.error("invalid config: %s", exc)
-        sys.exit(2)
+def run_bench(config: HarnessConfig, output_dir: Path) -> None:
     from harness import bench
 
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
     console = bench.make_console()
     results = bench.run_benchmark(
         [config.transport], round_trips=config.bench.round_trips, warmup=config.bench.warmup,
@@ -40,6 +37,66 @@ def main(cfg: DictConfig) -> None:
     bench.print_table(rows, console)
     bench.write_csv(rows, output_dir / config.bench.csv)
     log.info("wrote %s", output_dir / config.bench.csv)
+
+
+def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from envs import LIBERO_SUITES, make_env
+    from harness.evaluate import evaluate, task_ids
+    from harness.stats import wilson_interval
+    from policies import make_policy
+
+    env_config, policy_config = config.env, config.policy
+    rows = []
+    for task_id in task_ids(env_config.name, env_config.tasks):
+        env = make_env(env_config.name, cameras=tuple(env_config.cameras),
+                       image_size=(env_config.image_size, env_config.image_size),
+                       max_steps=env_config.max_steps, task_id=task_id)
+        try:
+            policy = make_policy(policy_config.name, env.spec, chunk_size=policy_config.chunk_size,
+                                 weights=policy_config.weights,
+                                 latency_profile=policy_config.latency_profile, seed=config.seed)
+            init_states = (list(range(env_config.episodes_per_task))
+                           if env_config.name in LIBERO_SUITES else None)
+            outcomes = evaluate(env, policy, episodes=env_config.episodes_per_task,
+                                seed=config.seed, replan_every=policy_config.replan_every,
+                                init_states=init_states)
+        finally:
+            env.close()
+        for outcome in outcomes:
+            row = dataclasses.asdict(outcome)
+            row["predict_ms_p50"] = sorted(row.pop("predict_ms"))[len(outcome.predict_ms) // 2]
+            rows.append({"env": env_config.name, "task": task_id, **row})
+    with open(output_dir / "episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    successes = sum(r["success"] for r in rows)
+    low, high = wilson_interval(successes, len(rows))
+    table = Table(title=f"{env_config.name} / {policy_config.name} (in-process, no transport)")
+    for column in ("episodes", "success", "Wilson 95%", "mean steps", "predict p50 ms"):
+        table.add_column(column, justify="right")
+    table.add_row(str(len(rows)), f"{successes / len(rows):.0%}", f"{low:.0%}-{high:.0%}",
+                  f"{sum(r['steps'] for r in rows) / len(rows):.1f}",
+                  f"{sorted(r['predict_ms_p50'] for r in rows)[len(rows) // 2]:.3f}")
+    Console().print(table)
+    log.info("wrote %s", output_dir / "episodes.csv")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        config = validate(cfg)
+    except ConfigError as exc:
+        log.error("invalid config: %s", exc)
+        sys.exit(2)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if config.job == "bench":
+        run_bench(config, output_dir)
+    else:
+        run_evaluate(config, output_dir)
 
 
 if __name__ == "__main__":

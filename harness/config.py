@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -28,9 +29,75 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the accepted range."""
 
 
+JOBS = ("evaluate", "bench")
+ENV_NAMES = ("mujoco_reach", "mujoco_pick_place", "libero_spatial", "libero_object",
+             "libero_goal", "libero_10", "libero_90")
+POLICY_NAMES = ("oracle", "torch")
+
+
+@dataclass
+class EnvConfig:
+    """Which simulated robot, which of its tasks, and what it renders."""
+
+    name: str = "mujoco_pick_place"
+    tasks: str = "0"
+    """LIBERO task ids: "0", "0,3,7" or "all" (MuJoCo tasks have only task 0)."""
+    episodes_per_task: int = 10
+    """Episodes per task; LIBERO episodes use the fixed init states 0, 1, ... in order."""
+    cameras: list[str] = field(default_factory=list)
+    """Cameras to render; empty renders nothing (LIBERO: agentview, wrist; MuJoCo: front, top)."""
+    image_size: int = 128
+    max_steps: Optional[int] = None
+    """Step limit per episode; None uses the suite's usual horizon."""
+
+    def task_ids(self) -> list[int] | None:
+        """The listed task ids, or None for all of them."""
+        return None if self.tasks == "all" else [int(t) for t in self.tasks.split(",")]
+
+    def __post_init__(self) -> None:
+        if self.name not in ENV_NAMES:
+            raise ConfigError(f"env.name={self.name!r}: expected one of {ENV_NAMES}")
+        if self.tasks != "all" and not all(t.strip().isdigit() for t in self.tasks.split(",")):
+            raise ConfigError(f"env.tasks={self.tasks!r}: expected 'all' or ids like '0,3'")
+        if self.episodes_per_task < 1:
+            raise ConfigError(f"env.episodes_per_task={self.episodes_per_task}: must be >= 1")
+        if not 16 <= self.image_size <= 1024:
+            raise ConfigError(f"env.image_size={self.image_size}: must be in 16..1024")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"env.max_steps={self.max_steps}: must be >= 1 or null")
+
+
+@dataclass
+class PolicyConfig:
+    """Which policy the server hosts, and how slow it pretends to be."""
+
+    name: str = "oracle"
+    chunk_size: int = 8
+    weights: Optional[str] = None
+    """torch: a .safetensors file; None uses policies/weights/<env>.safetensors."""
+    latency_profile: str = "none"
+    """Added inference time: none, openvla_4090 (~120 ms), openvla_l4 (~405 ms)."""
+    replan_every: Optional[int] = None
+    """evaluate job: steps executed from each chunk before asking again (None: all of it)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICY_NAMES:
+            raise ConfigError(f"policy.name={self.name!r}: expected one of {POLICY_NAMES}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"policy.chunk_size={self.chunk_size}: must be >= 1")
+        from policies.slow import PROFILES
+
+        if self.latency_profile not in PROFILES:
+            raise ConfigError(f"policy.latency_profile={self.latency_profile!r}: expected one "
+                              f"of {sorted(PROFILES)}")
+        if self.replan_every is not None and not 1 <= self.replan_every <= self.chunk_size:
+            raise ConfigError(f"policy.replan_every={self.replan_every}: must be in "
+                              f"1..chunk_size={self.chunk_size}")
+
+
 @dataclass
 class BenchConfig:
-    """The transport benchmark, the default job until the closed loop exists."""
+    """The transport benchmark (`job=bench`)."""
 
     round_trips: int = 1000
     warmup: int = 100
@@ -54,15 +121,26 @@ class BenchConfig:
 
 @dataclass
 class HarnessConfig:
+    job: str = "evaluate"
+    """evaluate: run the policy on the env in-process (success rate); bench: transport
+    round-trip benchmark. The closed loop over a transport comes with the policy server."""
     transport: TransportConfig = MISSING
+    env: EnvConfig = MISSING
+    policy: PolicyConfig = MISSING
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.job not in JOBS:
+            raise ConfigError(f"job={self.job!r}: expected one of {JOBS}")
 
 
 def register_configs() -> None:
     """Put every schema in the ConfigStore; YAML files extend them by name."""
     store = ConfigStore.instance()
     store.store(name="harness_schema", node=HarnessConfig)
+    store.store(group="env", name="env_schema", node=EnvConfig)
+    store.store(group="policy", name="policy_schema", node=PolicyConfig)
     for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
                        ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
         store.store(group="transport", name=f"{name}_schema", node=node)

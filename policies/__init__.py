@@ -9,11 +9,22 @@ POLICIES = ("oracle", "torch")
 
 
 def make_policy(name: str, env_spec: EnvSpec, *, chunk_size: int = 8,
-                weights: str | None = None) -> Policy:
-    """Build policy `name` for an env of `env_spec`.
+                weights: str | None = None, latency_profile: str = "none",
+                seed: int = 0) -> Policy:
+    """Build policy `name` for an env of `env_spec`, slowed by `latency_profile` if not "none".
 
     Raises ValueError naming the policy or env when they do not go together.
     """
+    policy = _make_base_policy(name, env_spec, chunk_size=chunk_size, weights=weights)
+    if latency_profile == "none":
+        return policy
+    from policies.slow import SlowPolicy, profile
+
+    return SlowPolicy(policy, profile(latency_profile), seed=seed)
+
+
+def _make_base_policy(name: str, env_spec: EnvSpec, *, chunk_size: int,
+                      weights: str | None) -> Policy:
     if name == "oracle":
         if env_spec.name.startswith("mujoco_"):
             from policies.oracle import MujocoOracle

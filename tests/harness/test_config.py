@@ -14,6 +14,8 @@ from transports.config import TransportConfig
 
 register_configs()
 TRANSPORT_FILES = sorted(p.stem for p in (Path(config_dir()) / "transport").glob("*.yaml"))
+ENV_FILES = sorted(p.stem for p in (Path(config_dir()) / "env").glob("*.yaml"))
+POLICY_FILES = sorted(p.stem for p in (Path(config_dir()) / "policy").glob("*.yaml"))
 
 
 def compose_config(*overrides: str):
@@ -32,6 +34,24 @@ def test_transport_yaml_composes_into_its_dataclass(name):
     assert config.transport.kind == name
 
 
+@pytest.mark.parametrize("name", ENV_FILES)
+def test_env_yaml_composes_and_names_its_env(name):
+    config = validate(compose_config(f"env={name}"))
+    assert config.env.name == name
+    assert config.env.tasks == ("all" if name.startswith("libero") else "0")
+
+
+@pytest.mark.parametrize("name", POLICY_FILES)
+def test_policy_yaml_composes_and_names_its_policy(name):
+    assert validate(compose_config(f"policy={name}")).policy.name == name
+
+
+def test_every_env_and_policy_has_a_yaml():
+    assert ENV_FILES == sorted(["mujoco_reach", "mujoco_pick_place", "libero_spatial",
+                                "libero_object", "libero_goal", "libero_10", "libero_90"])
+    assert POLICY_FILES == ["oracle", "torch"]
+
+
 def test_default_transport_is_zenoh_with_scouting_free_loopback_endpoint():
     config = validate(compose_config())
     assert config.transport.kind == "zenoh"
@@ -46,6 +66,13 @@ def test_default_transport_is_zenoh_with_scouting_free_loopback_endpoint():
         ("transport.endpoint=localhost:7447", "transport.endpoint"),
         ("bench.round_trips=0", "bench.round_trips"),
         ("bench.jpeg_quality=101", "bench.jpeg_quality"),
+        ("env.tasks=first", "env.tasks"),
+        ("env.name=libero_100", "env.name"),
+        ("env.episodes_per_task=0", "env.episodes_per_task"),
+        ("policy.chunk_size=0", "policy.chunk_size"),
+        ("policy.latency_profile=h100", "policy.latency_profile"),
+        ("policy.replan_every=9", "policy.replan_every"),
+        ("job=train", "job"),
     ],
 )
 def test_out_of_range_value_fails_naming_the_field(override, field):
