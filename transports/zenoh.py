@@ -71,6 +71,14 @@ def _endpoints(config: ZenohTransportConfig, *, server: bool) -> dict[str, list[
     return {"listen": [], "connect": [config.endpoint]}
 
 
+def _close_session(session: zenoh.Session | None, declared: list) -> None:
+    """Undeclare entities newest first (the token goes before the queryable), then close."""
+    for entity in reversed(declared):
+        entity.undeclare()
+    if session is not None:
+        session.close()
+
+
 class ZenohServer:
     def __init__(self, config: ZenohTransportConfig, handler: RequestHandler) -> None:
         self.config = config
@@ -131,13 +139,9 @@ class ZenohServer:
                           priority=zenoh.Priority.INTERACTIVE_HIGH)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for entity in reversed(self._declared):
-            entity.undeclare()
-        if self._session is not None:
-            self._session.close()
+        if not self._closed:
+            self._closed = True
+            _close_session(self._session, self._declared)
 
 
 class ZenohClient:
@@ -211,9 +215,6 @@ class ZenohClient:
             time.sleep(0.005)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for entity in reversed(self._declared):
-            entity.undeclare()
-        self._session.close()
+        if not self._closed:
+            self._closed = True
+            _close_session(self._session, self._declared)
