@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import statistics
 import sys
 from pathlib import Path
 
@@ -43,32 +44,23 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from envs import LIBERO_SUITES, make_env
-    from harness.evaluate import evaluate, task_ids
+    from harness.evaluate import evaluate_tasks
     from harness.stats import wilson_interval
-    from policies import make_policy
 
     env_config, policy_config = config.env, config.policy
+    results = evaluate_tasks(
+        env_config.name, policy_config.name, tasks=env_config.tasks,
+        episodes_per_task=env_config.episodes_per_task, seed=config.seed,
+        cameras=tuple(env_config.cameras),
+        image_size=(env_config.image_size, env_config.image_size),
+        max_steps=env_config.max_steps, chunk_size=policy_config.chunk_size,
+        weights=policy_config.weights, latency_profile=policy_config.latency_profile,
+        replan_every=policy_config.replan_every)
     rows = []
-    for task_id in task_ids(env_config.name, env_config.tasks):
-        env = make_env(env_config.name, cameras=tuple(env_config.cameras),
-                       image_size=(env_config.image_size, env_config.image_size),
-                       max_steps=env_config.max_steps, task_id=task_id)
-        try:
-            policy = make_policy(policy_config.name, env.spec, chunk_size=policy_config.chunk_size,
-                                 weights=policy_config.weights,
-                                 latency_profile=policy_config.latency_profile, seed=config.seed)
-            init_states = (list(range(env_config.episodes_per_task))
-                           if env_config.name in LIBERO_SUITES else None)
-            outcomes = evaluate(env, policy, episodes=env_config.episodes_per_task,
-                                seed=config.seed, replan_every=policy_config.replan_every,
-                                init_states=init_states)
-        finally:
-            env.close()
-        for outcome in outcomes:
-            row = dataclasses.asdict(outcome)
-            row["predict_ms_p50"] = sorted(row.pop("predict_ms"))[len(outcome.predict_ms) // 2]
-            rows.append({"env": env_config.name, "task": task_id, **row})
+    for task_id, outcome in results:
+        row = dataclasses.asdict(outcome)
+        row["predict_ms_p50"] = statistics.median(row.pop("predict_ms"))
+        rows.append({"env": env_config.name, "task": task_id, **row})
     with open(output_dir / "episodes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -80,7 +72,7 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
         table.add_column(column, justify="right")
     table.add_row(str(len(rows)), f"{successes / len(rows):.0%}", f"{low:.0%}-{high:.0%}",
                   f"{sum(r['steps'] for r in rows) / len(rows):.1f}",
-                  f"{sorted(r['predict_ms_p50'] for r in rows)[len(rows) // 2]:.3f}")
+                  f"{statistics.median(r['predict_ms_p50'] for r in rows):.3f}")
     Console().print(table)
     log.info("wrote %s", output_dir / "episodes.csv")
 

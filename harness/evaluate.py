@@ -84,6 +84,31 @@ def step_cost_ms(env: Env, *, steps: int, seed: int = 0) -> float:
     return float(np.median(samples))
 
 
+def evaluate_tasks(env_name: str, policy_name: str, *, tasks: str = "0",
+                   episodes_per_task: int, seed: int = 0, cameras: tuple[str, ...] = (),
+                   image_size: tuple[int, int] = (128, 128), max_steps: int | None = None,
+                   chunk_size: int = 8, weights: str | None = None,
+                   latency_profile: str = "none",
+                   replan_every: int | None = None) -> list[tuple[int, EpisodeOutcome]]:
+    """Evaluate a policy on each selected task (one env built per task); (task, outcome)s."""
+    results = []
+    for task_id in task_ids(env_name, tasks):
+        env = make_env(env_name, cameras=cameras, image_size=image_size, max_steps=max_steps,
+                       task_id=task_id)
+        try:
+            policy = make_policy(policy_name, env.spec, chunk_size=chunk_size, weights=weights,
+                                 latency_profile=latency_profile, seed=seed)
+            init_states = list(range(episodes_per_task)) if env_name in LIBERO_SUITES else None
+            outcomes = evaluate(env, policy, episodes=episodes_per_task, seed=seed,
+                                replan_every=replan_every, init_states=init_states)
+        finally:
+            env.close()
+        log.info("%s task %d: %d of %d succeeded", env_name, task_id,
+                 sum(o.success for o in outcomes), len(outcomes))
+        results += [(task_id, outcome) for outcome in outcomes]
+    return results
+
+
 def task_ids(env_name: str, spec: str) -> list[int]:
     """Parse --tasks: 'all' means every task of the LIBERO suite."""
     if spec != "all":
@@ -125,19 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s cameras=%s: %.3f ms per step (median of 200)", args.env, list(cameras),
                  cost)
         return
-    outcomes: list[EpisodeOutcome] = []
-    for task_id in task_ids(args.env, args.tasks):
-        env = make_env(args.env, cameras=cameras, image_size=image_size, task_id=task_id)
-        try:
-            policy = make_policy(args.policy, env.spec, chunk_size=args.chunk_size)
-            init_states = list(range(args.episodes)) if args.env in LIBERO_SUITES else None
-            task_outcomes = evaluate(env, policy, episodes=args.episodes, seed=args.seed,
-                                     replan_every=args.replan_every, init_states=init_states)
-        finally:
-            env.close()
-        log.info("%s task %d: %d of %d", args.env, task_id,
-                 sum(o.success for o in task_outcomes), len(task_outcomes))
-        outcomes += task_outcomes
+    outcomes = [outcome for _, outcome in evaluate_tasks(
+        args.env, args.policy, tasks=args.tasks, episodes_per_task=args.episodes,
+        seed=args.seed, cameras=cameras, image_size=image_size, chunk_size=args.chunk_size,
+        replan_every=args.replan_every)]
     successes = sum(o.success for o in outcomes)
     low, high = wilson_interval(successes, len(outcomes))
     predict = np.concatenate([o.predict_ms for o in outcomes])
