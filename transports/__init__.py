@@ -10,6 +10,7 @@ from transports.base import (
     PayloadTooLarge,
     RequestHandler,
     ServerUnavailable,
+    StreamItem,
     StreamStats,
     TransportClient,
     TransportClosed,
@@ -61,7 +62,7 @@ def make_client(config: TransportConfig) -> TransportClient:
 
 __all__ = [
     "KINDS", "GrpcTransportConfig", "LocalTransportConfig", "PayloadTooLarge", "RequestHandler",
-    "ServerUnavailable", "StreamStats", "TransportClient", "TransportClosed", "TransportConfig",
-    "TransportError", "TransportServer", "TransportTimeout", "ZenohTransportConfig",
-    "ZmqTransportConfig", "make_client", "make_server",
+    "ServerUnavailable", "StreamItem", "StreamStats", "TransportClient", "TransportClosed",
+    "TransportConfig", "TransportError", "TransportServer", "TransportTimeout",
+    "ZenohTransportConfig", "ZmqTransportConfig", "make_client", "make_server",
 ]

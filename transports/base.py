@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 RequestHandler = Callable[[str, bytes], bytes]
 """Server-side callback for the request path: (client_id, payload) -> reply payload.
@@ -50,6 +50,15 @@ class PayloadTooLarge(TransportError, ValueError):
     """A payload exceeds the configured `max_message_bytes`; nothing was sent."""
 
 
+class StreamItem(NamedTuple):
+    """One observation taken from a server's stream path."""
+
+    client_id: str
+    payload: bytes
+    received_ns: int
+    """`time.monotonic_ns()` of this process when it arrived: the start of its queue wait."""
+
+
 @dataclass
 class StreamStats:
     """Counters of the stream path on one side. Plain ints: read them, don't reset them."""
@@ -74,8 +83,8 @@ class TransportServer(Protocol):
             TransportError: the endpoint cannot be bound.
         """
 
-    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
-        """Return (client_id, newest unserved payload), visiting clients round-robin.
+    def take_stream(self, timeout_s: float) -> StreamItem | None:
+        """Return the newest unserved observation of the next client, round-robin.
 
         Blocks up to `timeout_s`; returns None if nothing arrived in that time.
         """

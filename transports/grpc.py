@@ -20,6 +20,7 @@ from transports.base import (
     PayloadTooLarge,
     RequestHandler,
     ServerUnavailable,
+    StreamItem,
     StreamStats,
     TransportClosed,
     TransportError,
@@ -110,7 +111,7 @@ class GrpcServer:
                 if self._subscribers.get(client_id) is slot:
                     del self._subscribers[client_id]
 
-    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+    def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
 
     def send_stream(self, client_id: str, payload: bytes) -> None:

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from transports.base import (
     RequestHandler,
     ServerUnavailable,
+    StreamItem,
     StreamStats,
     TransportClosed,
     TransportError,
@@ -61,7 +62,7 @@ class LocalServer:
             return
         self._mailbox.put(client_id, payload)
 
-    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+    def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
 
     def send_stream(self, client_id: str, payload: bytes) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from transports.base import StreamStats
+from transports.base import StreamItem, StreamStats
 
 
 class LatestSlot:
@@ -53,7 +53,7 @@ class LatestMailbox:
     def __init__(self, stats: StreamStats | None = None) -> None:
         self._cond = threading.Condition()
         # Insertion order is the round-robin order: a client that was served moves to the end.
-        self._pending: OrderedDict[str, bytes] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self.stats = stats if stats is not None else StreamStats()
 
     def put(self, client_id: str, item: bytes) -> bool:
@@ -64,12 +64,12 @@ class LatestMailbox:
             if replaced:
                 self.stats.superseded += 1
             # A replaced item keeps its client's place in the round-robin order.
-            self._pending[client_id] = item
+            self._pending[client_id] = (item, time.monotonic_ns())
             self._cond.notify_all()
             return replaced
 
-    def take(self, timeout_s: float) -> tuple[str, bytes] | None:
-        """Remove and return (client_id, item) of the longest-waiting client, or None."""
+    def take(self, timeout_s: float) -> StreamItem | None:
+        """Remove and return the item of the longest-waiting client, or None."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not self._pending:
@@ -77,7 +77,8 @@ class LatestMailbox:
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            return self._pending.popitem(last=False)
+            client_id, (item, received_ns) = self._pending.popitem(last=False)
+            return StreamItem(client_id, item, received_ns)
 
     def discard(self, client_id: str) -> None:
         """Forget a client's unserved item (e.g. its session closed)."""

@@ -21,6 +21,7 @@ import zenoh
 from transports.base import (
     RequestHandler,
     ServerUnavailable,
+    StreamItem,
     StreamStats,
     TransportClosed,
     TransportError,
@@ -126,7 +127,7 @@ class ZenohServer:
         client_id = str(sample.key_expr).rsplit("/", 1)[-1]
         self._mailbox.put(client_id, payload)
 
-    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+    def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
 
     def send_stream(self, client_id: str, payload: bytes) -> None:

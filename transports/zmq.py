@@ -31,6 +31,7 @@ import zmq
 from transports.base import (
     RequestHandler,
     ServerUnavailable,
+    StreamItem,
     StreamStats,
     TransportClosed,
     TransportError,
@@ -183,7 +184,7 @@ class ZmqServer:
         else:
             log.warning("dropping zmq message of unknown kind %r", kind[:8])
 
-    def take_stream(self, timeout_s: float) -> tuple[str, bytes] | None:
+    def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
 
     def send_stream(self, client_id: str, payload: bytes) -> None:

@@ -42,7 +42,7 @@ def test_server_and_client_talk_through_an_optional_router():
         client.wait_ready(10.0)
         assert client.request(b"hello", timeout_s=5.0) == b"via router: hello"
         client.publish(b"obs")
-        assert server.take_stream(timeout_s=5.0) == (client.client_id, b"obs")
+        assert server.take_stream(timeout_s=5.0)[:2] == (client.client_id, b"obs")
     finally:
         client.close()
         server.close()
