@@ -1,0 +1,91 @@
+"""Prometheus metrics and the `/healthz` + `/metrics` HTTP endpoint of the policy server.
+
+Each server owns its registry, so several servers in one process (tests, benchmarks) never
+share counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions = Gauge("policy_sessions", "Open sessions", registry=self.registry)
+        self.sessions_rejected = Counter("policy_sessions_rejected", "Rejected session opens",
+                                         registry=self.registry)
+        self.requests = Counter("policy_requests", "Handled messages by outcome", ["outcome"],
+                                registry=self.registry)
+        self.served = Counter("policy_chunks_served", "Action chunks sent", ["client"],
+                              registry=self.registry)
+        self.stale_dropped = Counter("policy_stale_dropped",
+                                     "Observations of a finished episode, dropped",
+                                     registry=self.registry)
+        self.queue_wait = Histogram("policy_queue_wait_seconds", "Observation wait in mailbox",
+                                    buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+        self.inference = Histogram("policy_inference_seconds", "policy.predict duration",
+                                   buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+
+    def observe_served(self, client_id: str, queue_wait_ns: int, infer_ns: int) -> None:
+        self.served.labels(client=client_id).inc()
+        self.queue_wait.observe(queue_wait_ns / 1e9)
+        self.inference.observe(infer_ns / 1e9)
+
+    def served_total(self) -> float:
+        return sum(sample.value for metric in self.served.collect() for sample in metric.samples
+                   if sample.name.endswith("_total"))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthEndpoint:
+    """`GET /healthz` (200 "ok" or 503) and `GET /metrics` on 127.0.0.1:`port` (0 picks one)."""
+
+    def __init__(self, metrics: ServerMetrics, healthy: Callable[[], bool], *,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path == "/healthz":
+                    ok = outer._healthy()
+                    self._respond(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n",
+                                  "text/plain")
+                elif self.path == "/metrics":
+                    self._respond(200, outer._metrics.exposition(), CONTENT_TYPE_LATEST)
+                else:
+                    self._respond(404, b"not found\n", "text/plain")
+
+            def _respond(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # keep scrapes out of the log
+                pass
+
+        self._metrics, self._healthy = metrics, healthy
+        self._http = ThreadingHTTPServer((host, port), Handler)
+        self.port = self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, name="health-http",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        if self._thread.is_alive():
+            self._thread.join()
