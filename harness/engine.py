@@ -1,0 +1,339 @@
+"""Client engine: the robot side of remote inference, with its fail-safe states.
+
+Called once per control tick with the newest observation, it returns the action to execute
+at once and does not wait on the network: observations go out on the latest-only stream and
+chunks are collected without blocking. One exception remains: re-opening the session after a
+server restart is a control request made on the tick that notices the server is back, and
+blocks that tick for up to `control_timeout_s`. It sends the observation when its queue of
+future actions runs low, merges each arriving chunk after trimming the actions its latency
+made stale, and when chunks stop coming it degrades in steps:
+
+    CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
+                            -> STALLED (queue empty or actions too old: fallback action)
+                            -> RECONNECTING (server gone: re-open the session)
+                            -> DEAD (offline past max_offline_s, or the server's contract
+                                     changed: safe stop, fallback for good)
+
+Time inside the engine is *control time* (tick x dt), given by the runner's clock, so the
+same rules hold under the virtual clock and in real time. Latency is measured with this
+process's monotonic clock only (the server's instants never cross the wire).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness import wire
+from harness.action_queue import ActionQueue
+from harness.latency import LatencyModel
+from transports import TransportClient, TransportError
+
+log = logging.getLogger(__name__)
+
+
+class ClientState(enum.Enum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    DEGRADED = "degraded"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    DEAD = "dead"
+
+
+class ActionSource(enum.Enum):
+    FRESH = "fresh"
+    """The first action executed from a chunk that just arrived."""
+    QUEUED = "queued"
+    FALLBACK = "fallback"
+
+
+FALLBACKS = ("hold", "repeat_last", "zero")
+
+
+@dataclass
+class EngineConfig:
+    send_threshold: int = 4
+    """Send a new observation when fewer than this many queued actions remain."""
+    ensembling: str = "newest"
+    request_timeout_s: float = 1.0
+    """A chunk not back within this long counts as lost (control time)."""
+    max_action_age_s: float = 0.5
+    """Never execute an action predicted from an observation older than this."""
+    max_offline_s: float = 5.0
+    """Without any chunk for this long (control time), give up: DEAD."""
+    fallback: str = "hold"
+    """hold: zero deltas, gripper kept; repeat_last: last executed action; zero: all zeros."""
+    control_timeout_s: float = 2.0
+    """Deadline of control messages (open, reset, close) on the request path."""
+
+    def __post_init__(self) -> None:
+        if self.send_threshold < 1:
+            raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"client.fallback={self.fallback!r}: expected one of {FALLBACKS}")
+        for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",
+                     "control_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"client.{name}={getattr(self, name)}: must be positive")
+
+
+@dataclass
+class TickResult:
+    action: np.ndarray
+    source: ActionSource
+    state: ClientState
+    age_ticks: int | None
+    """Ticks between the observation the action was predicted from and now (None: fallback)."""
+    seq: int | None = None
+    episode: int | None = None
+    epoch: int | None = None
+    model_id: str | None = None
+    latency_s: float | None = None
+    """Round trip of the chunk merged at this tick, if one was."""
+
+
+@dataclass
+class _InFlight:
+    seq: int
+    tick: int
+    sent_ns: int
+
+
+@dataclass
+class EngineStats:
+    sent: int = 0
+    chunks: int = 0
+    lost: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class ClientEngine:
+    def __init__(self, transport: TransportClient, capabilities: wire.Capabilities,
+                 config: EngineConfig, *, dt: float, gripper_index: int | None = None,
+                 latency: LatencyModel | None = None) -> None:
+        self.transport = transport
+        self.capabilities = capabilities
+        self.config = config
+        self.dt = dt
+        self.queue = ActionQueue(config.ensembling)
+        self.state = ClientState.CONNECTING
+        self.stats = EngineStats()
+        self.dead_reason = ""
+        self.epoch = 0
+        self.episode = 0
+        self.model_id = ""
+        self._gripper_index = gripper_index
+        self.latency = latency or LatencyModel()
+        self._seq = 0
+        self._in_flight: _InFlight | None = None
+        # Replies that arrived (wall time) but whose control tick may not have come yet:
+        # (usable tick, observation tick, reply, latency_s).
+        self._arrived: list[tuple[int, int, wire.Message, float]] = []
+        self._last_action = np.zeros(len(capabilities.action_names), np.float32)
+        self._last_chunk_tick: int | None = None
+        self._last_contact_tick: int | None = None
+        self._last_loss_tick: int | None = None
+        self._server_caps: wire.Capabilities | None = None
+
+    # ---- session ----------------------------------------------------------------------------
+
+    def _control(self, body: wire.Body) -> wire.Message:
+        payload = wire.encode(wire.Message(body, seq=self._seq, episode=self.episode,
+                                           epoch=self.epoch, client_ns=time.monotonic_ns()))
+        return wire.decode(self.transport.request(payload,
+                                                  timeout_s=self.config.control_timeout_s))
+
+    def open_session(self) -> bool:
+        """Open (or re-open) the session; True if the server accepted it. A rejection or a
+        server whose capabilities differ from the first one's makes the engine DEAD."""
+        try:
+            reply = self._control(wire.SessionOpen(self.transport.client_id, self.capabilities))
+        except (TransportError, wire.WireError) as exc:
+            log.info("session open failed: %s", exc)
+            return False
+        if reply.msg_type is wire.MessageType.SESSION_REJECT:
+            self._die(f"session rejected: {reply.body.reason}")
+            return False
+        if reply.msg_type is not wire.MessageType.SESSION_OK:
+            self._die(f"unexpected reply to session open: {reply.msg_type.name}")
+            return False
+        if self._server_caps is not None and reply.body.capabilities != self._server_caps:
+            self._die("contract changed: the server now hosts "
+                      f"{reply.body.capabilities.model_id!r} with a different spec")
+            return False
+        self._server_caps = reply.body.capabilities
+        self.model_id = reply.body.capabilities.model_id
+        self.epoch = reply.epoch
+        self.queue.clear()
+        self._in_flight = None
+        self._arrived.clear()
+        return True
+
+    def reset(self, episode: int) -> None:
+        """Start an episode: tell the server, forget every queued action."""
+        self.episode = episode
+        self.queue.clear()
+        self._in_flight = None
+        self._arrived.clear()
+        self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
+        if self.state is ClientState.DEAD:
+            return
+        if self.state is ClientState.CONNECTING and not self.open_session():
+            return
+        try:
+            self._control(wire.Reset())
+        except (TransportError, wire.WireError) as exc:
+            log.warning("reset not acknowledged: %s", exc)
+        if self.state is not ClientState.DEAD:
+            self.state = ClientState.STREAMING
+
+    def close(self) -> None:
+        if self.state is not ClientState.DEAD and self.epoch:
+            try:
+                self._control(wire.Close())
+            except (TransportError, wire.WireError):
+                pass
+
+    def _die(self, reason: str) -> None:
+        self.state = ClientState.DEAD
+        self.dead_reason = reason
+        log.error("client engine DEAD: %s", reason)
+
+    # ---- the control tick -------------------------------------------------------------------
+
+    def poll(self, tick: int) -> None:
+        """Collect arrived replies (never blocks). The runner calls this while it waits."""
+        while (payload := self.transport.take_stream(0.0)) is not None:
+            received_ns = time.monotonic_ns()
+            try:
+                reply = wire.decode(payload)
+            except wire.DecodeError as exc:
+                self.stats.errors.append(f"decode: {exc}")
+                continue
+            if reply.msg_type is wire.MessageType.ERROR:
+                self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
+                continue
+            flight = self._in_flight
+            if (reply.msg_type is not wire.MessageType.ACTION_CHUNK or flight is None
+                    or reply.seq != flight.seq or reply.epoch != self.epoch
+                    or reply.episode != self.episode):
+                continue  # late, foreign or from another episode: never executed
+            measured_s = (received_ns - flight.sent_ns) / 1e9
+            latency_s = self.latency.latency_for(flight.seq, measured_s)
+            usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
+            self._arrived.append((usable, flight.tick, reply, latency_s))
+            self._in_flight = None
+            self.stats.chunks += 1
+
+    def reply_pending_until(self) -> tuple[int, int, int] | None:
+        """(seq, sent tick, sent ns) of the request still in flight, for the virtual clock."""
+        flight = self._in_flight
+        return None if flight is None else (flight.seq, flight.tick, flight.sent_ns)
+
+    def tick(self, tick: int, observation: wire.Observation) -> TickResult:
+        """Choose the action for `tick` and maybe send `observation`. Never blocks."""
+        self.poll(tick)
+        latency_s = self._merge_usable(tick)
+        self._expire_in_flight(tick)
+        self._update_state(tick)
+        if self.state is not ClientState.DEAD:
+            self._maybe_send(tick, observation)
+        queued = self.queue.pop(tick) if self.state is not ClientState.DEAD else None
+        max_age = math.floor(self.config.max_action_age_s / self.dt + 1e-9)
+        if queued is not None and tick - queued.obs_tick <= max_age:
+            fresh = latency_s is not None
+            self._last_action = queued.action
+            return TickResult(queued.action, ActionSource.FRESH if fresh else ActionSource.QUEUED,
+                              self.state, tick - queued.obs_tick, queued.seq, queued.episode,
+                              queued.epoch, queued.model_id, latency_s)
+        if self.state in (ClientState.STREAMING, ClientState.DEGRADED):
+            self.state = ClientState.STALLED
+        return TickResult(self._fallback(), ActionSource.FALLBACK, self.state, None,
+                          latency_s=latency_s)
+
+    def _merge_usable(self, tick: int) -> float | None:
+        latency_s = None
+        ready = [item for item in self._arrived if item[0] <= tick]
+        self._arrived = [item for item in self._arrived if item[0] > tick]
+        for _, obs_tick, reply, latency in ready:
+            chunk = reply.body
+            if chunk.model_id != self.model_id:
+                self._die(f"contract changed: chunk from model {chunk.model_id!r}, session "
+                          f"opened with {self.model_id!r}")
+                return None
+            self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
+                             episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id)
+            self._last_chunk_tick = self._last_contact_tick = tick
+            latency_s = latency
+        return latency_s
+
+    def _expire_in_flight(self, tick: int) -> None:
+        flight = self._in_flight
+        if flight is not None and (tick - flight.tick) * self.dt >= self.config.request_timeout_s:
+            self._in_flight = None
+            self._last_loss_tick = tick
+            self.stats.lost += 1
+
+    def _update_state(self, tick: int) -> None:
+        if self.state in (ClientState.DEAD, ClientState.CONNECTING):
+            return
+        if self._last_contact_tick is None:
+            self._last_contact_tick = tick  # the episode's first tick counts as contact
+        offline_s = (tick - self._last_contact_tick) * self.dt
+        if offline_s >= self.config.max_offline_s:
+            self._die(f"no chunk for {offline_s:.2f} s (max_offline_s="
+                      f"{self.config.max_offline_s})")
+            return
+        if not self.transport.server_present():
+            if self.state is not ClientState.RECONNECTING:
+                log.warning("server absent at tick %d: reconnecting", tick)
+            self.state = ClientState.RECONNECTING
+            return
+        if self.state is ClientState.RECONNECTING:
+            # Blocks this tick for up to control_timeout_s (see the module docstring).
+            if self.open_session():
+                try:
+                    self._control(wire.Reset())
+                except (TransportError, wire.WireError) as exc:
+                    log.warning("reset after reconnect not acknowledged: %s", exc)
+                    return
+                self.state = ClientState.STALLED
+            return
+        if self.queue.depth(tick) == 0:
+            return  # tick() decides STALLED when it has to fall back
+        lost_since_chunk = self._last_loss_tick is not None and (
+            self._last_chunk_tick is None or self._last_loss_tick > self._last_chunk_tick)
+        self.state = ClientState.DEGRADED if lost_since_chunk else ClientState.STREAMING
+
+    def _maybe_send(self, tick: int, observation: wire.Observation) -> None:
+        if self._in_flight is not None or self._arrived:
+            return
+        if self.queue.depth(tick) >= self.config.send_threshold:
+            return
+        if self.state is ClientState.RECONNECTING:
+            return
+        self._seq += 1
+        sent_ns = time.monotonic_ns()
+        payload = wire.encode(wire.Message(observation, seq=self._seq, episode=self.episode,
+                                           epoch=self.epoch, client_ns=sent_ns))
+        try:
+            self.transport.publish(payload)
+        except TransportError as exc:
+            self.stats.errors.append(f"publish: {exc}")
+            return
+        self._in_flight = _InFlight(self._seq, tick, sent_ns)
+        self.stats.sent += 1
+
+    def _fallback(self) -> np.ndarray:
+        if self.config.fallback == "repeat_last":
+            return self._last_action.copy()
+        action = np.zeros_like(self._last_action)
+        if self.config.fallback == "hold" and self._gripper_index is not None:
+            action[self._gripper_index] = self._last_action[self._gripper_index]
+        return action
