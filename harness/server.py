@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -85,7 +86,9 @@ class PolicyServer:
         self._transport: TransportServer = make_server(transport, self._answer_request)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
-        self._epochs = itertools.count(1)
+        # Epochs start at a random point so that a restarted server never reissues the epoch
+        # of a session its predecessor handed out (a client must never mix the two).
+        self._epochs = itertools.count(secrets.randbelow(2**31) + 1)
         self._draining = threading.Event()
         self._stopped = threading.Event()
         self._inference = threading.Thread(target=self._serve_observations,

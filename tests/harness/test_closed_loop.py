@@ -1,0 +1,140 @@
+"""The closed loop over real transports: golden parity, fail-safe states, contract checks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from envs import make_env
+from harness import parity, wire
+from harness.engine import ActionSource, ClientEngine, ClientState, EngineConfig
+from harness.latency import LatencyModel
+from harness.runner import InvariantChecker, run_episode
+from harness.server import PolicyServer
+from policies import make_policy
+from tests.conftest import wait_until
+from tests.transports.test_conformance import config_for
+from transports import KINDS, LocalTransportConfig, make_client
+
+pytestmark = pytest.mark.network
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_transport_matches_the_golden_digests(kind):
+    golden = json.loads(parity.GOLDEN.read_text())["digests"]
+    traces = parity.run_parity_episodes(config_for(kind))
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden
+    assert all(t.success and t.breaches == [] for t in traces)
+
+
+@pytest.fixture
+def env():
+    env = make_env("mujoco_pick_place")
+    yield env
+    env.close()
+
+
+def start(env, name: str, policy: str = "oracle") -> PolicyServer:
+    server = PolicyServer(LocalTransportConfig(name=name), lambda: make_policy(policy, env.spec))
+    server.start()
+    return server
+
+
+def engine_for(env, client, **config) -> ClientEngine:
+    return ClientEngine(client, parity.client_capabilities(env.spec, 8), EngineConfig(**config),
+                        dt=1 / env.spec.control_hz, gripper_index=3,
+                        latency=LatencyModel("fixed", value_s=0.1))
+
+
+def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = ClientEngine(client, parity.client_capabilities(env.spec, 8), EngineConfig(),
+                          dt=0.05, gripper_index=3)
+    try:
+        trace = run_episode(env, engine, episode=1, seed=0)
+    finally:
+        client.close()
+        server.close()
+    sources = {t.source for t in trace.ticks}
+    assert trace.success and trace.breaches == []
+    assert sources == {"fresh", "queued", "fallback"}
+    assert trace.ticks[0].source == "fallback"  # tick 0: no chunk can have arrived yet
+
+
+def test_server_killed_mid_episode_stalls_safely_and_is_rejoined_after_restart(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = engine_for(env, client, max_offline_s=30.0)
+    checker = InvariantChecker(max_age_ticks=10)
+    observation = env.reset(seed=0)
+    engine.reset(1)
+    results = []
+    try:
+        for tick in range(200):
+            if tick == 10:
+                server.close()
+            if tick == 40:
+                server = start(env, name)
+                wait_until(client.server_present, 5.0, "restarted server")
+            engine.poll(tick)
+            body = wire.Observation(observation.state, observation.images, "")
+            result = engine.tick(tick, body)
+            assert checker.check(result, tick=tick, episode=1, epoch=engine.epoch,
+                                 model_id=engine.model_id) == []
+            results.append(result)
+            observation = env.step(result.action).observation
+            if tick > 45 and result.state is ClientState.STREAMING:
+                break
+    finally:
+        client.close()
+        server.close()
+    during_outage = results[25:40]
+    assert all(r.source is ActionSource.FALLBACK for r in during_outage)
+    assert {r.state for r in during_outage} <= {ClientState.STALLED, ClientState.RECONNECTING}
+    assert all(np.array_equal(r.action[:3], np.zeros(3)) for r in during_outage)  # hold still
+    assert results[-1].state is ClientState.STREAMING
+    assert results[-1].epoch != results[5].epoch  # a new session on the new server
+
+
+def test_wrong_action_spec_makes_the_engine_dead_with_the_reason(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    caps = parity.client_capabilities(env.spec, 8)
+    caps = wire.Capabilities(caps.model_id, ("dy", "dx", "dz", "gripper"), caps.state,
+                             caps.images, caps.control_hz, caps.chunk_size)
+    engine = ClientEngine(client, caps, EngineConfig(), dt=0.05, gripper_index=3)
+    try:
+        trace = run_episode(env, engine, episode=1, seed=0)
+    finally:
+        client.close()
+        server.close()
+    assert engine.state is ClientState.DEAD
+    assert "session rejected: capabilities mismatch: action_names" in engine.dead_reason
+    assert trace.termination == "dead" and trace.steps == 1
+    assert trace.ticks[0].source == "fallback"
+
+
+def test_server_restarted_with_another_model_is_a_contract_change(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = engine_for(env, client)
+    try:
+        engine.reset(1)
+        assert engine.model_id == "oracle"
+        server.close()
+        server = start(env, name, policy="torch")
+        wait_until(client.server_present, 5.0, "restarted server")
+        assert not engine.open_session()
+    finally:
+        client.close()
+        server.close()
+    assert engine.state is ClientState.DEAD
+    assert "contract changed" in engine.dead_reason
