@@ -1,8 +1,8 @@
 """Entry point: `python -m harness [overrides]` composes the config with Hydra and runs the job.
 
-Jobs: `evaluate` (default) runs the configured policy on the configured env in-process and
-reports the success rate; `bench` measures the chosen transport's round trip. The closed loop
-through a policy server arrives with the server itself.
+Jobs: `loop` (default) runs the closed loop: a policy server (its own process by default),
+the client engine and the env, over the chosen transport; `evaluate` runs the policy on the
+env in-process, with no transport, as the reference; `bench` measures transport round trips.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
 
 
 def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from harness.bench import make_console
     from harness.evaluate import evaluate_tasks
     from harness.stats import wilson_interval
 
@@ -73,7 +73,7 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
     table.add_row(str(len(rows)), f"{successes / len(rows):.0%}", f"{low:.0%}-{high:.0%}",
                   f"{sum(r['steps'] for r in rows) / len(rows):.1f}",
                   f"{statistics.median(r['predict_ms_p50'] for r in rows):.3f}")
-    Console().print(table)
+    make_console().print(table)
     log.info("wrote %s", output_dir / "episodes.csv")
 
 
@@ -87,8 +87,12 @@ def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if config.job == "bench":
         run_bench(config, output_dir)
-    else:
+    elif config.job == "evaluate":
         run_evaluate(config, output_dir)
+    else:
+        from harness.loop import run_loop
+
+        run_loop(config, output_dir, list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from harness.engine import EngineConfig
 from transports.config import (
     GrpcTransportConfig,
     LocalTransportConfig,
@@ -29,7 +30,10 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the accepted range."""
 
 
-JOBS = ("evaluate", "bench")
+JOBS = ("loop", "evaluate", "bench")
+SERVER_MODES = ("process", "inprocess", "external")
+CLOCKS = ("virtual", "realtime")
+LATENCY_KINDS = ("measured", "fixed", "lognormal")
 ENV_NAMES = ("mujoco_reach", "mujoco_pick_place", "libero_spatial", "libero_object",
              "libero_goal", "libero_10", "libero_90")
 POLICY_NAMES = ("oracle", "torch")
@@ -96,6 +100,48 @@ class PolicyConfig:
 
 
 @dataclass
+class ServerConfig:
+    """Where the policy server runs. process: the harness starts `python -m harness.server`
+    and owns its lifetime; inprocess: a thread of the harness (the only choice for
+    transport=local); external: already running elsewhere, at the transport's endpoint."""
+
+    mode: str = "process"
+    max_sessions: int = 4
+    health_port: int = 0
+    """HTTP port of /healthz and /metrics; 0 picks a free one."""
+    startup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SERVER_MODES:
+            raise ConfigError(f"server.mode={self.mode!r}: expected one of {SERVER_MODES}")
+        if self.max_sessions < 1:
+            raise ConfigError(f"server.max_sessions={self.max_sessions}: must be >= 1")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"server.health_port={self.health_port}: must be in 0..65535")
+        if self.startup_timeout_s <= 0:
+            raise ConfigError(f"server.startup_timeout_s={self.startup_timeout_s}: must be > 0")
+
+
+@dataclass
+class LatencyConfig:
+    """Which round trip the virtual clock uses: the measured one, or a replayable model."""
+
+    kind: str = "measured"
+    value_s: float = 0.1
+    """fixed: the latency; lognormal: its median."""
+    sigma: float = 0.0
+    budget_s: float = 0.2
+    """Latency budget the summary reports against."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LATENCY_KINDS:
+            raise ConfigError(f"latency.kind={self.kind!r}: expected one of {LATENCY_KINDS}")
+        if self.value_s <= 0 or self.sigma < 0 or self.budget_s <= 0:
+            raise ConfigError(f"latency: value_s={self.value_s} and budget_s={self.budget_s} "
+                              f"must be > 0, sigma={self.sigma} >= 0")
+
+
+@dataclass
 class BenchConfig:
     """The transport benchmark (`job=bench`)."""
 
@@ -121,18 +167,24 @@ class BenchConfig:
 
 @dataclass
 class HarnessConfig:
-    job: str = "evaluate"
-    """evaluate: run the policy on the env in-process (success rate); bench: transport
-    round-trip benchmark. The closed loop over a transport comes with the policy server."""
+    job: str = "loop"
+    """loop: the closed loop through a policy server over the transport; evaluate: the policy
+    on the env in-process, no transport (the reference); bench: transport round trips."""
     transport: TransportConfig = MISSING
     env: EnvConfig = MISSING
     policy: PolicyConfig = MISSING
+    server: ServerConfig = MISSING
+    client: EngineConfig = field(default_factory=EngineConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    clock: str = "virtual"
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.job not in JOBS:
             raise ConfigError(f"job={self.job!r}: expected one of {JOBS}")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock={self.clock!r}: expected one of {CLOCKS}")
 
 
 def register_configs() -> None:
@@ -141,6 +193,7 @@ def register_configs() -> None:
     store.store(name="harness_schema", node=HarnessConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="policy", name="policy_schema", node=PolicyConfig)
+    store.store(group="server", name="server_schema", node=ServerConfig)
     for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
                        ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
         store.store(group="transport", name=f"{name}_schema", node=node)
@@ -155,6 +208,8 @@ def validate(cfg: DictConfig) -> HarnessConfig:
     try:
         config = OmegaConf.to_object(cfg)
     except (ConfigError, TransportConfigError) as exc:
+        raise ConfigError(str(exc)) from exc
+    except ValueError as exc:  # range checks of dataclasses outside this module
         raise ConfigError(str(exc)) from exc
     except OmegaConfBaseException as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ValueError) else None

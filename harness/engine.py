@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness import wire
-from harness.action_queue import ActionQueue
+from harness.action_queue import ENSEMBLING, ActionQueue
 from harness.latency import LatencyModel
 from transports import TransportClient, TransportError
 
@@ -75,6 +75,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.send_threshold < 1:
             raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
+        if self.ensembling not in ENSEMBLING:
+            raise ValueError(f"client.ensembling={self.ensembling!r}: expected one of "
+                             f"{ENSEMBLING}")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"client.fallback={self.fallback!r}: expected one of {FALLBACKS}")
         for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",

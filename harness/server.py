@@ -273,3 +273,67 @@ class PolicyServer:
                   "handled_ns": time.monotonic_ns() - started_ns, **extra}
         self.metrics.requests.labels(outcome=outcome).inc()
         audit_log.info(json.dumps(record, sort_keys=True))
+
+
+def serve_forever(config, *, ready: Callable[[int], None] | None = None,
+                  stop: threading.Event | None = None) -> None:
+    """Run a policy server for `config` (a HarnessConfig) until SIGTERM/SIGINT or `stop`."""
+    import signal
+
+    from envs import make_env
+    from harness.evaluate import task_ids
+    from harness.server_metrics import HealthEndpoint
+    from policies import make_policy
+
+    task = task_ids(config.env.name, config.env.tasks)[0]
+    env = make_env(config.env.name, cameras=tuple(config.env.cameras),
+                   image_size=(config.env.image_size, config.env.image_size), task_id=task)
+    env_spec = env.spec  # the policy's spec follows the env's (LIBERO: per task)
+    env.close()
+    policy = config.policy
+    server = PolicyServer(config.transport, lambda: make_policy(
+        policy.name, env_spec, chunk_size=policy.chunk_size, weights=policy.weights,
+        latency_profile=policy.latency_profile, seed=config.seed),
+        max_sessions=config.server.max_sessions)
+    server.start()
+    health = HealthEndpoint(server.metrics, server.healthy, port=config.server.health_port)
+    health.start()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    log.info("serving %s on %s; health on port %d", server.spec.model_id,
+             config.transport.kind, health.port)
+    if ready is not None:
+        ready(health.port)
+    stop.wait()
+    log.info("draining")
+    server.drain()
+    health.close()
+
+
+def main() -> None:
+    """`python -m harness.server [overrides]`: one policy server, alone, until SIGTERM."""
+    import sys
+
+    import hydra
+    from omegaconf import DictConfig
+
+    from harness.config import ConfigError, config_dir, register_configs, validate
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+    def _run(cfg: DictConfig) -> None:
+        try:
+            config = validate(cfg)
+        except ConfigError as exc:
+            log.error("invalid config: %s", exc)
+            sys.exit(2)
+        serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True))
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()

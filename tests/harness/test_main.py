@@ -18,7 +18,7 @@ def run_harness(*overrides: str, cwd) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_job_writes_one_row_per_episode(tmp_path):
-    result = run_harness("env.episodes_per_task=3", f"hydra.run.dir={tmp_path}/run",
+    result = run_harness("job=evaluate", "env.episodes_per_task=3", f"hydra.run.dir={tmp_path}/run",
                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "episodes.csv")))
