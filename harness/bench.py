@@ -59,7 +59,8 @@ class BenchResult:
         return float(np.percentile(self.samples_ms, q))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port the OS says is free now (benchmarks only; tests have their own)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -125,7 +126,7 @@ class PeerProcess:
 
 
 def bench_tcp_floor(payload: bytes, warmup: int, round_trips: int) -> np.ndarray:
-    port = _free_port()
+    port = free_port()
     peer = PeerProcess("tcp", {"port": port})
     try:
         with socket.create_connection(("127.0.0.1", port)) as conn:
@@ -146,7 +147,7 @@ def bench_tcp_floor(payload: bytes, warmup: int, round_trips: int) -> np.ndarray
 def bench_websocket(payload: bytes, warmup: int, round_trips: int) -> np.ndarray:
     from websockets.sync.client import connect
 
-    port = _free_port()
+    port = free_port()
     peer = PeerProcess("websocket", {"port": port})
     try:
         with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
@@ -173,7 +174,7 @@ def bench_codec(message_bytes: bytes, jpeg_quality: int | None, warmup: int,
 
 
 def _with_free_endpoint(config: TransportConfig) -> TransportConfig:
-    port = _free_port()
+    port = free_port()
     endpoint = {"zenoh": f"tcp/127.0.0.1:{port}", "grpc": f"127.0.0.1:{port}",
                 "zmq": f"tcp://127.0.0.1:{port}"}.get(config.kind)
     return dataclasses.replace(config, endpoint=endpoint) if endpoint else config

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from envs import make_env
 from harness import wire
-from harness.bench import make_console
+from harness.bench import free_port, make_console
 from harness.engine import ClientEngine, EngineConfig
 from harness.parity import client_capabilities
 from harness.runner import run_episode
@@ -69,7 +69,7 @@ def measure_overhead(env_name: str, episodes: int, task_id: int = 0) -> dict[str
 def measure_capacity(clients: int, seconds: float, infer_s: float = 0.02) -> dict[str, float]:
     env = make_env("mujoco_pick_place")
     fixed = LatencyProfile("synthetic", infer_s)
-    config = ZmqTransportConfig(endpoint=f"tcp://127.0.0.1:{_free_port()}")
+    config = ZmqTransportConfig(endpoint=f"tcp://127.0.0.1:{free_port()}")
     server = PolicyServer(config, lambda: SlowPolicy(make_policy("oracle", env.spec), fixed),
                           max_sessions=clients)
     server.start()
@@ -112,14 +112,6 @@ def measure_capacity(clients: int, seconds: float, infer_s: float = 0.02) -> dic
     return {"clients": clients, "served_per_s": sum(served) / seconds,
             "limit_per_s": 1 / infer_s, "max_min_ratio": max(served) / max(1, min(served)),
             "superseded": server.status()["superseded"]}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> None:
