@@ -212,8 +212,8 @@ class ClientEngine:
 
     def poll(self, tick: int) -> None:
         """Collect arrived replies (never blocks). The runner calls this while it waits."""
-        while (payload := self.transport.take_stream(0.0)) is not None:
-            received_ns = time.monotonic_ns()
+        while (taken := self.transport.take_stream_timed(0.0)) is not None:
+            payload, received_ns = taken  # arrival time, not when this tick got to it
             try:
                 reply = wire.decode(payload)
             except wire.DecodeError as exc:

@@ -128,6 +128,10 @@ class TransportClient(Protocol):
         Waits up to `timeout_s` for one; older untaken payloads are dropped (and counted).
         """
 
+    def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
+        """Like `take_stream`, with the `time.monotonic_ns()` at which the payload arrived
+        (what a latency measurement must use: the caller may take it much later)."""
+
     def server_present(self) -> bool:
         """Whether the server is believed alive now (liveliness token or recent heartbeat)."""
 

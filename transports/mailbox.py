@@ -21,6 +21,7 @@ class LatestSlot:
     def __init__(self, stats: StreamStats | None = None) -> None:
         self._cond = threading.Condition()
         self._item: bytes | None = None
+        self._arrival_ns = 0
         self.stats = stats if stats is not None else StreamStats()
 
     def put(self, item: bytes) -> bool:
@@ -31,11 +32,17 @@ class LatestSlot:
             if replaced:
                 self.stats.superseded += 1
             self._item = item
+            self._arrival_ns = time.monotonic_ns()
             self._cond.notify_all()
             return replaced
 
     def take(self, timeout_s: float = 0.0) -> bytes | None:
         """Remove and return the item, waiting up to `timeout_s` for one; None if none came."""
+        taken = self.take_timed(timeout_s)
+        return None if taken is None else taken[0]
+
+    def take_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
+        """Like `take`, with the `time.monotonic_ns()` at which the item arrived."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._item is None:
@@ -44,7 +51,7 @@ class LatestSlot:
                     return None
                 self._cond.wait(remaining)
             item, self._item = self._item, None
-            return item
+            return item, self._arrival_ns
 
 
 class LatestMailbox:

@@ -204,6 +204,9 @@ class ZenohClient:
     def take_stream(self, timeout_s: float = 0.0) -> bytes | None:
         return self._inbox.take(timeout_s)
 
+    def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
+        return self._inbox.take_timed(timeout_s)
+
     def server_present(self) -> bool:
         return self._present.is_set()
 

@@ -110,6 +110,19 @@ def test_stream_bytes_arrive_identical_both_ways(rig):
     assert client.take_stream(timeout_s=5.0) == reply
 
 
+def test_streamed_chunk_is_stamped_when_it_arrives_not_when_taken(rig):
+    client = rig.client()
+    client.publish(b"hello")
+    assert rig.server.take_stream(timeout_s=5.0) is not None
+    sent_ns = time.monotonic_ns()
+    rig.server.send_stream(client.client_id, b"chunk")
+    wait_until(lambda: client.stats.received >= 1, 5.0, "the chunk to arrive")
+    time.sleep(0.1)
+    payload, arrival_ns = client.take_stream_timed(timeout_s=1.0)
+    assert payload == b"chunk"
+    assert sent_ns <= arrival_ns <= time.monotonic_ns() - 100_000_000
+
+
 def test_request_deadline_raises_timeout_without_hanging(rig):
     release = threading.Event()
 
