@@ -11,14 +11,13 @@ import csv
 import dataclasses
 import logging
 import statistics
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from harness.config import ConfigError, HarnessConfig, config_dir, register_configs, validate
+from harness.config import HarnessConfig, config_dir, register_configs, validate_or_exit
 
 log = logging.getLogger("harness")
 
@@ -79,11 +78,7 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        config = validate(cfg)
-    except ConfigError as exc:
-        log.error("invalid config: %s", exc)
-        sys.exit(2)
+    config = validate_or_exit(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if config.job == "bench":
         run_bench(config, output_dir)

@@ -7,6 +7,8 @@ so a typo in YAML or on the command line fails at startup naming the key, and
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -216,6 +218,16 @@ def validate(cfg: DictConfig) -> HarnessConfig:
         raise ConfigError(str(cause or exc)) from exc
     assert isinstance(config, HarnessConfig)
     return config
+
+
+def validate_or_exit(cfg: DictConfig) -> HarnessConfig:
+    """`validate` for an entry point: an invalid value is logged, naming the field, and the
+    process exits with status 2 before anything starts."""
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        logging.getLogger("harness").error("invalid config: %s", exc)
+        sys.exit(2)
 
 
 def config_dir() -> str:

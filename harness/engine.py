@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.base import EnvSpec
 from harness import wire
 from harness.action_queue import ENSEMBLING, ActionQueue
 from harness.latency import LatencyModel
@@ -84,6 +85,16 @@ class EngineConfig:
                      "control_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"client.{name}={getattr(self, name)}: must be positive")
+
+
+def client_capabilities(spec: EnvSpec, chunk_size: int, *,
+                        model_id: str = "") -> wire.Capabilities:
+    """What a client driving an env of `spec` declares at session open; an empty `model_id`
+    accepts whichever model the server hosts."""
+    return wire.Capabilities(
+        model_id=model_id, action_names=spec.action_names,
+        state={k: wire.ArraySpec(f.dtype, f.shape) for k, f in spec.state.items()},
+        images=dict(spec.images), control_hz=spec.control_hz, chunk_size=chunk_size)
 
 
 @dataclass

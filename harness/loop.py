@@ -20,10 +20,9 @@ from tqdm import tqdm
 from envs import LIBERO_SUITES, make_env
 from harness.bench import make_console
 from harness.config import HarnessConfig
-from harness.engine import ClientEngine
+from harness.engine import ClientEngine, client_capabilities
 from harness.evaluate import task_ids
 from harness.latency import LatencyModel
-from harness.parity import client_capabilities
 from harness.results import ResultsStore
 from harness.runner import run_episode
 from harness.server import serve_forever

@@ -23,8 +23,7 @@ from rich.table import Table
 from envs import make_env
 from harness import wire
 from harness.bench import free_port, make_console
-from harness.engine import ClientEngine, EngineConfig
-from harness.parity import client_capabilities
+from harness.engine import ClientEngine, EngineConfig, client_capabilities
 from harness.runner import run_episode
 from harness.server import PolicyServer
 from policies import make_policy

@@ -19,8 +19,7 @@ import uuid
 from pathlib import Path
 
 from envs import make_env
-from harness import wire
-from harness.engine import ClientEngine, EngineConfig
+from harness.engine import ClientEngine, EngineConfig, client_capabilities
 from harness.latency import LatencyModel
 from harness.runner import EpisodeTrace, run_episode
 from harness.server import PolicyServer
@@ -30,13 +29,6 @@ from transports import LocalTransportConfig, TransportConfig, make_client
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden" / "parity.json"
 ENV, POLICY, EPISODES, LATENCY_S = "mujoco_pick_place", "oracle", 3, 0.1
 log = logging.getLogger(__name__)
-
-
-def client_capabilities(spec, chunk_size: int) -> wire.Capabilities:
-    return wire.Capabilities(
-        model_id="", action_names=spec.action_names,
-        state={k: wire.ArraySpec(f.dtype, f.shape) for k, f in spec.state.items()},
-        images=dict(spec.images), control_hz=spec.control_hz, chunk_size=chunk_size)
 
 
 def digest(trace: EpisodeTrace) -> str:

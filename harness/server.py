@@ -314,23 +314,16 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
 
 def main() -> None:
     """`python -m harness.server [overrides]`: one policy server, alone, until SIGTERM."""
-    import sys
-
     import hydra
     from omegaconf import DictConfig
 
-    from harness.config import ConfigError, config_dir, register_configs, validate
+    from harness.config import config_dir, register_configs, validate_or_exit
 
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
     def _run(cfg: DictConfig) -> None:
-        try:
-            config = validate(cfg)
-        except ConfigError as exc:
-            log.error("invalid config: %s", exc)
-            sys.exit(2)
-        serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True))
+        serve_forever(validate_or_exit(cfg), ready=lambda port: print(f"READY {port}", flush=True))
 
     _run()
 

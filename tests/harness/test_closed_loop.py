@@ -10,7 +10,13 @@ import pytest
 
 from envs import make_env
 from harness import parity, wire
-from harness.engine import ActionSource, ClientEngine, ClientState, EngineConfig
+from harness.engine import (
+    ActionSource,
+    ClientEngine,
+    ClientState,
+    EngineConfig,
+    client_capabilities,
+)
 from harness.latency import LatencyModel
 from harness.runner import InvariantChecker, run_episode
 from harness.server import PolicyServer
@@ -44,7 +50,7 @@ def start(env, name: str, policy: str = "oracle") -> PolicyServer:
 
 
 def engine_for(env, client, **config) -> ClientEngine:
-    return ClientEngine(client, parity.client_capabilities(env.spec, 8), EngineConfig(**config),
+    return ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(**config),
                         dt=1 / env.spec.control_hz, gripper_index=3,
                         latency=LatencyModel("fixed", value_s=0.1))
 
@@ -53,7 +59,7 @@ def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(en
     name = f"loop-{uuid.uuid4().hex[:8]}"
     server = start(env, name)
     client = make_client(LocalTransportConfig(name=name))
-    engine = ClientEngine(client, parity.client_capabilities(env.spec, 8), EngineConfig(),
+    engine = ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(),
                           dt=0.05, gripper_index=3)
     try:
         trace = run_episode(env, engine, episode=1, seed=0)
@@ -106,7 +112,7 @@ def test_wrong_action_spec_makes_the_engine_dead_with_the_reason(env):
     name = f"loop-{uuid.uuid4().hex[:8]}"
     server = start(env, name)
     client = make_client(LocalTransportConfig(name=name))
-    caps = parity.client_capabilities(env.spec, 8)
+    caps = client_capabilities(env.spec, 8)
     caps = wire.Capabilities(caps.model_id, ("dy", "dx", "dz", "gripper"), caps.state,
                              caps.images, caps.control_hz, caps.chunk_size)
     engine = ClientEngine(client, caps, EngineConfig(), dt=0.05, gripper_index=3)

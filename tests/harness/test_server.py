@@ -14,6 +14,7 @@ import pytest
 
 from envs import make_env
 from harness import wire
+from harness.engine import client_capabilities
 from harness.server import PolicyServer, capabilities_of
 from harness.server_metrics import HealthEndpoint
 from policies import make_policy
@@ -31,12 +32,8 @@ def env():
     env.close()
 
 
-def client_capabilities(env, **changes) -> wire.Capabilities:
-    caps = wire.Capabilities(
-        model_id="", action_names=env.spec.action_names,
-        state={k: wire.ArraySpec(f.dtype, f.shape) for k, f in env.spec.state.items()},
-        images={}, control_hz=env.spec.control_hz, chunk_size=8)
-    return dataclasses.replace(caps, **changes)
+def capabilities(env, **changes) -> wire.Capabilities:
+    return dataclasses.replace(client_capabilities(env.spec, 8), **changes)
 
 
 class RawClient:
@@ -94,7 +91,7 @@ def served(request, env):
 def test_session_serves_the_policys_exact_chunk_with_echoed_stamp(served, env):
     server, new_client = served
     client = new_client()
-    ok = client.open(client_capabilities(env))
+    ok = client.open(capabilities(env))
     assert ok.msg_type is wire.MessageType.SESSION_OK and ok.epoch >= 1
     assert ok.body.capabilities == capabilities_of(server.spec)
     assert client.call(wire.Reset(), episode=1).msg_type is wire.MessageType.RESET
@@ -113,7 +110,7 @@ def test_session_serves_the_policys_exact_chunk_with_echoed_stamp(served, env):
 
 def test_wrong_action_spec_is_rejected_with_its_reason(served, env):
     _, new_client = served
-    reply = new_client().open(client_capabilities(env, action_names=("dy", "dx", "dz", "gripper")))
+    reply = new_client().open(capabilities(env, action_names=("dy", "dx", "dz", "gripper")))
     assert reply.msg_type is wire.MessageType.SESSION_REJECT
     assert "capabilities mismatch: action_names" in reply.body.reason
 
@@ -126,7 +123,7 @@ def test_wrong_action_spec_is_rejected_with_its_reason(served, env):
 ])
 def test_every_capability_is_checked(served, env, change, reason):
     _, new_client = served
-    reply = new_client().open(client_capabilities(env, **change))
+    reply = new_client().open(capabilities(env, **change))
     assert reply.msg_type is wire.MessageType.SESSION_REJECT
     assert re.search(reason, reply.body.reason)
 
@@ -135,13 +132,13 @@ def test_extra_client_beyond_max_sessions_is_rejected_with_the_load(env):
     server, config = start_server(env, max_sessions=1)
     first, second = RawClient(config), RawClient(config)
     try:
-        assert first.open(client_capabilities(env)).msg_type is wire.MessageType.SESSION_OK
-        reply = second.open(client_capabilities(env))
+        assert first.open(capabilities(env)).msg_type is wire.MessageType.SESSION_OK
+        reply = second.open(capabilities(env))
         assert reply.msg_type is wire.MessageType.SESSION_REJECT
         assert (reply.body.active_sessions, reply.body.max_sessions) == (1, 1)
         assert "max_sessions=1 reached" in reply.body.reason
         assert first.call(wire.Close()).msg_type is wire.MessageType.CLOSE
-        assert second.open(client_capabilities(env)).msg_type is wire.MessageType.SESSION_OK
+        assert second.open(capabilities(env)).msg_type is wire.MessageType.SESSION_OK
     finally:
         first.transport.close()
         second.transport.close()
@@ -156,7 +153,7 @@ def test_malformed_messages_get_an_error_and_the_server_keeps_serving(served, en
     client.transport.publish(b"RH garbage")
     streamed = client.next_reply()
     assert streamed.msg_type is wire.MessageType.ERROR and streamed.body.code == "decode"
-    assert client.open(client_capabilities(env)).msg_type is wire.MessageType.SESSION_OK
+    assert client.open(capabilities(env)).msg_type is wire.MessageType.SESSION_OK
     status = client.call(wire.Status())
     assert status.body.fields["sessions"] == 1 and status.body.fields["model_id"] == "oracle"
 
@@ -168,7 +165,7 @@ def test_observation_without_session_or_of_an_old_episode_is_not_served(served, 
     client.observe(observation, seq=1, episode=0)
     reply = client.next_reply()
     assert reply.msg_type is wire.MessageType.ERROR and reply.body.code == "session"
-    client.open(client_capabilities(env))
+    client.open(capabilities(env))
     client.call(wire.Reset(), episode=2)
     client.observe(observation, seq=2, episode=1)  # late, from the previous episode
     assert client.next_reply(timeout_s=0.5) is None
@@ -192,7 +189,7 @@ def test_two_clients_are_served_fairly(env):
 
     try:
         for client in clients:
-            client.open(client_capabilities(env))
+            client.open(capabilities(env))
         threads = [threading.Thread(target=keep_asking, args=(c,)) for c in clients]
         for thread in threads:
             thread.start()
@@ -215,7 +212,7 @@ def test_health_and_metrics_endpoint_report_the_server(env):
     endpoint.start()
     client = RawClient(config)
     try:
-        client.open(client_capabilities(env))
+        client.open(capabilities(env))
         client.observe(env.reset(seed=0), seq=1, episode=0)
         assert client.next_reply() is not None
         base = f"http://127.0.0.1:{endpoint.port}"
