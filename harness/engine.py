@@ -1,16 +1,17 @@
 """Client engine: the robot side of remote inference, with its fail-safe states.
 
 Called once per control tick with the newest observation, it returns the action to execute
-at once and does not wait on the network: observations go out on the latest-only stream and
-chunks are collected without blocking. One exception remains: re-opening the session after a
-server restart is a control request made on the tick that notices the server is back, and
-blocks that tick for up to `control_timeout_s`. It sends the observation when its queue of
+at once and does not wait on the network: observations go out on the latest-only stream,
+chunks are collected without blocking, and re-opening the session after a server restart runs
+on a thread of its own while the ticks go on with the fallback action. Only episode
+boundaries (`reset`, `close`) wait for the server. It sends the observation when its queue of
 future actions runs low, merges each arriving chunk after trimming the actions its latency
 made stale, and when chunks stop coming it degrades in steps:
 
     CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
                             -> STALLED (queue empty or actions too old: fallback action)
-                            -> RECONNECTING (server gone: re-open the session)
+                            -> RECONNECTING (server gone, or it answered that our session
+                                             is unknown: re-open the session)
                             -> DEAD (offline past max_offline_s, or the server's contract
                                      changed: safe stop, fallback for good)
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -121,10 +123,44 @@ class _InFlight:
 
 @dataclass
 class EngineStats:
+    """What happened on the wire during one episode (reset by `ClientEngine.reset`)."""
+
     sent: int = 0
     chunks: int = 0
     lost: int = 0
+    """Requests with no chunk back within `request_timeout_s`."""
+    reopened: int = 0
+    """Sessions re-opened after the server restarted or forgot this session."""
     errors: list[str] = field(default_factory=list)
+    """ERROR replies from the server and local decode/publish failures, as text."""
+
+
+class _Reopen:
+    """A session re-open (open, then reset) on its own thread, so that the tick noticing the
+    server is back does not wait up to `control_timeout_s` for its answer. It only talks to
+    the server; the engine applies the answer on a later tick (`ClientEngine._advance_reopen`)."""
+
+    def __init__(self, engine: ClientEngine) -> None:
+        self.reply: wire.Message | None = None
+        self.error: Exception | None = None
+        self._engine = engine
+        self._thread = threading.Thread(target=self._run, name="session-reopen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            reply = self._engine._request_open()
+            if reply.msg_type is wire.MessageType.SESSION_OK:
+                self._engine._control(wire.Reset(), epoch=reply.epoch)
+            self.reply = reply
+        except (TransportError, wire.WireError) as exc:
+            self.error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 class ClientEngine:
@@ -154,23 +190,31 @@ class ClientEngine:
         self._last_contact_tick: int | None = None
         self._last_loss_tick: int | None = None
         self._server_caps: wire.Capabilities | None = None
+        self._reopen: _Reopen | None = None
 
     # ---- session ----------------------------------------------------------------------------
 
-    def _control(self, body: wire.Body) -> wire.Message:
-        payload = wire.encode(wire.Message(body, seq=self._seq, episode=self.episode,
-                                           epoch=self.epoch, client_ns=time.monotonic_ns()))
+    def _control(self, body: wire.Body, *, epoch: int | None = None) -> wire.Message:
+        payload = wire.encode(wire.Message(
+            body, seq=self._seq, episode=self.episode,
+            epoch=self.epoch if epoch is None else epoch, client_ns=time.monotonic_ns()))
         return wire.decode(self.transport.request(payload,
                                                   timeout_s=self.config.control_timeout_s))
+
+    def _request_open(self) -> wire.Message:
+        return self._control(wire.SessionOpen(self.transport.client_id, self.capabilities))
 
     def open_session(self) -> bool:
         """Open (or re-open) the session; True if the server accepted it. A rejection or a
         server whose capabilities differ from the first one's makes the engine DEAD."""
         try:
-            reply = self._control(wire.SessionOpen(self.transport.client_id, self.capabilities))
+            reply = self._request_open()
         except (TransportError, wire.WireError) as exc:
             log.info("session open failed: %s", exc)
             return False
+        return self._accept_open(reply)
+
+    def _accept_open(self, reply: wire.Message) -> bool:
         if reply.msg_type is wire.MessageType.SESSION_REJECT:
             self._die(f"session rejected: {reply.body.reason}")
             return False
@@ -190,8 +234,11 @@ class ClientEngine:
         return True
 
     def reset(self, episode: int) -> None:
-        """Start an episode: tell the server, forget every queued action."""
+        """Start an episode: tell the server, forget every queued action. Unlike a tick, this
+        waits for the server (a re-open still running is finished first)."""
+        self._finish_reopen()
         self.episode = episode
+        self.stats = EngineStats()
         self.queue.clear()
         self._in_flight = None
         self._arrived.clear()
@@ -201,13 +248,20 @@ class ClientEngine:
         if self.state is ClientState.CONNECTING and not self.open_session():
             return
         try:
-            self._control(wire.Reset())
+            reply = self._control(wire.Reset())
+            if reply.msg_type is wire.MessageType.ERROR and reply.body.code == "session":
+                # The server restarted between episodes without us seeing it gone.
+                log.warning("server forgot the session: re-opening it")
+                if self.open_session():
+                    self.stats.reopened += 1
+                    self._control(wire.Reset())
         except (TransportError, wire.WireError) as exc:
             log.warning("reset not acknowledged: %s", exc)
         if self.state is not ClientState.DEAD:
             self.state = ClientState.STREAMING
 
     def close(self) -> None:
+        self._finish_reopen()
         if self.state is not ClientState.DEAD and self.epoch:
             try:
                 self._control(wire.Close())
@@ -232,6 +286,11 @@ class ClientEngine:
                 continue
             if reply.msg_type is wire.MessageType.ERROR:
                 self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
+                if (reply.body.code == "session" and reply.epoch == self.epoch
+                        and self.state is not ClientState.DEAD):
+                    # The server restarted (or dropped us) faster than presence showed it.
+                    self._in_flight = None
+                    self.state = ClientState.RECONNECTING
                 continue
             flight = self._in_flight
             if (reply.msg_type is not wire.MessageType.ACTION_CHUNK or flight is None
@@ -310,20 +369,35 @@ class ClientEngine:
             self.state = ClientState.RECONNECTING
             return
         if self.state is ClientState.RECONNECTING:
-            # Blocks this tick for up to control_timeout_s (see the module docstring).
-            if self.open_session():
-                try:
-                    self._control(wire.Reset())
-                except (TransportError, wire.WireError) as exc:
-                    log.warning("reset after reconnect not acknowledged: %s", exc)
-                    return
-                self.state = ClientState.STALLED
+            self._advance_reopen()
             return
         if self.queue.depth(tick) == 0:
             return  # tick() decides STALLED when it has to fall back
         lost_since_chunk = self._last_loss_tick is not None and (
             self._last_chunk_tick is None or self._last_loss_tick > self._last_chunk_tick)
         self.state = ClientState.DEGRADED if lost_since_chunk else ClientState.STREAMING
+
+    def _advance_reopen(self) -> None:
+        """Start a background re-open, or apply the one that finished (never waits)."""
+        if self._reopen is None:
+            self._reopen = _Reopen(self)
+            return
+        if not self._reopen.done():
+            return
+        reopen, self._reopen = self._reopen, None
+        if reopen.error is not None:
+            log.info("session re-open failed: %s", reopen.error)
+            return  # the next tick tries again
+        if self._accept_open(reopen.reply):
+            self.stats.reopened += 1
+            self.state = ClientState.STALLED
+
+    def _finish_reopen(self) -> None:
+        """Wait for a re-open still talking to the server (two threads must not share the
+        request path) and drop its answer: the caller opens or resets the session itself."""
+        if self._reopen is not None:
+            self._reopen.join()
+            self._reopen = None
 
     def _maybe_send(self, tick: int, observation: wire.Observation) -> None:
         if self._in_flight is not None or self._arrived:

@@ -74,12 +74,19 @@ class ResultsStore:
             "latency_p99_s": float(np.percentile(latencies, 99)) if latencies else None,
             "breaches": len(trace.breaches), "overruns": trace.overruns,
             **{f"ticks_{state}": int(count) for state, count in states.items()},
+            **{f"time_{state}_s": round(int(count) * trace.dt, 6)
+               for state, count in states.items()},
+            "requests_sent": trace.wire.sent, "chunks_received": trace.wire.chunks,
+            "requests_lost": trace.wire.lost, "sessions_reopened": trace.wire.reopened,
+            "server_errors": len(trace.wire.errors),
             **(extra or {}),
         }
         _atomic_write(self.run_dir / "episodes" / f"{key}.json",
                       json.dumps(row, sort_keys=True).encode())
         for breach in trace.breaches:
             self.log_event({"task": task, "episode": trace.episode, "breach": breach})
+        for error in trace.wire.errors:
+            self.log_event({"task": task, "episode": trace.episode, "error": error})
         return row
 
     def log_event(self, event: dict) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from envs.base import Env
 from harness import wire
-from harness.engine import ActionSource, ClientEngine, TickResult
+from harness.engine import ActionSource, ClientEngine, EngineStats, TickResult
 
 CLOCKS = ("virtual", "realtime")
 _POLL_S = 0.0002
@@ -51,6 +51,10 @@ class EpisodeTrace:
     breaches: list[str] = field(default_factory=list)
     overruns: int = 0
     final_sim_state: bytes = b""
+    dt: float = 0.0
+    """Control period, seconds: ticks x dt is control time."""
+    wire: EngineStats = field(default_factory=EngineStats)
+    """The engine's requests, chunks, losses, re-opens and server errors in this episode."""
 
     def action_digest(self) -> bytes:
         """Executed actions as bytes, for parity checks."""
@@ -107,7 +111,7 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
     """Run one episode; the engine's latency model decides when chunks become usable."""
     if clock not in CLOCKS:
         raise ValueError(f"clock={clock!r}: expected one of {CLOCKS}")
-    trace = EpisodeTrace(episode)
+    trace = EpisodeTrace(episode, dt=engine.dt)
     observation = env.reset(seed=seed, init_state=init_state)
     engine.reset(episode)
     checker = InvariantChecker(
@@ -139,6 +143,7 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
                 time.sleep(remaining)
             else:
                 trace.overruns += 1
+    trace.wire = engine.stats
     if hasattr(env, "sim_state"):
         trace.final_sim_state = env.sim_state()
     return trace

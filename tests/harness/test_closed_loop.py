@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import numpy as np
@@ -144,3 +145,93 @@ def test_server_restarted_with_another_model_is_a_contract_change(env):
         server.close()
     assert engine.state is ClientState.DEAD
     assert "contract changed" in engine.dead_reason
+
+
+def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env):
+    """The restarted server builds each session's policy behind a gate the test holds shut:
+    the re-open cannot finish, yet every tick returns (fallback, RECONNECTING)."""
+    import threading
+
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = engine_for(env, client, max_offline_s=30.0, control_timeout_s=10.0)
+    gate, warmed = threading.Event(), threading.Event()
+
+    def gated_policy():
+        if warmed.is_set():  # the first call is the server's warm-up; sessions wait
+            gate.wait(20.0)
+        warmed.set()
+        return make_policy("oracle", env.spec)
+
+    observation = env.reset(seed=0)
+    body = wire.Observation(observation.state, observation.images, "")
+    try:
+        engine.reset(1)
+        first_epoch = engine.epoch
+        server.close()
+        assert engine.tick(0, body).state is ClientState.RECONNECTING  # sees it gone
+        server = PolicyServer(LocalTransportConfig(name=name), gated_policy)
+        server.start()
+        pending = [engine.tick(tick, body) for tick in range(1, 21)]
+        assert engine._reopen is not None and not engine._reopen.done()  # open still blocked
+        assert all(r.source is ActionSource.FALLBACK for r in pending)
+        assert {r.state for r in pending} == {ClientState.RECONNECTING}
+        gate.set()
+        for tick in range(20, 400):
+            if engine.tick(tick, body).state is ClientState.STREAMING:
+                break
+            time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
+    finally:
+        gate.set()
+        client.close()
+        server.close()
+    assert engine.state is ClientState.STREAMING
+    assert engine.epoch != first_epoch and engine.stats.reopened == 1
+
+
+def test_a_server_restarted_between_two_ticks_is_rejoined_from_its_session_error(env):
+    """The client never sees the server absent; the new server answers the old epoch's
+    observation with a session error, and the engine re-opens instead of timing out."""
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = engine_for(env, client, max_offline_s=30.0)
+    observation = env.reset(seed=0)
+    body = wire.Observation(observation.state, observation.images, "")
+    states = []
+    try:
+        engine.reset(1)
+        first_epoch = engine.epoch
+        server.close()
+        server = start(env, name)
+        for tick in range(400):
+            states.append(engine.tick(tick, body).state)
+            if tick > 0 and states[-1] is ClientState.STREAMING:
+                break
+            time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
+    finally:
+        client.close()
+        server.close()
+    assert ClientState.RECONNECTING in states and states[-1] is ClientState.STREAMING
+    assert engine.epoch != first_epoch and engine.stats.reopened == 1
+    assert engine.stats.lost == 0  # rejoined from the error, not after request_timeout_s
+    assert any(e.startswith("session:") for e in engine.stats.errors)
+
+
+def test_reset_after_a_restart_between_episodes_reopens_the_session(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = engine_for(env, client)
+    try:
+        engine.reset(1)
+        first_epoch = engine.epoch
+        server.close()
+        server = start(env, name)
+        engine.reset(2)
+    finally:
+        client.close()
+        server.close()
+    assert engine.state is ClientState.STREAMING
+    assert engine.epoch != first_epoch and engine.stats.reopened == 1

@@ -31,6 +31,12 @@ def test_loop_over_zmq_with_server_process_writes_every_result(tmp_path):
     assert 0 < summary["latency_p50_s"] < summary["latency_budget_s"]
     rows = pd.read_csv(run_dir / "episodes.csv")
     assert list(rows["episode"]) == [1, 2, 3] and set(rows["transport"]) == {"zmq"}
+    assert (rows["chunks_received"] > 0).all() and (rows["requests_lost"] == 0).all()
+    assert (rows["chunks_received"] <= rows["requests_sent"]).all()
+    assert (rows["sessions_reopened"] == 0).all() and (rows["server_errors"] == 0).all()
+    ticks = rows.filter(like="ticks_").sum(axis=1)
+    assert (ticks == rows["steps"]).all()  # every tick is in exactly one state
+    assert (rows.filter(like="time_").sum(axis=1).round(6) == (ticks * 0.05).round(6)).all()
     trace = pd.read_parquet(run_dir / "traces" / "task000-ep0001.parquet")
     assert trace["tick"].tolist() == list(range(len(trace)))
     assert set(trace["source"]) <= {"fresh", "queued", "fallback"}
