@@ -104,6 +104,10 @@ class ResultsStore:
         traces = [pd.read_parquet(p) for p in sorted((self.run_dir / "traces").glob("*.parquet"))]
         latencies = pd.concat([t["latency_s"] for t in traces]).dropna() if traces else []
         successes, n = int(rows["success"].sum()), len(rows)
+
+        def total(column: str) -> int:  # rows written before a column existed count as 0
+            return int(rows[column].fillna(0).sum()) if column in rows else 0
+
         low, high = wilson_interval(successes, n)
         summary = {
             "episodes": n, "successes": successes,
@@ -115,7 +119,11 @@ class ResultsStore:
             "latency_over_budget": int((np.asarray(latencies) > latency_budget_s).sum()),
             "invariant_breaches": int(rows["breaches"].sum()),
             "dead_episodes": int((rows["termination"] == "dead").sum()),
-            "fallback_ticks": int(rows["fallback_ticks"].sum()),
+            "fallback_ticks": total("fallback_ticks"),
+            "overruns": total("overruns"),
+            "requests_lost": total("requests_lost"),
+            "sessions_reopened": total("sessions_reopened"),
+            "server_errors": total("server_errors"),
         }
         _atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
         return summary

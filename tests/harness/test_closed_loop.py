@@ -235,3 +235,24 @@ def test_reset_after_a_restart_between_episodes_reopens_the_session(env):
         server.close()
     assert engine.state is ClientState.STREAMING
     assert engine.epoch != first_epoch and engine.stats.reopened == 1
+
+
+def test_realtime_clock_paces_ticks_by_the_wall_clock(env):
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    server = start(env, name)
+    client = make_client(LocalTransportConfig(name=name))
+    engine = ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(),
+                          dt=1 / env.spec.control_hz, gripper_index=3)
+    try:
+        started = time.monotonic()
+        trace = run_episode(env, engine, episode=1, seed=0, clock="realtime")
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+        server.close()
+    assert trace.success and trace.breaches == []
+    assert elapsed >= (trace.steps - 1) * engine.dt  # never faster than the control rate
+    assert 0 <= trace.overruns < trace.steps
+    assert trace.wire.chunks > 0 and trace.wire.lost == 0
+    latencies = [t.latency_s for t in trace.ticks if t.latency_s is not None]
+    assert latencies and all(0 < lat < engine.config.request_timeout_s for lat in latencies)

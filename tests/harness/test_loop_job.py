@@ -28,6 +28,8 @@ def test_loop_over_zmq_with_server_process_writes_every_result(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes"] == 3 and summary["successes"] == 3
     assert summary["invariant_breaches"] == 0 and summary["dead_episodes"] == 0
+    assert summary["requests_lost"] == 0 and summary["server_errors"] == 0
+    assert summary["sessions_reopened"] == 0 and summary["overruns"] == 0  # virtual clock
     assert 0 < summary["latency_p50_s"] < summary["latency_budget_s"]
     rows = pd.read_csv(run_dir / "episodes.csv")
     assert list(rows["episode"]) == [1, 2, 3] and set(rows["transport"]) == {"zmq"}
