@@ -151,10 +151,13 @@ class PolicyServer:
 
     def _reply(self, body: wire.Body, request: wire.Message | None = None, *,
                epoch: int | None = None) -> bytes:
-        header = request or wire.Message(wire.Close())
+        """Encode `body` as the answer to `request`, echoing its ids and client clock; an
+        undecodable request has none to echo, so its answer carries zeros."""
+        if request is None:
+            return wire.encode(wire.Message(body, flags=wire.Flags.RESPONSE))
         return wire.encode(wire.Message(
-            body, seq=header.seq, episode=header.episode,
-            epoch=header.epoch if epoch is None else epoch, client_ns=header.client_ns,
+            body, seq=request.seq, episode=request.episode,
+            epoch=request.epoch if epoch is None else epoch, client_ns=request.client_ns,
             flags=wire.Flags.RESPONSE))
 
     def _open(self, client_id: str, request: wire.Message) -> tuple[bytes, str]:
