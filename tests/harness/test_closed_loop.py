@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -44,63 +45,78 @@ def env():
     env.close()
 
 
-def start(env, name: str, policy: str = "oracle") -> PolicyServer:
-    server = PolicyServer(LocalTransportConfig(name=name), lambda: make_policy(policy, env.spec))
-    server.start()
-    return server
+class Rig:
+    """A policy server under a fresh local-transport name, a client and its engine.
+    `restart` replaces the server under the same name, as a restarted process would."""
+
+    def __init__(self, env, *, latency: LatencyModel | None, **config) -> None:
+        self.env, self.name = env, f"loop-{uuid.uuid4().hex[:8]}"
+        self.server = self._serve(lambda: make_policy("oracle", env.spec))
+        self.client = make_client(LocalTransportConfig(name=self.name))
+        self.engine = ClientEngine(self.client, client_capabilities(env.spec, 8),
+                                   EngineConfig(**config), dt=1 / env.spec.control_hz,
+                                   gripper_index=3, latency=latency)
+
+    def _serve(self, factory) -> PolicyServer:
+        server = PolicyServer(LocalTransportConfig(name=self.name), factory)
+        server.start()
+        return server
+
+    def restart(self, policy: str = "oracle", factory=None) -> None:
+        self.server.close()
+        self.server = self._serve(factory or (lambda: make_policy(policy, self.env.spec)))
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
 
 
-def engine_for(env, client, **config) -> ClientEngine:
-    return ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(**config),
-                        dt=1 / env.spec.control_hz, gripper_index=3,
-                        latency=LatencyModel("fixed", value_s=0.1))
+@pytest.fixture
+def rig(env):
+    """rig(**engine_config) -> Rig with a fixed 100 ms latency (measured with measured=True);
+    every rig made is closed after the test."""
+    rigs = []
+
+    def make(*, measured: bool = False, **config) -> Rig:
+        latency = None if measured else LatencyModel("fixed", value_s=0.1)
+        rigs.append(Rig(env, latency=latency, **config))
+        return rigs[-1]
+
+    yield make
+    for made in rigs:
+        made.close()
 
 
-def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(),
-                          dt=0.05, gripper_index=3)
-    try:
-        trace = run_episode(env, engine, episode=1, seed=0)
-    finally:
-        client.close()
-        server.close()
+def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
+    trace = run_episode(env, rig(measured=True).engine, episode=1, seed=0)
     sources = {t.source for t in trace.ticks}
     assert trace.success and trace.breaches == []
     assert sources == {"fresh", "queued", "fallback"}
     assert trace.ticks[0].source == "fallback"  # tick 0: no chunk can have arrived yet
 
 
-def test_server_killed_mid_episode_stalls_safely_and_is_rejoined_after_restart(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = engine_for(env, client, max_offline_s=30.0)
+def test_server_killed_mid_episode_stalls_safely_and_is_rejoined_after_restart(env, rig):
+    loop = rig(max_offline_s=30.0)
+    engine = loop.engine
     checker = InvariantChecker(max_age_ticks=10)
     observation = env.reset(seed=0)
     engine.reset(1)
     results = []
-    try:
-        for tick in range(200):
-            if tick == 10:
-                server.close()
-            if tick == 40:
-                server = start(env, name)
-                wait_until(client.server_present, 5.0, "restarted server")
-            engine.poll(tick)
-            body = wire.Observation(observation.state, observation.images, "")
-            result = engine.tick(tick, body)
-            assert checker.check(result, tick=tick, episode=1, epoch=engine.epoch,
-                                 model_id=engine.model_id) == []
-            results.append(result)
-            observation = env.step(result.action).observation
-            if tick > 45 and result.state is ClientState.STREAMING:
-                break
-    finally:
-        client.close()
-        server.close()
+    for tick in range(200):
+        if tick == 10:
+            loop.server.close()
+        if tick == 40:
+            loop.restart()
+            wait_until(loop.client.server_present, 5.0, "restarted server")
+        engine.poll(tick)
+        body = wire.Observation(observation.state, observation.images, "")
+        result = engine.tick(tick, body)
+        assert checker.check(result, tick=tick, episode=1, epoch=engine.epoch,
+                             model_id=engine.model_id) == []
+        results.append(result)
+        observation = env.step(result.action).observation
+        if tick > 45 and result.state is ClientState.STREAMING:
+            break
     during_outage = results[25:40]
     assert all(r.source is ActionSource.FALLBACK for r in during_outage)
     assert {r.state for r in during_outage} <= {ClientState.STALLED, ClientState.RECONNECTING}
@@ -109,53 +125,39 @@ def test_server_killed_mid_episode_stalls_safely_and_is_rejoined_after_restart(e
     assert results[-1].epoch != results[5].epoch  # a new session on the new server
 
 
-def test_wrong_action_spec_makes_the_engine_dead_with_the_reason(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
+def test_wrong_action_spec_makes_the_engine_dead_with_the_reason(env, rig):
     caps = client_capabilities(env.spec, 8)
     caps = wire.Capabilities(caps.model_id, ("dy", "dx", "dz", "gripper"), caps.state,
                              caps.images, caps.control_hz, caps.chunk_size)
-    engine = ClientEngine(client, caps, EngineConfig(), dt=0.05, gripper_index=3)
-    try:
-        trace = run_episode(env, engine, episode=1, seed=0)
-    finally:
-        client.close()
-        server.close()
+    engine = ClientEngine(rig().client, caps, EngineConfig(), dt=0.05, gripper_index=3)
+    trace = run_episode(env, engine, episode=1, seed=0)
     assert engine.state is ClientState.DEAD
     assert "session rejected: capabilities mismatch: action_names" in engine.dead_reason
     assert trace.termination == "dead" and trace.steps == 1
     assert trace.ticks[0].source == "fallback"
 
 
-def test_server_restarted_with_another_model_is_a_contract_change(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = engine_for(env, client)
-    try:
-        engine.reset(1)
-        assert engine.model_id == "oracle"
-        server.close()
-        server = start(env, name, policy="torch")
-        wait_until(client.server_present, 5.0, "restarted server")
-        assert not engine.open_session()
-    finally:
-        client.close()
-        server.close()
-    assert engine.state is ClientState.DEAD
-    assert "contract changed" in engine.dead_reason
+def test_server_restarted_with_another_model_is_a_contract_change(rig):
+    loop = rig()
+    loop.engine.reset(1)
+    assert loop.engine.model_id == "oracle"
+    loop.restart(policy="torch")
+    wait_until(loop.client.server_present, 5.0, "restarted server")
+    assert not loop.engine.open_session()
+    assert loop.engine.state is ClientState.DEAD
+    assert "contract changed" in loop.engine.dead_reason
 
 
-def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env):
+def observation_of(env) -> wire.Observation:
+    observation = env.reset(seed=0)
+    return wire.Observation(observation.state, observation.images, "")
+
+
+def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env, rig):
     """The restarted server builds each session's policy behind a gate the test holds shut:
     the re-open cannot finish, yet every tick returns (fallback, RECONNECTING)."""
-    import threading
-
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = engine_for(env, client, max_offline_s=30.0, control_timeout_s=10.0)
+    loop = rig(max_offline_s=30.0, control_timeout_s=10.0)
+    engine, body = loop.engine, observation_of(env)
     gate, warmed = threading.Event(), threading.Event()
 
     def gated_policy():
@@ -164,92 +166,61 @@ def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(en
         warmed.set()
         return make_policy("oracle", env.spec)
 
-    observation = env.reset(seed=0)
-    body = wire.Observation(observation.state, observation.images, "")
     try:
         engine.reset(1)
         first_epoch = engine.epoch
-        server.close()
+        loop.server.close()
         assert engine.tick(0, body).state is ClientState.RECONNECTING  # sees it gone
-        server = PolicyServer(LocalTransportConfig(name=name), gated_policy)
-        server.start()
+        loop.restart(factory=gated_policy)
         pending = [engine.tick(tick, body) for tick in range(1, 21)]
         assert engine._reopen is not None and not engine._reopen.done()  # open still blocked
         assert all(r.source is ActionSource.FALLBACK for r in pending)
         assert {r.state for r in pending} == {ClientState.RECONNECTING}
-        gate.set()
-        for tick in range(20, 400):
-            if engine.tick(tick, body).state is ClientState.STREAMING:
-                break
-            time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
     finally:
         gate.set()
-        client.close()
-        server.close()
+    for tick in range(21, 400):
+        if engine.tick(tick, body).state is ClientState.STREAMING:
+            break
+        time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
     assert engine.state is ClientState.STREAMING
     assert engine.epoch != first_epoch and engine.stats.reopened == 1
 
 
-def test_a_server_restarted_between_two_ticks_is_rejoined_from_its_session_error(env):
+def test_a_server_restarted_between_two_ticks_is_rejoined_from_its_session_error(env, rig):
     """The client never sees the server absent; the new server answers the old epoch's
     observation with a session error, and the engine re-opens instead of timing out."""
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = engine_for(env, client, max_offline_s=30.0)
-    observation = env.reset(seed=0)
-    body = wire.Observation(observation.state, observation.images, "")
+    loop = rig(max_offline_s=30.0)
+    engine, body = loop.engine, observation_of(env)
+    engine.reset(1)
+    first_epoch = engine.epoch
+    loop.restart()
     states = []
-    try:
-        engine.reset(1)
-        first_epoch = engine.epoch
-        server.close()
-        server = start(env, name)
-        for tick in range(400):
-            states.append(engine.tick(tick, body).state)
-            if tick > 0 and states[-1] is ClientState.STREAMING:
-                break
-            time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
-    finally:
-        client.close()
-        server.close()
+    for tick in range(400):
+        states.append(engine.tick(tick, body).state)
+        if tick > 0 and states[-1] is ClientState.STREAMING:
+            break
+        time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
     assert ClientState.RECONNECTING in states and states[-1] is ClientState.STREAMING
     assert engine.epoch != first_epoch and engine.stats.reopened == 1
     assert engine.stats.lost == 0  # rejoined from the error, not after request_timeout_s
     assert any(e.startswith("session:") for e in engine.stats.errors)
 
 
-def test_reset_after_a_restart_between_episodes_reopens_the_session(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = engine_for(env, client)
-    try:
-        engine.reset(1)
-        first_epoch = engine.epoch
-        server.close()
-        server = start(env, name)
-        engine.reset(2)
-    finally:
-        client.close()
-        server.close()
-    assert engine.state is ClientState.STREAMING
-    assert engine.epoch != first_epoch and engine.stats.reopened == 1
+def test_reset_after_a_restart_between_episodes_reopens_the_session(rig):
+    loop = rig()
+    loop.engine.reset(1)
+    first_epoch = loop.engine.epoch
+    loop.restart()
+    loop.engine.reset(2)
+    assert loop.engine.state is ClientState.STREAMING
+    assert loop.engine.epoch != first_epoch and loop.engine.stats.reopened == 1
 
 
-def test_realtime_clock_paces_ticks_by_the_wall_clock(env):
-    name = f"loop-{uuid.uuid4().hex[:8]}"
-    server = start(env, name)
-    client = make_client(LocalTransportConfig(name=name))
-    engine = ClientEngine(client, client_capabilities(env.spec, 8), EngineConfig(),
-                          dt=1 / env.spec.control_hz, gripper_index=3)
-    try:
-        started = time.monotonic()
-        trace = run_episode(env, engine, episode=1, seed=0, clock="realtime")
-        elapsed = time.monotonic() - started
-    finally:
-        client.close()
-        server.close()
+def test_realtime_clock_paces_ticks_by_the_wall_clock(env, rig):
+    engine = rig(measured=True).engine
+    started = time.monotonic()
+    trace = run_episode(env, engine, episode=1, seed=0, clock="realtime")
+    elapsed = time.monotonic() - started
     assert trace.success and trace.breaches == []
     assert elapsed >= (trace.steps - 1) * engine.dt  # never faster than the control rate
     assert 0 <= trace.overruns < trace.steps
