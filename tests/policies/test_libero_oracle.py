@@ -18,7 +18,17 @@ from envs import EnvObservation, EnvSpec, make_env
 from envs.libero import ACTION_NAMES
 from harness.evaluate import evaluate
 from policies import make_policy
-from policies.libero_oracle import LiberoOracle, parse_instruction, resolve
+from policies.libero_oracle import (
+    ENCLOSURES,
+    OUTER_FINGER_M,
+    ROBOT_BASE_XY,
+    LiberoOracle,
+    carry_turn,
+    parse_instruction,
+    resolve,
+    rim_side_in,
+    rotate_xy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +95,33 @@ def test_resolve_picks_the_bowl_nearest_the_midpoint_of_the_named_objects():
     assert resolve("black bowl next to the ramekin", positions) == "akita_black_bowl_2"
     assert resolve("black bowl", positions) == "akita_black_bowl_1"  # no relation: first
     assert resolve("moka pot", positions) is None
+
+
+def test_carry_turn_swings_a_rim_held_bowl_beyond_the_hand_as_seen_from_the_robot():
+    goal = np.array([0.06, 0.2])
+    offset = np.array([0.0, -0.045])  # bowl held by its rim on the side away from the robot
+    turn = carry_turn(offset, goal, wrist_rad=1.0)
+    away = goal - np.array(ROBOT_BASE_XY)
+    np.testing.assert_allclose(rotate_xy(offset, turn), 0.045 * away / np.linalg.norm(away),
+                               atol=1e-9)
+    assert turn == pytest.approx(np.arctan2(0.2, 0.72) + np.pi / 2)
+    assert carry_turn(np.array([0.005, 0.0]), goal, wrist_rad=1.0) == 0.0  # held at its centre
+    assert carry_turn(offset, goal, wrist_rad=-1.0) == 0.0  # the wrist would pass -2.7 rad
+
+
+def test_a_bowl_in_the_open_drawer_is_pinched_on_a_side_facing_the_robot_clear_of_the_walls():
+    drawer = ENCLOSURES[0]
+    bowl = np.array([0.085, -0.13, 1.063])  # libero_spatial task 4, init state 0
+    assert drawer.contains(bowl)
+    assert not drawer.contains(np.array([0.13, -0.07, 0.898]))  # on the table beside it
+    assert not drawer.contains(np.array([0.039, -0.265, 1.126]))  # on top of the cabinet
+    # Across y (the default sides) the open outer finger would reach past the drawer's front.
+    assert drawer.room(OUTER_FINGER_M * np.array([0.0, 1.0])) < 0
+    assert drawer.room(OUTER_FINGER_M * np.array([0.0, -1.0])) < 0
+    side = rim_side_in(drawer, bowl)
+    assert drawer.room(OUTER_FINGER_M * side) > 0.02
+    assert np.dot(side, np.array(ROBOT_BASE_XY) - bowl[:2]) > 0
+    assert np.degrees(np.arctan2(side[1], side[0])) == pytest.approx(-170, abs=5)
 
 
 def test_unknown_instruction_holds_still_with_the_gripper_open_and_warns_once(caplog):
