@@ -19,7 +19,8 @@ origin (what LIBERO's On check measures, within 3 cm) is aimed, and once lifted 
 turns on the spot so that the bowl hangs beyond it as seen from the robot: the plates lie at
 the edge of the arm's reach, and a hand on the bowl's far side could not be brought back over
 them. A bowl inside the open drawer (a fixture: not observed, its walls are measured constants)
-is pinched on the side where the open outer finger clears the drawer's walls.
+is pinched on the side where the open outer finger clears the drawer's walls and the
+cabinet's top overhanging its back.
 
 Instructions it cannot map to a pick-and-place between objects of the scene (drawers, stoves,
 "turn on", unknown nouns) make it hold still with the gripper open; it logs one warning per
@@ -73,7 +74,14 @@ RIM_M = 0.048
 """Distance from a bowl's axis to where its rim is pinched (bowls are ~11 cm wide)."""
 RIM_GAP_M = 0.008
 """Finger gap closed on a bowl's rim. Lifting earlier (before the fingers are this close)
-dropped bowls; a rim caught at a slant leaves a wider gap and is then let go (see report)."""
+dropped bowls."""
+CARRIED_GAP_M = 0.02
+"""Widest finger gap still taken as holding an object once it is lifted above where it
+started: a bowl tipped onto the ramekin (libero_spatial task 5) is pinched across its wall
+at a slant, which left a gap of 0.012-0.018 while carried, and as it swung upright the
+planner took it for a rim grasp (needing 0.012) and let it go in mid-air."""
+LIFTED_M = 0.02
+"""Height above its starting place above which an object between the fingers is carried."""
 
 ROBOT_BASE_XY = (-0.66, 0.0)
 """Where the arm is mounted in the LIBERO scenes (robot0_base, measured)."""
@@ -132,21 +140,30 @@ class Enclosure:
         return bool(np.all(np.abs(local) < self.half_m)
                     and self.z_range[0] - 0.01 < pos[2] < self.z_range[1])
 
+    walls_m: tuple[float, float, float]
+    """Distances from the axis of a bowl standing inside to what a finger can hit: ahead
+    along the first axis, behind it, and to either side."""
+
     def room(self, offset: np.ndarray) -> float:
-        """Distance to the nearest wall from a point `offset` (xy) from the box's centre."""
-        local = rotate_xy(offset, -self.axis_rad)
-        return float(np.min(np.array(self.half_m) - np.abs(local)))
+        """Distance to the nearest wall from a point `offset` (xy) from a bowl's axis."""
+        along, across = rotate_xy(offset, -self.axis_rad)
+        ahead, behind, side = self.walls_m
+        return float(min(ahead - along, behind + along, side - abs(across)))
 
 
 ENCLOSURES = (
     # The open top drawer of the wooden cabinet (libero_spatial task 4), from its collision
-    # boxes: 16 x 21 cm inside, the cabinet turned 64 degrees; over the 5 init states its
-    # centre moves ~1.5 cm with the cabinet, the bowl inside sits within 1.5 cm of it.
-    Enclosure((0.091, -0.140), np.deg2rad(64.0), (0.08, 0.105), (1.056, 1.122)),
+    # boxes: 16 x 21 cm inside, the cabinet turned 64 degrees (the drawer pulled out along
+    # it); over the 5 init states its centre moves ~1.5 cm with the cabinet, the bowl inside
+    # sits within 1.5 cm of it. The bowl's axis is 7.4 cm from the drawer's front and 6.2 cm
+    # from the front edge of the cabinet's top (z 1.127), which overhangs the drawer's back
+    # half: a finger reaching 6.4 cm back came to rest on that edge 3 cm above the grasp.
+    Enclosure((0.091, -0.140), np.deg2rad(64.0), (0.08, 0.105), (1.056, 1.122),
+              walls_m=(0.074, 0.062, 0.105)),
 )
-OUTER_FINGER_M = RIM_M + 0.077 / 2 + 0.01
-"""Reach of the open outer finger's far face from a rim-held bowl's axis (half the open gap
-plus the finger's ~1 cm half thickness: a finger centred 8.7 cm out hit the drawer's front)."""
+OUTER_FINGER_M = RIM_M + 0.049 + 0.013
+"""Reach of the open outer finger's far face from a rim-held bowl's axis: its collision mesh
+is centred 4.9 cm from `robot0_eef_pos` and 1.1-1.4 cm thick (measured at a gap of 0.078)."""
 
 
 PICK = re.compile(r"(?:pick up|put) (?:both )?the (?P<object>.+?) and (?:place|put) it "
@@ -258,10 +275,11 @@ def rim_side_in(enclosure: Enclosure, pos: np.ndarray) -> np.ndarray:
     one leaving the open outer finger most room to the walls, among the sides facing the
     robot (a hand on the far side of a bowl in the drawer is at the limit of the arm's reach).
 
-    The walls are taken as centred on the bowl: the fixture is not observed and moves ~1.5 cm
+    The walls are placed relative to the bowl: the fixture is not observed and moves ~1.5 cm
     with the cabinet between init states, so the bowl's offset from the box's nominal centre
-    says nothing. In the top drawer the walls in front and behind are 7.5-9 cm from the bowl's
-    axis, where the outer finger reaches 9.7 cm; along the drawer's diagonal there is ~3 cm."""
+    says nothing. In the top drawer the walls in front and behind are 6.2-7.4 cm from the
+    bowl's axis, where the outer finger reaches 11 cm; towards the front corner nearer the
+    robot there is ~1 cm."""
     robot = np.array(ROBOT_BASE_XY) - pos[:2]
     # Sides from the one facing the robot outwards, so that of equally good sides (the two
     # diagonals of a centred bowl) the one nearer the robot is taken.
@@ -315,6 +333,8 @@ class Scene:
     goal: np.ndarray
     goal_body: Body
     obstacles_top_z: float
+    start_z: float
+    """Height the object's origin started at (first observation of the episode)."""
 
     def between_fingers(self) -> bool:
         """The hand is inside the object's bounding box (grown by 1 cm)."""
@@ -322,8 +342,11 @@ class Scene:
         return bool(np.all(rel >= self.item.low - 0.01) and np.all(rel <= self.item.high + 0.01))
 
     def holding(self) -> bool:
-        """Fingers closed on the object: the gap has shrunk to about its width."""
-        return self.between_fingers() and self.gap < self.item.width_m + 0.004
+        """Fingers closed on the object: the gap has shrunk to about its width, or, once it
+        is lifted, to less than a slanted pinch leaves."""
+        lifted = self.obj[2] > self.start_z + LIFTED_M
+        return self.between_fingers() and (self.gap < self.item.width_m + 0.004
+                                           or (lifted and self.gap < CARRIED_GAP_M))
 
 
 def plan_step(s: Scene) -> tuple[np.ndarray, float, float]:
@@ -467,4 +490,4 @@ class LiberoOracle:
                      gap=gap, wrist=float(state["robot0_joint_pos"][-1]), obj=positions[obj],
                      item=item, goal=positions[goal],
                      goal_body=body(goal, state[f"{goal}_quat"], sides[0]),
-                     obstacles_top_z=max(*tops, support_z))
+                     obstacles_top_z=max(*tops, support_z), start_z=support_z)

@@ -22,7 +22,10 @@ from policies.libero_oracle import (
     ENCLOSURES,
     OUTER_FINGER_M,
     ROBOT_BASE_XY,
+    Enclosure,
     LiberoOracle,
+    Scene,
+    body,
     carry_turn,
     parse_instruction,
     resolve,
@@ -119,9 +122,40 @@ def test_a_bowl_in_the_open_drawer_is_pinched_on_a_side_facing_the_robot_clear_o
     assert drawer.room(OUTER_FINGER_M * np.array([0.0, 1.0])) < 0
     assert drawer.room(OUTER_FINGER_M * np.array([0.0, -1.0])) < 0
     side = rim_side_in(drawer, bowl)
-    assert drawer.room(OUTER_FINGER_M * side) > 0.02
+    assert drawer.room(OUTER_FINGER_M * side) > 0.01
     assert np.dot(side, np.array(ROBOT_BASE_XY) - bowl[:2]) > 0
-    assert np.degrees(np.arctan2(side[1], side[0])) == pytest.approx(-170, abs=5)
+    # Towards the front corner nearer the robot, not straight at the robot (-x), where the
+    # outer finger came to rest on the edge of the cabinet's top.
+    assert np.degrees(np.arctan2(side[1], side[0])) == pytest.approx(120, abs=5)
+    assert drawer.room(OUTER_FINGER_M * side) > drawer.room(OUTER_FINGER_M * np.array([-1, 0]))
+
+
+def test_a_bowl_pinched_at_a_slant_counts_as_held_only_once_lifted():
+    upright = np.array([0.0, 0.0, 0.0, 1.0])
+    bowl = body("akita_black_bowl_1", upright, np.array([0.0, 1.0]))
+    start = np.array([0.0, 0.0, 0.9])
+
+    def scene(obj_z: float, gap: float) -> Scene:
+        obj = np.array([0.0, 0.0, obj_z])
+        return Scene(hand=obj + bowl.grasp, yaw=0.0, gap=gap, wrist=0.0, obj=obj, item=bowl,
+                     goal=np.array([0.2, 0.0, 0.9]), goal_body=bowl, obstacles_top_z=0.95,
+                     start_z=float(start[2]))
+
+    assert scene(0.9, 0.01).holding()
+    assert not scene(0.9, 0.015).holding()  # still closing on it: do not lift yet
+    assert scene(0.95, 0.015).holding()  # carried, the rim caught at a slant
+    assert not scene(0.95, 0.03).holding()  # opening
+
+
+def test_enclosure_room_measures_to_the_walls_ahead_behind_and_beside_a_bowl():
+    axis = np.deg2rad(30.0)
+    box = Enclosure((0.0, 0.0), axis, (0.1, 0.1), (0.0, 0.1), walls_m=(0.07, 0.06, 0.1))
+    ahead, beside = np.array([np.cos(axis), np.sin(axis)]), np.array([-np.sin(axis), np.cos(axis)])
+    assert box.room(0.05 * ahead) == pytest.approx(0.02)
+    assert box.room(-0.05 * ahead) == pytest.approx(0.01)
+    assert box.room(0.09 * beside) == pytest.approx(0.01)
+    assert box.room(-0.09 * beside) == pytest.approx(0.01)
+    assert box.room(-0.08 * ahead) == pytest.approx(-0.02)
 
 
 def test_unknown_instruction_holds_still_with_the_gripper_open_and_warns_once(caplog):
