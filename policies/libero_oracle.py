@@ -134,15 +134,14 @@ class Enclosure:
     """Half sizes along the first axis and across it."""
     z_range: tuple[float, float]
     """From the floor to the top of the walls."""
+    walls_m: tuple[float, float, float]
+    """Distances from the axis of a bowl standing inside to what a finger can hit: ahead
+    along the first axis, behind it, and to either side."""
 
     def contains(self, pos: np.ndarray) -> bool:
         local = rotate_xy(pos[:2] - np.array(self.centre_xy), -self.axis_rad)
         return bool(np.all(np.abs(local) < self.half_m)
                     and self.z_range[0] - 0.01 < pos[2] < self.z_range[1])
-
-    walls_m: tuple[float, float, float]
-    """Distances from the axis of a bowl standing inside to what a finger can hit: ahead
-    along the first axis, behind it, and to either side."""
 
     def room(self, offset: np.ndarray) -> float:
         """Distance to the nearest wall from a point `offset` (xy) from a bowl's axis."""
