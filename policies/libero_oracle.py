@@ -340,12 +340,29 @@ class Scene:
         rel = self.hand - self.obj
         return bool(np.all(rel >= self.item.low - 0.01) and np.all(rel <= self.item.high + 0.01))
 
+    def over_goal(self) -> bool:
+        """The object's box centre is over the receptacle (within its inscribed circle)."""
+        centre = self.obj[:2] + (self.item.low[:2] + self.item.high[:2]) / 2
+        goal_xy = self.goal[:2] + (self.goal_body.low[:2] + self.goal_body.high[:2]) / 2
+        radius = float(np.min(self.goal_body.high[:2] - self.goal_body.low[:2])) / 2
+        return float(np.linalg.norm(centre - goal_xy)) < radius
+
+    def lifted(self) -> bool:
+        """The object's origin is above where it would rest: where it started or, over the
+        receptacle, the receptacle's top. Lowered over a plate, a bowl lifted off the ramekin
+        (libero_spatial task 5) comes back below its start height + `LIFTED_M` before it is
+        let go (origin 0.960 against 0.961, measured), and a test against the start alone
+        took it for not lifted."""
+        rest_z = self.start_z
+        if self.over_goal():
+            rest_z = min(rest_z, self.goal[2] + self.goal_body.high[2])
+        return bool(self.obj[2] > rest_z + LIFTED_M)
+
     def holding(self) -> bool:
         """Fingers closed on the object: the gap has shrunk to about its width, or, once it
         is lifted, to less than a slanted pinch leaves."""
-        lifted = self.obj[2] > self.start_z + LIFTED_M
         return self.between_fingers() and (self.gap < self.item.width_m + 0.004
-                                           or (lifted and self.gap < CARRIED_GAP_M))
+                                           or (self.lifted() and self.gap < CARRIED_GAP_M))
 
 
 def plan_step(s: Scene) -> tuple[np.ndarray, float, float]:
@@ -356,7 +373,6 @@ def plan_step(s: Scene) -> tuple[np.ndarray, float, float]:
     across its narrow side), open, descend and close."""
     grasp = s.obj + s.item.grasp
     goal_top = s.goal[2] + s.goal_body.high[2]
-    goal_xy = s.goal[:2] + (s.goal_body.low[:2] + s.goal_body.high[:2]) / 2
     travel_z = max(s.obstacles_top_z, s.obj[2] + s.item.high[2]) + CLEAR_M
 
     def xy_far(xy: np.ndarray, tol: float = NEAR_XY_M) -> bool:
@@ -388,10 +404,7 @@ def plan_step(s: Scene) -> tuple[np.ndarray, float, float]:
             return np.array([*target_xy, release_z]), s.yaw + turn, CLOSE
         return s.hand, s.yaw, OPEN
     bottom_z = s.obj[2] + s.item.low[2]
-    centre = s.obj[:2] + (s.item.low[:2] + s.item.high[:2]) / 2
-    radius = float(np.min(s.goal_body.high[:2] - s.goal_body.low[:2])) / 2
-    if (float(np.linalg.norm(centre - goal_xy)) < radius
-            and bottom_z < goal_top + RELEASE_M + 0.03):
+    if s.over_goal() and bottom_z < goal_top + RELEASE_M + 0.03:
         return np.array([*s.hand[:2], travel_z]), s.yaw, OPEN  # placed: retreat upwards
     turn = 0.0 if s.item.square else yaw_turn(s.item.axis_rad, s.yaw, s.wrist)
     above_z = max(grasp[2] + 0.04, s.obj[2] + s.item.high[2] + FINGERTIP_M + 0.02)

@@ -19,7 +19,9 @@ from envs.libero import ACTION_NAMES
 from harness.evaluate import evaluate
 from policies import make_policy
 from policies.libero_oracle import (
+    CLOSE,
     ENCLOSURES,
+    LIFTED_M,
     OUTER_FINGER_M,
     ROBOT_BASE_XY,
     Enclosure,
@@ -28,6 +30,7 @@ from policies.libero_oracle import (
     body,
     carry_turn,
     parse_instruction,
+    plan_step,
     resolve,
     rim_side_in,
     rotate_xy,
@@ -145,6 +148,27 @@ def test_a_bowl_pinched_at_a_slant_counts_as_held_only_once_lifted():
     assert not scene(0.9, 0.015).holding()  # still closing on it: do not lift yet
     assert scene(0.95, 0.015).holding()  # carried, the rim caught at a slant
     assert not scene(0.95, 0.03).holding()  # opening
+
+
+def test_a_slanted_pinch_stays_held_when_lowered_over_the_receptacle_below_its_start():
+    # libero_spatial task 5: the bowl starts on the ramekin (origin 0.941) and is let go over
+    # the plate (top ~0.92); lowered there its origin came back below start + LIFTED_M while
+    # still pinched at a slant, and was dropped 5 cm above the plate.
+    upright = np.array([0.0, 0.0, 0.0, 1.0])
+    bowl = body("akita_black_bowl_1", upright, np.array([0.0, 1.0]))
+    plate_pos = np.array([0.1, 0.2, 0.903])
+    plate = body("plate_1", upright, np.array([0.0, 1.0]))
+
+    def scene(obj: np.ndarray, gap: float) -> Scene:
+        return Scene(hand=obj + bowl.grasp, yaw=0.0, gap=gap, wrist=0.0, obj=obj, item=bowl,
+                     goal=plate_pos, goal_body=plate, obstacles_top_z=0.98, start_z=0.941)
+
+    over_plate = np.array([0.1, 0.2, 0.955])
+    assert over_plate[2] < 0.941 + LIFTED_M
+    assert scene(over_plate, 0.013).holding()
+    assert plan_step(scene(over_plate, 0.013))[2] == CLOSE  # lowered further, not let go
+    # Where it started, at that height, the same gap still means closing on it.
+    assert not scene(np.array([-0.25, 0.21, 0.955]), 0.013).holding()
 
 
 def test_enclosure_room_measures_to_the_walls_ahead_behind_and_beside_a_bowl():
