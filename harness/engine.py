@@ -135,6 +135,12 @@ class EngineStats:
     """ERROR replies from the server and local decode/publish failures, as text."""
 
 
+def _session_unknown(reply: wire.Message) -> bool:
+    """The server answered that it holds no session of our epoch: re-open, don't retry."""
+    return (reply.msg_type is wire.MessageType.ERROR
+            and reply.body.code == wire.SESSION_UNKNOWN)
+
+
 class _Reopen:
     """A session re-open (open, then reset) on its own thread, so that the tick noticing the
     server is back does not wait up to `control_timeout_s` for its answer. It only talks to
@@ -248,8 +254,7 @@ class ClientEngine:
         if self.state is ClientState.CONNECTING and not self.open_session():
             return
         try:
-            reply = self._control(wire.Reset())
-            if reply.msg_type is wire.MessageType.ERROR and reply.body.code == "session":
+            if _session_unknown(self._control(wire.Reset())):
                 # The server restarted between episodes without us seeing it gone.
                 log.warning("server forgot the session: re-opening it")
                 if self.open_session():
@@ -286,7 +291,7 @@ class ClientEngine:
                 continue
             if reply.msg_type is wire.MessageType.ERROR:
                 self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
-                if (reply.body.code == "session" and reply.epoch == self.epoch
+                if (_session_unknown(reply) and reply.epoch == self.epoch
                         and self.state is not ClientState.DEAD):
                     # The server restarted (or dropped us) faster than presence showed it.
                     self._in_flight = None

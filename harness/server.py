@@ -193,7 +193,7 @@ class PolicyServer:
     def _reset(self, client_id: str, request: wire.Message) -> tuple[bytes, str]:
         session = self._session_for(client_id, request)
         if session is None:
-            return self._reply(wire.Error("session", "no open session with this epoch"),
+            return self._reply(wire.Error(wire.SESSION_UNKNOWN, "no open session with this epoch"),
                                request), "rejected"
         session.policy.reset(seed=request.episode)
         session.episode = request.episode
@@ -238,8 +238,9 @@ class PolicyServer:
             return
         session = self._session_for(item.client_id, request)
         if request.msg_type is not wire.MessageType.OBSERVATION or session is None:
-            self._send(item.client_id, wire.Error("session", "observation without an open "
-                                                  "session of this epoch"), request)
+            self._send(item.client_id, wire.Error(
+                wire.SESSION_UNKNOWN, "observation without an open session of this epoch"),
+                request)
             self._audit(item.client_id, request, "rejected", started)
             return
         if request.episode != session.episode:

@@ -172,6 +172,11 @@ class Error:
     detail: str
 
 
+SESSION_UNKNOWN = "session"
+"""`Error.code` when the server has no open session of the message's epoch (it restarted,
+or the session was closed): the client must open a new session rather than retry."""
+
+
 @dataclass(frozen=True)
 class Close:
     reason: str = ""

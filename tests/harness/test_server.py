@@ -164,7 +164,7 @@ def test_observation_without_session_or_of_an_old_episode_is_not_served(served, 
     observation = env.reset(seed=0)
     client.observe(observation, seq=1, episode=0)
     reply = client.next_reply()
-    assert reply.msg_type is wire.MessageType.ERROR and reply.body.code == "session"
+    assert reply.msg_type is wire.MessageType.ERROR and reply.body.code == wire.SESSION_UNKNOWN
     client.open(capabilities(env))
     client.call(wire.Reset(), episode=2)
     client.observe(observation, seq=2, episode=1)  # late, from the previous episode
