@@ -1,7 +1,8 @@
 """The env interface the harness drives: one simulated robot, one episode at a time.
 
-Everything the policy side must agree on is in `EnvSpec`, so a session can be validated
-before the first step (action names and order, observation keys, image shapes, control rate).
+What the policy side must agree on is `EnvSpec.contract` (`harness.protocol.contract`), so
+a session can be validated before the first step (action names and order, observation keys,
+image shapes, control rate).
 """
 
 from __future__ import annotations
@@ -11,33 +12,21 @@ from typing import Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ArrayField:
-    """One observation entry: its dtype name and shape (images: (H, W, 3) uint8)."""
-
-    dtype: str
-    shape: tuple[int, ...]
+from harness.protocol.contract import Contract
 
 
 @dataclass(frozen=True)
 class EnvSpec:
+    """One env: the robot's side of the contract, plus what only the robot knows."""
+
     name: str
-    action_names: tuple[str, ...]
-    """Order of the action vector's entries."""
+    contract: Contract
+    """Actions, observations, cameras (only these are rendered) and control rate; its
+    `model_id` is "" and `chunk_size` 0: the robot takes any model and chunk length."""
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
-    state: dict[str, ArrayField]
-    """Low-dimensional observation entries (proprioception, and privileged object state)."""
-    images: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """camera -> (height, width); only these cameras are rendered."""
-    control_hz: float = 20.0
     max_steps: int = 200
     """The episode ends (failure) after this many steps without success."""
-
-    @property
-    def action_dim(self) -> int:
-        return len(self.action_names)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede mu
 
 import numpy as np  # noqa: E402
 
-from envs.base import ArrayField, EnvObservation, EnvSpec, StepResult  # noqa: E402
+from envs.base import EnvObservation, EnvSpec, StepResult  # noqa: E402
+from harness.protocol.contract import ArraySpec, Contract  # noqa: E402
 
 HORIZONS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520,
             "libero_90": 400}
 CAMERAS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 ROBOSUITE_CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-ROBOT_STATE = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos")
+ROBOT_STATE = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,),
+               "robot0_joint_pos": (7,)}
 SETTLE_ACTION = [0.0] * 6 + [-1.0]
 SETTLE_STEPS = 10
 """No-op steps after each reset while objects settle, as LIBERO evaluations do."""
@@ -42,6 +44,40 @@ def _import_libero():
     return benchmark, get_libero_path, OffScreenRenderEnv, ControlEnv
 
 
+def _suite(suite: str):
+    benchmark, _, _, _ = _import_libero()
+    return benchmark.get_benchmark_dict()[suite]()
+
+
+def suite_task_count(suite: str) -> int:
+    return _suite(suite).n_tasks
+
+
+def task_contract(suite: str, task_id: int, *, cameras: tuple[str, ...] = (),
+                  image_size: tuple[int, int] = (128, 128)) -> Contract:
+    """The robot's side of a task's contract, from its BDDL file (no simulator is built): the
+    robot's proprioception plus the pose of every object the task lists (fixtures have none).
+
+    Raises ValueError naming the suite's task range if `task_id` is not in it.
+    """
+    from libero.libero import get_libero_path
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    tasks = _suite(suite)
+    if not 0 <= task_id < tasks.n_tasks:
+        raise ValueError(f"env.tasks: {suite} has tasks 0..{tasks.n_tasks - 1}, not {task_id}")
+    task = tasks.get_task(task_id)
+    problem = robosuite_parse_problem(os.path.join(get_libero_path("bddl_files"),
+                                                   task.problem_folder, task.bddl_file))
+    objects = sorted(name for names in problem["objects"].values() for name in names)
+    state = {key: ArraySpec("float32", shape) for key, shape in ROBOT_STATE.items()}
+    for name in objects:
+        state[f"{name}_pos"], state[f"{name}_quat"] = ArraySpec("float32", (3,)), \
+            ArraySpec("float32", (4,))
+    return Contract(action_names=ACTION_NAMES, state=dict(sorted(state.items())),
+                    images={c: tuple(image_size) for c in cameras}, control_hz=20.0)
+
+
 class LiberoEnv:
     def __init__(self, suite: str, *, task_id: int = 0, cameras: tuple[str, ...] = (),
                  image_size: tuple[int, int] = (128, 128), max_steps: int | None = None):
@@ -50,12 +86,10 @@ class LiberoEnv:
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown:
             raise ValueError(f"env.cameras: {unknown} not in {sorted(CAMERAS)}")
-        benchmark, get_libero_path, OffScreenRenderEnv, ControlEnv = _import_libero()
+        contract = task_contract(suite, task_id, cameras=cameras, image_size=image_size)
+        _, get_libero_path, OffScreenRenderEnv, ControlEnv = _import_libero()
         self.suite_name = suite
-        self._suite = benchmark.get_benchmark_dict()[suite]()
-        if not 0 <= task_id < self._suite.n_tasks:
-            raise ValueError(
-                f"env.task_id={task_id}: {suite} has tasks 0..{self._suite.n_tasks - 1}")
+        self._suite = _suite(suite)
         self.task_id = task_id
         self._task = self._suite.get_task(task_id)
         self.init_states = self._suite.get_task_init_states(task_id)
@@ -71,15 +105,15 @@ class LiberoEnv:
                                    has_offscreen_renderer=False, use_camera_obs=False)
         self._env.seed(0)
         raw = self._env.reset()
-        self._object_keys = tuple(sorted(k for k in raw if k.endswith(("_pos", "_quat"))
-                                         and not k.startswith("robot0") and "_to_" not in k))
-        state = {k: ArrayField("float32", tuple(np.shape(raw[k])))
-                 for k in ROBOT_STATE + self._object_keys}
-        self.spec = EnvSpec(
-            name=suite, action_names=ACTION_NAMES, action_low=(-1.0,) * 7,
-            action_high=(1.0,) * 7, state=state,
-            images={c: tuple(image_size) for c in cameras}, control_hz=20.0,
-            max_steps=max_steps if max_steps is not None else HORIZONS[suite])
+        observed = {k: np.shape(raw[k]) for k in raw if k.endswith(("_pos", "_quat"))
+                    and not k.startswith("robot0") and "_to_" not in k}
+        observed |= {k: np.shape(raw[k]) for k in ROBOT_STATE if k in raw}
+        if observed != {k: f.shape for k, f in contract.state.items()}:
+            raise RuntimeError(f"LIBERO {suite} task {task_id}: the env observes {observed}, its "
+                               f"BDDL file implies {contract.state}")
+        self.spec = EnvSpec(name=suite, contract=contract, action_low=(-1.0,) * 7,
+                            action_high=(1.0,) * 7,
+                            max_steps=max_steps if max_steps is not None else HORIZONS[suite])
         self._steps = 0
 
     @property
@@ -111,7 +145,7 @@ class LiberoEnv:
         return StepResult(self._observation(raw), success, done, {"steps": self._steps})
 
     def _observation(self, raw: dict) -> EnvObservation:
-        state = {k: np.asarray(raw[k], np.float32) for k in self.spec.state}
+        state = {k: np.asarray(raw[k], np.float32) for k in self.spec.contract.state}
         images = {c: upright(raw[CAMERAS[c]]) for c in self._cameras}
         return EnvObservation(state, images, self.instruction)
 

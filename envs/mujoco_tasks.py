@@ -22,7 +22,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede `i
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from envs.base import ArrayField, EnvObservation, EnvSpec, StepResult  # noqa: E402
+from envs.base import EnvObservation, EnvSpec, StepResult  # noqa: E402
+from harness.protocol.contract import ArraySpec, Contract  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CONTROL_HZ = 20.0
@@ -61,24 +62,30 @@ class MujocoTaskEnv:
         self._hand_qpos = [self.model.joint(f"hand_{a}").qposadr[0] for a in "xyz"]
         self._target = HAND_START.copy()
         self._steps = 0
+        contract = self.contract(cameras=cameras, image_size=image_size)
         self.spec = EnvSpec(
-            name=self.task_name,
-            action_names=self._action_names(),
-            action_low=(-1.0,) * len(self._action_names()),
-            action_high=(1.0,) * len(self._action_names()),
-            state=self._state_fields(),
-            images={camera: tuple(image_size) for camera in cameras},
-            control_hz=CONTROL_HZ,
+            name=self.task_name, contract=contract,
+            action_low=(-1.0,) * contract.action_dim, action_high=(1.0,) * contract.action_dim,
             max_steps=max_steps if max_steps is not None else self.max_steps,
         )
+
+    @classmethod
+    def contract(cls, *, cameras: tuple[str, ...] = (),
+                 image_size: tuple[int, int] = (128, 128)) -> Contract:
+        """The robot's side of the task's contract, known without loading the model."""
+        return Contract(action_names=cls._action_names(), state=cls._state_fields(),
+                        images={camera: tuple(image_size) for camera in cameras},
+                        control_hz=CONTROL_HZ)
 
     def _camera_names(self) -> list[str]:
         return [self.model.camera(i).name for i in range(self.model.ncam)]
 
-    def _action_names(self) -> tuple[str, ...]:
-        return ("dx", "dy", "dz", "gripper") if self.has_fingers else ("dx", "dy", "dz")
+    @classmethod
+    def _action_names(cls) -> tuple[str, ...]:
+        return ("dx", "dy", "dz", "gripper") if cls.has_fingers else ("dx", "dy", "dz")
 
-    def _state_fields(self) -> dict[str, ArrayField]:
+    @classmethod
+    def _state_fields(cls) -> dict[str, ArraySpec]:
         raise NotImplementedError
 
     def _place_objects(self, rng: np.random.Generator) -> None:
@@ -108,9 +115,9 @@ class MujocoTaskEnv:
 
     def step(self, action: np.ndarray) -> StepResult:
         action = np.asarray(action, dtype=np.float64)
-        if action.shape != (self.spec.action_dim,) or not np.all(np.isfinite(action)):
-            raise ValueError(f"action: expected {self.spec.action_dim} finite values "
-                             f"{self.spec.action_names}, got shape {action.shape}")
+        if action.shape != (self.spec.contract.action_dim,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"action: expected {self.spec.contract.action_dim} finite values "
+                             f"{self.spec.contract.action_names}, got shape {action.shape}")
         action = np.clip(action, -1.0, 1.0)
         self._target = np.clip(self._target + action[:3] * MOVE_PER_STEP_M, WORKSPACE_LOW,
                                WORKSPACE_HIGH)
@@ -141,8 +148,8 @@ class MujocoTaskEnv:
             self._renderer = None
 
 
-def _vec(n: int) -> ArrayField:
-    return ArrayField("float32", (n,))
+def _vec(n: int) -> ArraySpec:
+    return ArraySpec("float32", (n,))
 
 
 class ReachEnv(MujocoTaskEnv):
@@ -152,7 +159,8 @@ class ReachEnv(MujocoTaskEnv):
     max_steps = 100
     has_fingers = False
 
-    def _state_fields(self) -> dict[str, ArrayField]:
+    @classmethod
+    def _state_fields(cls) -> dict[str, ArraySpec]:
         return {"hand_pos": _vec(3), "target_pos": _vec(3)}
 
     def _place_objects(self, rng: np.random.Generator) -> None:
@@ -180,7 +188,8 @@ class PickPlaceEnv(MujocoTaskEnv):
         self._box_qpos = self.model.joint("box").qposadr[0]
         self._fingers = [self.model.joint(f"finger_{s}").qposadr[0] for s in ("left", "right")]
 
-    def _state_fields(self) -> dict[str, ArrayField]:
+    @classmethod
+    def _state_fields(cls) -> dict[str, ArraySpec]:
         return {"hand_pos": _vec(3), "gripper_opening": _vec(1), "object_pos": _vec(3),
                 "goal_pos": _vec(3)}
 

@@ -17,7 +17,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from harness.config import HarnessConfig, config_dir, register_configs, validate_or_exit
+from harness.config import HarnessConfig, Job, config_dir, register_configs, validate_or_exit
+from harness.console import make_console
 
 log = logging.getLogger("harness")
 
@@ -25,9 +26,9 @@ register_configs()
 
 
 def run_bench(config: HarnessConfig, output_dir: Path) -> None:
-    from harness import bench
+    from harness.bench import transport as bench
 
-    console = bench.make_console()
+    console = make_console()
     results = bench.run_benchmark(
         [config.transport], round_trips=config.bench.round_trips, warmup=config.bench.warmup,
         image_size=config.bench.image_size, jpeg_quality=config.bench.jpeg_quality,
@@ -42,9 +43,8 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
 def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
     from rich.table import Table
 
-    from harness.bench import make_console
-    from harness.evaluate import evaluate_tasks
-    from harness.stats import wilson_interval
+    from harness.loop.evaluate import evaluate_tasks
+    from harness.results.stats import wilson_interval
 
     env_config, policy_config = config.env, config.policy
     results = evaluate_tasks(
@@ -80,12 +80,12 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    if config.job == "bench":
+    if config.job is Job.bench:
         run_bench(config, output_dir)
-    elif config.job == "evaluate":
+    elif config.job is Job.evaluate:
         run_evaluate(config, output_dir)
     else:
-        from harness.loop import run_loop
+        from harness.loop.job import run_loop
 
         run_loop(config, output_dir, list(HydraConfig.get().overrides.task))
 

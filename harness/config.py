@@ -7,6 +7,7 @@ so a typo in YAML or on the command line fails at startup naming the key, and
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +18,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.engine import EngineConfig
+from envs import EnvName
+from harness.client.config import EngineConfig
+from harness.loop.clock import Clock
+from harness.loop.latency import LatencyKind
+from policies import PolicyName
 from transports.config import (
     GrpcTransportConfig,
     LocalTransportConfig,
@@ -32,20 +37,33 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the accepted range."""
 
 
-JOBS = ("loop", "evaluate", "bench")
-SERVER_MODES = ("process", "inprocess", "external")
-CLOCKS = ("virtual", "realtime")
-LATENCY_KINDS = ("measured", "fixed", "lognormal")
-ENV_NAMES = ("mujoco_reach", "mujoco_pick_place", "libero_spatial", "libero_object",
-             "libero_goal", "libero_10", "libero_90")
-POLICY_NAMES = ("oracle", "torch")
+class Job(enum.StrEnum):
+    """What `python -m harness` runs (lower-case members: Hydra matches values by name)."""
+
+    loop = "loop"
+    """The closed loop through a policy server over the transport."""
+    evaluate = "evaluate"
+    """The policy on the env in-process, no transport: the reference."""
+    bench = "bench"
+    """Transport round trips against raw-TCP, codec and websocket floors."""
+
+
+class ServerMode(enum.StrEnum):
+    """Where the loop job finds its policy server."""
+
+    process = "process"
+    """The harness starts `python -m harness.server` and supervises it."""
+    inprocess = "inprocess"
+    """A thread of the harness (the only choice for transport=local)."""
+    external = "external"
+    """Already running elsewhere, at the transport's `connect` address."""
 
 
 @dataclass
 class EnvConfig:
     """Which simulated robot, which of its tasks, and what it renders."""
 
-    name: str = "mujoco_pick_place"
+    name: EnvName = EnvName.mujoco_pick_place
     tasks: str = "0"
     """LIBERO task ids: "0", "0,3,7" or "all" (MuJoCo tasks have only task 0)."""
     episodes_per_task: int = 10
@@ -56,13 +74,8 @@ class EnvConfig:
     max_steps: Optional[int] = None
     """Step limit per episode; None uses the suite's usual horizon."""
 
-    def task_ids(self) -> list[int] | None:
-        """The listed task ids, or None for all of them."""
-        return None if self.tasks == "all" else [int(t) for t in self.tasks.split(",")]
-
     def __post_init__(self) -> None:
-        if self.name not in ENV_NAMES:
-            raise ConfigError(f"env.name={self.name!r}: expected one of {ENV_NAMES}")
+        self.name = EnvName(self.name)
         if self.tasks != "all" and not all(t.strip().isdigit() for t in self.tasks.split(",")):
             raise ConfigError(f"env.tasks={self.tasks!r}: expected 'all' or ids like '0,3'")
         if self.episodes_per_task < 1:
@@ -77,7 +90,7 @@ class EnvConfig:
 class PolicyConfig:
     """Which policy the server hosts, and how slow it pretends to be."""
 
-    name: str = "oracle"
+    name: PolicyName = PolicyName.oracle
     chunk_size: int = 8
     weights: Optional[str] = None
     """torch: a .safetensors file; None uses policies/weights/<env>.safetensors."""
@@ -87,8 +100,7 @@ class PolicyConfig:
     """evaluate job: steps executed from each chunk before asking again (None: all of it)."""
 
     def __post_init__(self) -> None:
-        if self.name not in POLICY_NAMES:
-            raise ConfigError(f"policy.name={self.name!r}: expected one of {POLICY_NAMES}")
+        self.name = PolicyName(self.name)
         if self.chunk_size < 1:
             raise ConfigError(f"policy.chunk_size={self.chunk_size}: must be >= 1")
         from policies.slow import PROFILES
@@ -103,19 +115,16 @@ class PolicyConfig:
 
 @dataclass
 class ServerConfig:
-    """Where the policy server runs. process: the harness starts `python -m harness.server`
-    and owns its lifetime; inprocess: a thread of the harness (the only choice for
-    transport=local); external: already running elsewhere, at the transport's endpoint."""
+    """Where the policy server runs (`ServerMode`) and what it admits."""
 
-    mode: str = "process"
+    mode: ServerMode = ServerMode.process
     max_sessions: int = 4
     health_port: int = 0
     """HTTP port of /healthz and /metrics; 0 picks a free one."""
     startup_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.mode not in SERVER_MODES:
-            raise ConfigError(f"server.mode={self.mode!r}: expected one of {SERVER_MODES}")
+        self.mode = ServerMode(self.mode)
         if self.max_sessions < 1:
             raise ConfigError(f"server.max_sessions={self.max_sessions}: must be >= 1")
         if not 0 <= self.health_port <= 65535:
@@ -128,7 +137,7 @@ class ServerConfig:
 class LatencyConfig:
     """Which round trip the virtual clock uses: the measured one, or a replayable model."""
 
-    kind: str = "measured"
+    kind: LatencyKind = LatencyKind.measured
     value_s: float = 0.1
     """fixed: the latency; lognormal: its median."""
     sigma: float = 0.0
@@ -136,8 +145,7 @@ class LatencyConfig:
     """Latency budget the summary reports against."""
 
     def __post_init__(self) -> None:
-        if self.kind not in LATENCY_KINDS:
-            raise ConfigError(f"latency.kind={self.kind!r}: expected one of {LATENCY_KINDS}")
+        self.kind = LatencyKind(self.kind)
         if self.value_s <= 0 or self.sigma < 0 or self.budget_s <= 0:
             raise ConfigError(f"latency: value_s={self.value_s} and budget_s={self.budget_s} "
                               f"must be > 0, sigma={self.sigma} >= 0")
@@ -169,24 +177,19 @@ class BenchConfig:
 
 @dataclass
 class HarnessConfig:
-    job: str = "loop"
-    """loop: the closed loop through a policy server over the transport; evaluate: the policy
-    on the env in-process, no transport (the reference); bench: transport round trips."""
+    job: Job = Job.loop
     transport: TransportConfig = MISSING
     env: EnvConfig = MISSING
     policy: PolicyConfig = MISSING
     server: ServerConfig = MISSING
     client: EngineConfig = field(default_factory=EngineConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    clock: str = "virtual"
+    clock: Clock = Clock.virtual
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.job not in JOBS:
-            raise ConfigError(f"job={self.job!r}: expected one of {JOBS}")
-        if self.clock not in CLOCKS:
-            raise ConfigError(f"clock={self.clock!r}: expected one of {CLOCKS}")
+        self.job, self.clock = Job(self.job), Clock(self.clock)
 
 
 def register_configs() -> None:

@@ -1,21 +1,37 @@
-"""Policies the server can host behind one interface (`policies.base.Policy`)."""
+"""Policies the server can host behind one interface (`policies.base.Policy`).
+
+`PolicyName` is the one list of them. `make_policy` builds one from its config alone: the
+scripted oracles read their task's definition (privileged state), the torch policy its
+weights file; none of them builds an env.
+"""
 
 from __future__ import annotations
 
-from envs.base import EnvSpec
-from policies.base import Policy, PolicySpec, SpecMismatch, check_compatible
+import enum
 
-POLICIES = ("oracle", "torch")
+from envs import env_name
+from policies.base import Policy
 
 
-def make_policy(name: str, env_spec: EnvSpec, *, chunk_size: int = 8,
+class PolicyName(enum.StrEnum):
+    """Lower-case members: Hydra matches config values by name."""
+
+    oracle = "oracle"
+    """Scripted planner on privileged state (MuJoCo tasks, LIBERO pick-and-place)."""
+    torch = "torch"
+    """A small MLP trained from oracle demonstrations (`python -m policies.train`)."""
+
+
+def make_policy(name: str, *, env: str, task_id: int = 0, chunk_size: int = 8,
                 weights: str | None = None, latency_profile: str = "none",
                 seed: int = 0) -> Policy:
-    """Build policy `name` for an env of `env_spec`, slowed by `latency_profile` if not "none".
+    """Build policy `name` for task `task_id` of env `env`, slowed by `latency_profile`.
 
-    Raises ValueError naming the policy or env when they do not go together.
+    Raises ValueError naming the policy or env when they do not go together, or
+    FileNotFoundError naming a missing weights file.
     """
-    policy = _make_base_policy(name, env_spec, chunk_size=chunk_size, weights=weights)
+    policy = _make_base_policy(PolicyName(name), env_name(env), task_id=task_id,
+                               chunk_size=chunk_size, weights=weights)
     if latency_profile == "none":
         return policy
     from policies.slow import SlowPolicy, profile
@@ -23,21 +39,19 @@ def make_policy(name: str, env_spec: EnvSpec, *, chunk_size: int = 8,
     return SlowPolicy(policy, profile(latency_profile), seed=seed)
 
 
-def _make_base_policy(name: str, env_spec: EnvSpec, *, chunk_size: int,
+def _make_base_policy(name: PolicyName, env, *, task_id: int, chunk_size: int,
                       weights: str | None) -> Policy:
-    if name == "oracle":
-        if env_spec.name.startswith("mujoco_"):
+    if name is PolicyName.oracle:
+        if not env.is_libero:
             from policies.oracle import MujocoOracle
 
-            return MujocoOracle(env_spec, chunk_size=chunk_size)
+            return MujocoOracle(env, chunk_size=chunk_size)
         from policies.libero_oracle import LiberoOracle
 
-        return LiberoOracle(env_spec, chunk_size=chunk_size)
-    if name == "torch":
-        from policies.torch_policy import TorchPolicy, default_weights
+        return LiberoOracle(env, task_id, chunk_size=chunk_size)
+    from policies.torch_policy import TorchPolicy, default_weights
 
-        return TorchPolicy.load(weights or default_weights(env_spec.name), env_spec)
-    raise ValueError(f"policy.name={name!r}: expected one of {POLICIES}")
+    return TorchPolicy.load(weights or default_weights(env))
 
 
-__all__ = ["POLICIES", "Policy", "PolicySpec", "SpecMismatch", "check_compatible", "make_policy"]
+__all__ = ["Policy", "PolicyName", "make_policy"]

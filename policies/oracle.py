@@ -11,14 +11,14 @@ dropped box and does not depend on how many of its chunks were executed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from envs.base import EnvObservation, EnvSpec
-from envs.mujoco_tasks import BOX_HALF_M, MOVE_PER_STEP_M
-from policies.base import PolicySpec
+from envs.base import EnvObservation
+from envs.mujoco_tasks import BOX_HALF_M, MOVE_PER_STEP_M, TASKS
 
 OPEN, CLOSE = -1.0, 1.0
 NEAR_XY_M = 0.01
@@ -89,13 +89,12 @@ def pick_place_target(s: PickPlaceState) -> tuple[np.ndarray, float]:
 class MujocoOracle:
     """Privileged planner for `mujoco_reach` and `mujoco_pick_place`."""
 
-    def __init__(self, env_spec: EnvSpec, *, chunk_size: int = 8, model_id: str = "oracle"):
-        if env_spec.name not in ("mujoco_reach", "mujoco_pick_place"):
-            raise ValueError(f"env: the MuJoCo oracle cannot solve {env_spec.name!r}")
-        self._pick_place = env_spec.name == "mujoco_pick_place"
-        self.spec = PolicySpec(model_id=model_id, action_names=env_spec.action_names,
-                               state=dict(env_spec.state), images={},
-                               control_hz=env_spec.control_hz, chunk_size=chunk_size)
+    def __init__(self, task: str, *, chunk_size: int = 8, model_id: str = "oracle"):
+        if task not in TASKS:
+            raise ValueError(f"env: the MuJoCo oracle cannot solve {task!r}")
+        self._pick_place = task == "mujoco_pick_place"
+        self.spec = dataclasses.replace(TASKS[task].contract(), chunk_size=chunk_size,
+                                        model_id=model_id)
 
     def reset(self, *, seed: int) -> None:
         """Nothing to clear: every decision is a function of the observation."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.base import EnvObservation
-from policies.base import Policy, PolicySpec
+from harness.protocol.contract import Contract
+from policies.base import Policy
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class SlowPolicy:
     def __init__(self, inner: Policy, latency: LatencyProfile, *, seed: int = 0) -> None:
         self.inner = inner
         self.latency = latency
-        self.spec: PolicySpec = inner.spec
+        self.spec: Contract = inner.spec
         self._rng = np.random.default_rng(seed)
         self.delays_s: list[float] = []
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from envs.base import ArrayField, EnvObservation, EnvSpec
-from policies.base import PolicySpec
+from envs.base import EnvObservation
+from harness.protocol.contract import ArraySpec, Contract
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -50,7 +50,7 @@ def flatten_state(state: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.nda
 
 
 class TorchPolicy:
-    def __init__(self, spec: PolicySpec, model: ChunkMLP, mean: np.ndarray, std: np.ndarray):
+    def __init__(self, spec: Contract, model: ChunkMLP, mean: np.ndarray, std: np.ndarray):
         self.spec = spec
         self.model = model.eval()
         self._keys = tuple(spec.state)
@@ -82,9 +82,10 @@ class TorchPolicy:
         save_file(tensors, str(path), metadata={"spec": json.dumps(spec)})
 
     @classmethod
-    def load(cls, path: str | Path, env_spec: EnvSpec | None = None) -> TorchPolicy:
-        """Load weights saved by `save`. Raises FileNotFoundError naming the file and the
-        command that makes it, or ValueError if the file's metadata is not a policy spec."""
+    def load(cls, path: str | Path) -> TorchPolicy:
+        """Load weights saved by `save`; the policy's spec is the file's metadata, so no env
+        is needed. Raises FileNotFoundError naming the file and the command that makes it, or
+        ValueError if the file's metadata is not a policy spec."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -96,9 +97,9 @@ class TorchPolicy:
             metadata = f.metadata() or {}
         try:
             raw = json.loads(metadata["spec"])
-            spec = PolicySpec(
+            spec = Contract(
                 model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
-                state={k: ArrayField(v["dtype"], tuple(v["shape"]))
+                state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
                        for k, v in raw["state"].items()},
                 images={}, control_hz=float(raw["control_hz"]), chunk_size=int(raw["chunk_size"]))
         except (KeyError, TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ command makes the same demonstrations (training itself is deterministic on one C
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs import make_env
-from policies.base import PolicySpec
+from envs import MUJOCO_TASKS, make_env
+from harness.protocol.contract import Contract
 from policies.oracle import MujocoOracle
 from policies.torch_policy import ChunkMLP, TorchPolicy, default_weights, flatten_state
 
@@ -26,11 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, seed: int,
-                           replan_every: int = 2) -> tuple[np.ndarray, np.ndarray, PolicySpec]:
+                           replan_every: int = 2) -> tuple[np.ndarray, np.ndarray, Contract]:
     """(states, chunks) from oracle episodes: one sample per step, the oracle's chunk for it."""
     env = make_env(env_name)
-    oracle = MujocoOracle(env.spec, chunk_size=chunk_size)
-    keys = tuple(env.spec.state)
+    oracle = MujocoOracle(env_name, chunk_size=chunk_size)
+    keys = tuple(oracle.spec.state)
     states, chunks = [], []
     for episode in tqdm(range(episodes), desc="demonstrations"):
         observation = env.reset(seed=seed + episode)
@@ -50,7 +51,7 @@ def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, see
     return np.stack(states), np.stack(chunks), oracle.spec
 
 
-def train(states: np.ndarray, chunks: np.ndarray, spec: PolicySpec, *, model_id: str,
+def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
           epochs: int, seed: int, batch_size: int = 256, lr: float = 1e-3) -> TorchPolicy:
     torch.manual_seed(seed)
     mean, std = states.mean(0), states.std(0) + 1e-6
@@ -73,17 +74,14 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: PolicySpec, *, model_id:
         schedule.step()
         bar.set_postfix(loss=f"{total / len(x):.4f}")
     log.info("final training loss %.5f after %d epochs", total / len(x), epochs)
-    torch_spec = PolicySpec(model_id=model_id,
-                            action_names=spec.action_names, state=spec.state, images={},
-                            control_hz=spec.control_hz, chunk_size=spec.chunk_size)
-    return TorchPolicy(torch_spec, model, mean, std)
+    return TorchPolicy(dataclasses.replace(spec, model_id=model_id, images={}), model, mean, std)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m policies.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="mujoco_pick_place",
-                        choices=["mujoco_reach", "mujoco_pick_place"])
+                        choices=[str(name) for name in MUJOCO_TASKS])
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--chunk-size", type=int, default=8)

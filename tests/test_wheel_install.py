@@ -64,10 +64,20 @@ def test_wheel_ships_conf_and_is_imported_from_the_venv(wheel_python, tmp_path):
     assert (Path(conf_dir) / "transport" / "zmq.yaml").is_file()
 
 
+def test_wheel_holds_every_package_of_the_source_tree(wheel_python, tmp_path):
+    packages = sorted(".".join(p.parent.relative_to(ROOT).parts)
+                      for name in ("harness", "transports", "policies", "envs", "reports")
+                      for p in (ROOT / name).rglob("__init__.py") if "conf" not in p.parts)
+    code = ("import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; "
+            "print(importlib.import_module('harness.server').__file__)")
+    out = _run([wheel_python, "-c", code, *packages], cwd=tmp_path)
+    assert Path(out.strip()).is_relative_to(wheel_python.parent.parent)
+
+
 def test_wheel_help_and_cfg_job_work_from_another_directory(wheel_python, tmp_path):
     help_text = _run([wheel_python, "-m", "harness", "--help"], cwd=tmp_path)
     assert "transport: grpc" in help_text and "local" in help_text
     job = _run([wheel_python, "-m", "harness", "--cfg", "job", "transport=grpc"], cwd=tmp_path)
-    assert "kind: grpc" in job and "endpoint: 127.0.0.1:50051" in job
+    assert "kind: grpc" in job and "listen: 127.0.0.1:50051" in job
     bench_help = _run([wheel_python, "-m", "harness.bench", "--help"], cwd=tmp_path)
     assert "--round-trips" in bench_help

@@ -22,16 +22,17 @@ from transports.config import (
     GrpcTransportConfig,
     LocalTransportConfig,
     TransportConfig,
+    TransportKind,
     ZenohTransportConfig,
     ZmqTransportConfig,
 )
 
-KINDS = ("local", "zenoh", "grpc", "zmq")
+KINDS = tuple(TransportKind)
 _CLASSES = {
-    "local": ("transports.local", "LocalServer", "LocalClient", "numpy"),
-    "zenoh": ("transports.zenoh", "ZenohServer", "ZenohClient", "eclipse-zenoh"),
-    "grpc": ("transports.grpc", "GrpcServer", "GrpcClient", "grpcio"),
-    "zmq": ("transports.zmq", "ZmqServer", "ZmqClient", "pyzmq"),
+    TransportKind.local: ("transports.local", "LocalServer", "LocalClient", "numpy"),
+    TransportKind.zenoh: ("transports.zenoh", "ZenohServer", "ZenohClient", "eclipse-zenoh"),
+    TransportKind.grpc: ("transports.grpc", "GrpcServer", "GrpcClient", "grpcio"),
+    TransportKind.zmq: ("transports.zmq", "ZmqServer", "ZmqClient", "pyzmq"),
 }
 
 
@@ -48,10 +49,10 @@ def _backend(config: TransportConfig) -> tuple[type, type]:
     return getattr(module, server_name), getattr(module, client_name)
 
 
-def make_server(config: TransportConfig, handler: RequestHandler) -> TransportServer:
-    """Build (not start) the server side of `config.kind`."""
+def make_server(config: TransportConfig) -> TransportServer:
+    """Build (not start) the server side of `config.kind`; `start(handler)` binds it."""
     server_cls, _ = _backend(config)
-    return server_cls(config, handler)
+    return server_cls(config)
 
 
 def make_client(config: TransportConfig) -> TransportClient:
@@ -63,6 +64,6 @@ def make_client(config: TransportConfig) -> TransportClient:
 __all__ = [
     "KINDS", "GrpcTransportConfig", "LocalTransportConfig", "PayloadTooLarge", "RequestHandler",
     "ServerUnavailable", "StreamItem", "StreamStats", "TransportClient", "TransportClosed",
-    "TransportConfig", "TransportError", "TransportServer", "TransportTimeout",
+    "TransportConfig", "TransportError", "TransportKind", "TransportServer", "TransportTimeout",
     "ZenohTransportConfig", "ZmqTransportConfig", "make_client", "make_server",
 ]

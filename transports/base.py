@@ -1,6 +1,6 @@
 """The one transport interface the harness speaks, and the errors every backend raises.
 
-A transport moves opaque bytes (already wire-encoded by `harness.wire`) between one policy
+A transport moves opaque bytes (already wire-encoded by `harness.protocol`) between one policy
 server and its clients. It offers two paths, because a robot needs both:
 
 * a *request* path with a deadline, for control messages (session open, reset, status, close)
@@ -76,8 +76,9 @@ class TransportServer(Protocol):
 
     stats: StreamStats
 
-    def start(self) -> None:
-        """Bind/listen and begin serving. Returns once clients can connect.
+    def start(self, handler: RequestHandler) -> None:
+        """Bind `listen` and begin serving, answering requests with `handler`. Returns once
+        clients can connect. A wrapper (`Faulty(inner)`) passes its own handler on.
 
         Raises:
             TransportError: the endpoint cannot be bound.

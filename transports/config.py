@@ -1,6 +1,10 @@
 """Config shape of every transport backend. Plain dataclasses: Hydra registers them in
 `harness.config`, and tests and benchmarks build them directly.
 
+Every networked backend has two addresses: `listen`, where the server binds, and `connect`,
+where clients dial (None: the listen address). They differ when something sits between the
+two, a fault proxy or a NAT, or when the server binds a wildcard address.
+
 Defaults follow what was measured on loopback (see ../shared/FACTS.md): zenoh reconnects in
 ~0.35 s with a 100 ms initial retry period and notices a silent partition after a 1 s lease;
 gRPC reconnects quickly with 100 ms / 1 s backoff.
@@ -8,10 +12,20 @@ gRPC reconnects quickly with 100 ms / 1 s backoff.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Optional
 
 MIB = 1024 * 1024
+
+
+class TransportKind(enum.StrEnum):
+    """Every backend (lower-case members: Hydra matches config values by name)."""
+
+    local = "local"
+    zenoh = "zenoh"
+    grpc = "grpc"
+    zmq = "zmq"
 
 
 class TransportConfigError(ValueError):
@@ -27,7 +41,7 @@ def _require(condition: bool, field: str, value: object, why: str) -> None:
 class TransportConfig:
     """Fields every backend has."""
 
-    kind: str = "local"
+    kind: TransportKind = TransportKind.local
     max_message_bytes: int = 8 * MIB
     """Largest payload either side sends or accepts; larger ones raise PayloadTooLarge."""
     client_id: str = ""
@@ -38,6 +52,7 @@ class TransportConfig:
     """gRPC and ZeroMQ: a ping slower than this counts as the server being absent."""
 
     def __post_init__(self) -> None:
+        self.kind = TransportKind(self.kind)
         _require(self.max_message_bytes > 0, "max_message_bytes", self.max_message_bytes,
                  "must be positive")
         _require(self.heartbeat_interval_s > 0, "heartbeat_interval_s",
@@ -48,16 +63,29 @@ class TransportConfig:
 
 @dataclass
 class LocalTransportConfig(TransportConfig):
-    kind: str = "local"
+    kind: TransportKind = TransportKind.local
     name: str = "policy"
     """Registry name clients look the in-process server up by."""
 
 
+class _Addresses:
+    """`connect_address`: where a client dials, for configs with `listen` and `connect`."""
+
+    listen: str
+    connect: Optional[str]
+
+    @property
+    def connect_address(self) -> str:
+        return self.connect if self.connect is not None else self.listen
+
+
 @dataclass
-class ZenohTransportConfig(TransportConfig):
-    kind: str = "zenoh"
-    endpoint: str = "tcp/127.0.0.1:7447"
-    """Where the server listens (peer mode) and clients connect."""
+class ZenohTransportConfig(_Addresses, TransportConfig):
+    kind: TransportKind = TransportKind.zenoh
+    listen: str = "tcp/127.0.0.1:7447"
+    """Zenoh locator the server listens on (peer mode)."""
+    connect: Optional[str] = None
+    """Locator clients dial; None: `listen`."""
     router_endpoint: Optional[str] = None  # OmegaConf needs Optional, not "str | None"
     """Optional zenoh router: both sides then run in client mode and connect only to it."""
     namespace: str = "rph"
@@ -70,8 +98,9 @@ class ZenohTransportConfig(TransportConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.endpoint.startswith(("tcp/", "udp/", "quic/", "unixsock-stream/")),
-                 "endpoint", self.endpoint, "expected a zenoh locator like tcp/127.0.0.1:7447")
+        for name, address in (("listen", self.listen), ("connect", self.connect_address)):
+            _require(address.startswith(("tcp/", "udp/", "quic/", "unixsock-stream/")),
+                     name, address, "expected a zenoh locator like tcp/127.0.0.1:7447")
         _require(bool(self.namespace) and "*" not in self.namespace, "namespace",
                  self.namespace, "must be a non-empty key expression without wildcards")
         _require(self.lease_ms > 0, "lease_ms", self.lease_ms, "must be positive")
@@ -83,31 +112,37 @@ class ZenohTransportConfig(TransportConfig):
 
 
 @dataclass
-class GrpcTransportConfig(TransportConfig):
-    kind: str = "grpc"
-    endpoint: str = "127.0.0.1:50051"
-    """host:port the server binds and clients dial."""
+class GrpcTransportConfig(_Addresses, TransportConfig):
+    kind: TransportKind = TransportKind.grpc
+    listen: str = "127.0.0.1:50051"
+    """host:port the server binds."""
+    connect: Optional[str] = None
+    """host:port clients dial; None: `listen`."""
     initial_backoff_ms: int = 100
     max_backoff_ms: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(":" in self.endpoint, "endpoint", self.endpoint, "expected host:port")
+        for name, address in (("listen", self.listen), ("connect", self.connect_address)):
+            _require(":" in address, name, address, "expected host:port")
         _require(0 < self.initial_backoff_ms <= self.max_backoff_ms, "initial_backoff_ms",
                  self.initial_backoff_ms, "must be positive and at most max_backoff_ms")
 
 
 @dataclass
-class ZmqTransportConfig(TransportConfig):
-    kind: str = "zmq"
-    endpoint: str = "tcp://127.0.0.1:5555"
-    """ZeroMQ address the ROUTER binds and DEALERs connect to."""
+class ZmqTransportConfig(_Addresses, TransportConfig):
+    kind: TransportKind = TransportKind.zmq
+    listen: str = "tcp://127.0.0.1:5555"
+    """ZeroMQ address the ROUTER binds."""
+    connect: Optional[str] = None
+    """Address the DEALERs connect to; None: `listen`."""
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.endpoint.startswith(("tcp://", "ipc://", "inproc://")), "endpoint",
-                 self.endpoint, "expected a ZeroMQ address like tcp://127.0.0.1:5555")
+        for name, address in (("listen", self.listen), ("connect", self.connect_address)):
+            _require(address.startswith(("tcp://", "ipc://", "inproc://")), name, address,
+                     "expected a ZeroMQ address like tcp://127.0.0.1:5555")
         _require(0 < self.reconnect_ivl_ms <= self.reconnect_ivl_max_ms, "reconnect_ivl_ms",
                  self.reconnect_ivl_ms, "must be positive and at most reconnect_ivl_max_ms")

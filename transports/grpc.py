@@ -3,7 +3,7 @@
 Four methods on `/rph.Transport/`: `Request` (unary, the control path), `Publish` (unary,
 one observation), `Subscribe` (server stream of action chunks for one client) and `Ping`
 (presence). Payloads travel as raw bytes (no (de)serializer), so gRPC carries exactly what
-`harness.wire` encoded. Every call has a deadline; `wait_for_ready` turns "unreachable" into
+`harness.protocol` encoded. Every call has a deadline; `wait_for_ready` turns "unreachable" into
 DEADLINE_EXCEEDED, and short reconnect backoff (FACTS.md) keeps restarts quick.
 """
 
@@ -54,10 +54,10 @@ def _message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 class GrpcServer:
-    def __init__(self, config: GrpcTransportConfig, handler: RequestHandler) -> None:
+    def __init__(self, config: GrpcTransportConfig) -> None:
         self.config = config
         self.stats = StreamStats()
-        self._handler = handler
+        self._handler: RequestHandler | None = None
         self._mailbox = LatestMailbox(self.stats)
         self._subscribers: dict[str, LatestSlot] = {}
         self._subscribers_lock = threading.Lock()
@@ -66,7 +66,8 @@ class GrpcServer:
         self._server: grpc.Server | None = None
         self._closed = False
 
-    def start(self) -> None:
+    def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc-server")
         options = [*_message_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
         self._server = grpc.server(self._executor, options=options)
@@ -77,7 +78,7 @@ class GrpcServer:
             "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b""),
         }),))
         try:
-            port = self._server.add_insecure_port(self.config.endpoint)
+            port = self._server.add_insecure_port(self.config.listen)
         except RuntimeError as exc:
             port = 0
             cause: Exception | None = exc
@@ -85,7 +86,7 @@ class GrpcServer:
             cause = None
         if port == 0:
             self._executor.shutdown(wait=False)
-            raise TransportError(f"cannot bind grpc endpoint {self.config.endpoint}") from cause
+            raise TransportError(f"cannot bind grpc endpoint {self.config.listen}") from cause
         self._server.start()
 
     def _request(self, request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -147,7 +148,7 @@ class GrpcClient:
             ("grpc.min_reconnect_backoff_ms", config.initial_backoff_ms),
             ("grpc.max_reconnect_backoff_ms", config.max_backoff_ms),
         ]
-        self._channel = grpc.insecure_channel(config.endpoint, options=options)
+        self._channel = grpc.insecure_channel(config.connect_address, options=options)
         self._request = self._channel.unary_unary(f"/{SERVICE}/Request")
         self._publish = self._channel.unary_unary(f"/{SERVICE}/Publish")
         self._subscribe = self._channel.unary_stream(f"/{SERVICE}/Subscribe")
@@ -247,7 +248,8 @@ class GrpcClient:
 
     def wait_ready(self, timeout_s: float) -> None:
         if not (self._heartbeat.wait_present(timeout_s) and self._subscribed.wait(timeout_s)):
-            raise TransportTimeout(f"grpc server {self.config.endpoint} absent for {timeout_s} s")
+            raise TransportTimeout(f"grpc server {self.config.connect_address} absent for "
+                                   f"{timeout_s} s")
 
     def close(self) -> None:
         if self._closed:

@@ -35,16 +35,17 @@ _inboxes: dict[tuple[str, str], LatestSlot] = {}
 
 
 class LocalServer:
-    def __init__(self, config: LocalTransportConfig, handler: RequestHandler) -> None:
+    def __init__(self, config: LocalTransportConfig) -> None:
         self.name = config.name
         self.stats = StreamStats()
-        self._handler = handler
+        self._handler: RequestHandler | None = None
         self._max_message_bytes = config.max_message_bytes
         self._mailbox = LatestMailbox(self.stats)
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
-    def start(self) -> None:
+    def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
         with _registry_lock:
             if self.name in _servers:
                 raise TransportError(f"a local server named {self.name!r} is already running")

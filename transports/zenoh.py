@@ -68,8 +68,8 @@ def _endpoints(config: ZenohTransportConfig, *, server: bool) -> dict[str, list[
     if config.router_endpoint:
         return {"listen": [], "connect": [config.router_endpoint]}
     if server:
-        return {"listen": [config.endpoint], "connect": []}
-    return {"listen": [], "connect": [config.endpoint]}
+        return {"listen": [config.listen], "connect": []}
+    return {"listen": [], "connect": [config.connect_address]}
 
 
 def _close_session(session: zenoh.Session | None, declared: list) -> None:
@@ -81,16 +81,17 @@ def _close_session(session: zenoh.Session | None, declared: list) -> None:
 
 
 class ZenohServer:
-    def __init__(self, config: ZenohTransportConfig, handler: RequestHandler) -> None:
+    def __init__(self, config: ZenohTransportConfig) -> None:
         self.config = config
         self.stats = StreamStats()
-        self._handler = handler
+        self._handler: RequestHandler | None = None
         self._mailbox = LatestMailbox(self.stats)
         self._session: zenoh.Session | None = None
         self._declared: list = []
         self._closed = False
 
-    def start(self) -> None:
+    def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
         ns = self.config.namespace
         try:
             self._session = zenoh.open(
@@ -98,7 +99,7 @@ class ZenohServer:
             )
         except zenoh.ZError as exc:
             raise TransportError(
-                f"cannot open zenoh session on {self.config.endpoint}: {exc}") from exc
+                f"cannot open zenoh session on {self.config.listen}: {exc}") from exc
         self._declared = [
             self._session.declare_queryable(f"{ns}/req", self._on_query),
             self._session.declare_subscriber(f"{ns}/obs/*", self._on_observation),

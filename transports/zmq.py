@@ -133,15 +133,16 @@ class _SocketLoop:
 
 
 class ZmqServer:
-    def __init__(self, config: ZmqTransportConfig, handler: RequestHandler) -> None:
+    def __init__(self, config: ZmqTransportConfig) -> None:
         self.config = config
         self.stats = StreamStats()
-        self._handler = handler
+        self._handler: RequestHandler | None = None
         self._mailbox = LatestMailbox(self.stats)
         self._loop: _SocketLoop | None = None
         self._closed = False
 
-    def start(self) -> None:
+    def start(self, handler: RequestHandler) -> None:
+        self._handler = handler
         socket = zmq.Context.instance().socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
@@ -149,12 +150,12 @@ class ZmqServer:
         deadline = time.monotonic() + _BIND_RETRY_S
         while True:  # the previous server's socket may still be closing on zmq's I/O thread
             try:
-                socket.bind(self.config.endpoint)
+                socket.bind(self.config.listen)
                 break
             except zmq.ZMQError as exc:
                 if time.monotonic() > deadline:
                     socket.close(linger=0)
-                    raise TransportError(f"cannot bind {self.config.endpoint}: {exc}") from exc
+                    raise TransportError(f"cannot bind {self.config.listen}: {exc}") from exc
                 time.sleep(0.05)
         self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io")
         self._loop.start()
@@ -235,7 +236,7 @@ class ZmqClient:
         socket.setsockopt(zmq.RECONNECT_IVL, self.config.reconnect_ivl_ms)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, self.config.reconnect_ivl_max_ms)
         socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + _FRAME_OVERHEAD)
-        socket.connect(self.config.endpoint)
+        socket.connect(self.config.connect_address)
         return socket
 
     def request(self, payload: bytes, *, timeout_s: float) -> bytes:
@@ -334,7 +335,8 @@ class ZmqClient:
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self._heartbeat.wait_present(timeout_s):
-            raise TransportTimeout(f"zmq server {self.config.endpoint} absent for {timeout_s} s")
+            raise TransportTimeout(f"zmq server {self.config.connect_address} absent for "
+                                   f"{timeout_s} s")
 
     def close(self) -> None:
         if self._closed:

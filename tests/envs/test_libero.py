@@ -31,7 +31,7 @@ def test_every_suite_resets_and_steps_with_its_horizon(suite):
         observation = env.reset(seed=0, init_state=0)
         assert observation.instruction
         result = env.step(np.zeros(7))
-        for key, field in env.spec.state.items():
+        for key, field in env.spec.contract.state.items():
             assert result.observation.state[key].shape == field.shape
             assert result.observation.state[key].dtype == np.float32
         assert not result.done and result.info["steps"] == 1
@@ -63,7 +63,7 @@ def test_observation_carries_robot_and_privileged_object_state(object_env):
 
 
 def test_bad_task_camera_and_init_state_are_rejected_by_name(object_env):
-    with pytest.raises(ValueError, match="env.task_id=99"):
+    with pytest.raises(ValueError, match="libero_object has tasks 0..9, not 99"):
         make_env("libero_object", task_id=99)
     with pytest.raises(ValueError, match="env.cameras"):
         make_env("libero_object", cameras=("overhead",))

@@ -18,10 +18,10 @@ def env(request):
 def test_reset_and_step_give_observations_matching_the_spec(env):
     observation = env.reset(seed=3)
     for _ in range(5):
-        result = env.step(np.zeros(env.spec.action_dim))
+        result = env.step(np.zeros(env.spec.contract.action_dim))
         observation = result.observation
-    assert set(observation.state) == set(env.spec.state)
-    for key, field in env.spec.state.items():
+    assert set(observation.state) == set(env.spec.contract.state)
+    for key, field in env.spec.contract.state.items():
         assert observation.state[key].dtype == np.dtype(field.dtype)
         assert observation.state[key].shape == field.shape
     assert observation.images == {}
@@ -33,7 +33,7 @@ def trajectory(env, seed: int, steps: int = 40) -> bytes:
     rng = np.random.default_rng(99)
     states = []
     for _ in range(steps):
-        env.step(rng.uniform(-1, 1, env.spec.action_dim))
+        env.step(rng.uniform(-1, 1, env.spec.contract.action_dim))
         states.append(env.sim_state())
     return b"".join(states)
 
@@ -76,7 +76,7 @@ def test_rendered_cameras_have_the_configured_shape_and_only_when_asked():
     env = make_env("mujoco_pick_place", cameras=("front", "top"), image_size=(48, 64))
     try:
         observation = env.reset(seed=0)
-        assert env.spec.images == {"front": (48, 64), "top": (48, 64)}
+        assert env.spec.contract.images == {"front": (48, 64), "top": (48, 64)}
         assert set(observation.images) == {"front", "top"}
         for image in observation.images.values():
             assert image.shape == (48, 64, 3) and image.dtype == np.uint8

@@ -14,24 +14,19 @@ import re
 import numpy as np
 import pytest
 
-from envs import EnvObservation, EnvSpec, make_env
-from envs.libero import ACTION_NAMES
-from harness.evaluate import evaluate
+from envs import EnvObservation, make_env
+from harness.loop.evaluate import evaluate
 from policies import make_policy
-from policies.libero_oracle import (
+from policies.libero_instructions import parse_instruction, resolve
+from policies.libero_oracle import LiberoOracle, Scene, carry_turn, plan_step
+from policies.libero_scene import (
     CLOSE,
     ENCLOSURES,
     LIFTED_M,
     OUTER_FINGER_M,
     ROBOT_BASE_XY,
     Enclosure,
-    LiberoOracle,
-    Scene,
     body,
-    carry_turn,
-    parse_instruction,
-    plan_step,
-    resolve,
     rim_side_in,
     rotate_xy,
 )
@@ -189,9 +184,8 @@ def test_unknown_instruction_holds_still_with_the_gripper_open_and_warns_once(ca
              "robot0_joint_pos": np.zeros(7, np.float32),
              "plate_1_pos": np.zeros(3, np.float32),
              "plate_1_quat": np.array([0, 0, 0, 1], np.float32)}
-    spec = EnvSpec(name="libero_goal", action_names=ACTION_NAMES, action_low=(-1.0,) * 7,
-                   action_high=(1.0,) * 7, state={})
-    policy = LiberoOracle(spec, chunk_size=4)
+    pytest.importorskip("libero.libero")
+    policy = LiberoOracle("libero_goal", 0, chunk_size=4)
     observation = EnvObservation(state, {}, "turn on the stove")
     with caplog.at_level(logging.WARNING, logger="policies.libero_oracle"):
         chunks = [policy.predict(observation) for _ in range(2)]
@@ -207,10 +201,10 @@ def test_oracle_solves_a_libero_object_episode():
     pytest.importorskip("libero.libero")
     env = make_env("libero_object", task_id=0)
     try:
-        policy = make_policy("oracle", env.spec, chunk_size=8)
+        policy = make_policy("oracle", env="libero_object", task_id=0, chunk_size=8)
         assert isinstance(policy, LiberoOracle)
         assert policy.spec.model_id == "libero-oracle" and policy.spec.images == {}
-        assert policy.spec.state == env.spec.state
+        assert policy.spec.state == env.spec.contract.state
         outcomes = evaluate(env, policy, episodes=1, init_states=[0], progress=False)
     finally:
         env.close()

@@ -26,7 +26,7 @@ def test_same_seed_gives_the_same_delays_and_the_same_chunks():
     fast_profile = LatencyProfile("test", 0.002, sigma=0.5, max_s=0.01)
     runs = []
     for _ in range(2):
-        policy = SlowPolicy(make_policy("oracle", env.spec), fast_profile)
+        policy = SlowPolicy(make_policy("oracle", env="mujoco_reach"), fast_profile)
         policy.reset(seed=11)
         chunks = [policy.predict(observation) for _ in range(5)]
         runs.append((policy.delays_s, chunks))
@@ -37,7 +37,7 @@ def test_same_seed_gives_the_same_delays_and_the_same_chunks():
 
 def test_predict_takes_at_least_the_sampled_delay():
     env = make_env("mujoco_reach")
-    policy = SlowPolicy(make_policy("oracle", env.spec), LatencyProfile("fixed", 0.05))
+    policy = SlowPolicy(make_policy("oracle", env="mujoco_reach"), LatencyProfile("fixed", 0.05))
     policy.reset(seed=0)
     started = time.monotonic()
     policy.predict(env.reset(seed=0))

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from envs import make_env
-from harness.evaluate import evaluate
-from policies import check_compatible, make_policy
+from harness.loop.evaluate import evaluate
+from harness.protocol import check_contract
+from policies import make_policy
 from policies.torch_policy import TorchPolicy, default_weights
 from policies.train import collect_demonstrations, train
 
@@ -36,21 +37,21 @@ def test_committed_weights_are_small_safetensors_with_a_spec():
 
 
 def test_loaded_policy_fits_the_env_and_returns_bounded_chunks(env):
-    policy = make_policy("torch", env.spec)
-    check_compatible(policy.spec, env.spec)
+    policy = make_policy("torch", env="mujoco_pick_place")
+    check_contract(policy.spec, env.spec.contract)
     chunk = policy.predict(env.reset(seed=0))
     assert chunk.shape == (8, 4) and chunk.dtype == np.float32
     assert np.all(np.abs(chunk) <= 1.0)
 
 
 def test_committed_policy_solves_pick_and_place(env):
-    policy = make_policy("torch", env.spec)
+    policy = make_policy("torch", env="mujoco_pick_place")
     outcomes = evaluate(env, policy, episodes=10, seed=0, progress=False)
     assert sum(o.success for o in outcomes) >= 8
 
 
 def test_save_then_load_gives_identical_actions(env, tmp_path):
-    policy = make_policy("torch", env.spec)
+    policy = make_policy("torch", env="mujoco_pick_place")
     policy.save(tmp_path / "copy.safetensors")
     copy = TorchPolicy.load(tmp_path / "copy.safetensors")
     observation = env.reset(seed=4)

@@ -11,25 +11,21 @@ import dataclasses
 import os
 import threading
 import time
-import uuid
 
 import pytest
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import wait_until
 from transports import (
     KINDS,
-    GrpcTransportConfig,
-    LocalTransportConfig,
     PayloadTooLarge,
     TransportClosed,
     TransportConfig,
     TransportError,
     TransportTimeout,
-    ZenohTransportConfig,
-    ZmqTransportConfig,
     make_client,
     make_server,
 )
+from transports.loopback import loopback_config
 
 pytestmark = pytest.mark.network
 
@@ -40,17 +36,8 @@ READY_TIMEOUT_S = 10.0
 
 def config_for(kind: str) -> TransportConfig:
     """A config for `kind` on a fresh loopback port (or a fresh in-process name)."""
-    port = free_port()
-    common = {"max_message_bytes": MAX_BYTES, "heartbeat_interval_s": 0.05,
-              "heartbeat_timeout_s": 0.3}
-    if kind == "local":
-        return LocalTransportConfig(name=f"test-{uuid.uuid4().hex[:8]}", **common)
-    if kind == "zenoh":
-        return ZenohTransportConfig(endpoint=f"tcp/127.0.0.1:{port}",
-                                    namespace=f"test/{uuid.uuid4().hex[:8]}", **common)
-    if kind == "grpc":
-        return GrpcTransportConfig(endpoint=f"127.0.0.1:{port}", **common)
-    return ZmqTransportConfig(endpoint=f"tcp://127.0.0.1:{port}", **common)
+    return loopback_config(kind, max_message_bytes=MAX_BYTES, heartbeat_interval_s=0.05,
+                           heartbeat_timeout_s=0.3)
 
 
 def echo(client_id: str, payload: bytes) -> bytes:
@@ -67,8 +54,8 @@ class Rig:
         self.clients = []
 
     def start_server(self):
-        server = make_server(self.config, lambda cid, payload: self.handler(cid, payload))
-        server.start()
+        server = make_server(self.config)
+        server.start(lambda cid, payload: self.handler(cid, payload))
         return server
 
     def client(self, **overrides):
@@ -280,3 +267,20 @@ def test_close_leaves_no_thread_or_socket_behind(kind):
         time.sleep(0.05)
     assert settled(now), (
         f"(python threads, OS threads, fds) {now} did not return to {baseline}")
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "local"])
+def test_client_dials_its_connect_address_not_the_listen_address(kind):
+    """The seam a fault proxy needs: the server binds `listen`, the client dials `connect`."""
+    server_config = config_for(kind)
+    server = make_server(server_config)
+    server.start(echo)
+    unused = loopback_config(kind).listen  # nothing listens there
+    client = make_client(dataclasses.replace(server_config, listen=unused,
+                                             connect=server_config.listen))
+    try:
+        client.wait_ready(10.0)
+        assert client.request(b"ping", timeout_s=5.0) == echo("", b"ping")
+    finally:
+        client.close()
+        server.close()

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import zenoh
 
-from tests.conftest import free_port
 from transports import ZenohTransportConfig, make_client, make_server
+from transports.loopback import free_port
 from transports.zenoh import session_config
 
 pytestmark = pytest.mark.network
@@ -32,11 +32,11 @@ def test_server_and_client_talk_through_an_optional_router():
                        "scouting/gossip/enabled": False}.items():
         router_config.insert_json5(key, json.dumps(value))
     router = zenoh.open(router_config)
-    config = ZenohTransportConfig(endpoint=f"tcp/127.0.0.1:{free_port()}",
+    config = ZenohTransportConfig(listen=f"tcp/127.0.0.1:{free_port()}",
                                   router_endpoint=router_endpoint,
                                   namespace=f"test/{uuid.uuid4().hex[:8]}")
-    server = make_server(config, lambda client_id, payload: b"via router: " + payload)
-    server.start()
+    server = make_server(config)
+    server.start(lambda client_id, payload: b"via router: " + payload)
     client = make_client(config)
     try:
         client.wait_ready(10.0)

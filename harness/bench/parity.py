@@ -1,0 +1,76 @@
+"""Golden parity: the same seeded episodes must execute byte-identical actions and end in a
+byte-identical sim state over every transport and in-process.
+
+With a deterministic policy (the oracle), a seeded env, the virtual clock and a fixed latency
+model, nothing about an episode depends on the transport's speed, so any difference is a bug
+(a lost, reordered or corrupted message, or a transport-dependent code path). Digests of a few
+short MuJoCo episodes live in tests/golden/; regenerate them on purpose with
+
+    python -m harness.bench.parity --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import uuid
+from pathlib import Path
+
+from envs import make_env
+from harness.client.config import EngineConfig
+from harness.client.engine import engine_for
+from harness.loop.latency import LatencyModel
+from harness.loop.runner import EpisodeTrace, run_episode
+from harness.server.policy_server import PolicyServer
+from policies import make_policy
+from transports import LocalTransportConfig, TransportConfig, make_client, make_server
+
+GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden" / "parity.json"
+ENV, POLICY, EPISODES, LATENCY_S = "mujoco_pick_place", "oracle", 3, 0.1
+log = logging.getLogger(__name__)
+
+
+def digest(trace: EpisodeTrace) -> str:
+    return hashlib.sha256(trace.action_digest() + trace.final_sim_state).hexdigest()
+
+
+def run_parity_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
+    """The golden episodes over `transport`, with a policy server in this process."""
+    env = make_env(ENV)
+    server = PolicyServer(make_server(transport), lambda: make_policy(POLICY, env=ENV))
+    server.start()
+    client = make_client(transport)
+    try:
+        client.wait_ready(10.0)
+        engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8,
+                            latency=LatencyModel("fixed", value_s=LATENCY_S))
+        traces = [run_episode(env, engine, episode=i + 1, seed=i) for i in range(EPISODES)]
+        engine.close()
+        return traces
+    finally:
+        client.close()
+        server.close()
+        env.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.parity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="regenerate tests/golden/")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    traces = run_parity_episodes(LocalTransportConfig(name=f"parity-{uuid.uuid4().hex[:8]}"))
+    digests = {str(t.episode): digest(t) for t in traces}
+    if args.write:
+        GOLDEN.write_text(json.dumps({"env": ENV, "policy": POLICY, "latency_s": LATENCY_S,
+                                      "digests": digests}, indent=2) + "\n")
+        log.info("wrote %s", GOLDEN)
+    else:
+        golden = json.loads(GOLDEN.read_text())["digests"]
+        log.info("in-process digests %s golden", "match" if golden == digests else "DIFFER from")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Config shape of the client engine (`client.*` on the command line) and its choices."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Ensembling(enum.StrEnum):
+    """How an arriving chunk combines with actions already queued for the same ticks."""
+
+    newest = "newest"
+    average = "average"
+    exponential = "exponential"
+
+
+class Fallback(enum.StrEnum):
+    """What the robot executes when no usable action is queued."""
+
+    hold = "hold"
+    """Zero deltas, gripper kept as it is."""
+    repeat_last = "repeat_last"
+    zero = "zero"
+
+
+def choice(enum_type: type[enum.StrEnum], value: str, field: str):
+    """`value` as a member of `enum_type`; ValueError naming `field` and the choices if not."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise ValueError(f"{field}={value!r}: expected one of "
+                         f"{[member.value for member in enum_type]}") from None
+
+
+@dataclass
+class EngineConfig:
+    send_threshold: int = 4
+    """Send a new observation when fewer than this many queued actions remain."""
+    ensembling: Ensembling = Ensembling.newest
+    request_timeout_s: float = 1.0
+    """A chunk not back within this long counts as lost (control time)."""
+    max_action_age_s: float = 0.5
+    """Never execute an action predicted from an observation older than this."""
+    max_offline_s: float = 5.0
+    """Without any chunk for this long (control time), give up: DEAD."""
+    fallback: Fallback = Fallback.hold
+    control_timeout_s: float = 2.0
+    """Deadline of control messages (open, reset, close) on the request path."""
+
+    def __post_init__(self) -> None:
+        if self.send_threshold < 1:
+            raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
+        self.ensembling = choice(Ensembling, self.ensembling, "client.ensembling")
+        self.fallback = choice(Fallback, self.fallback, "client.fallback")
+        for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",
+                     "control_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"client.{name}={getattr(self, name)}: must be positive")

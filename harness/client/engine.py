@@ -1,0 +1,360 @@
+"""Client engine: the robot side of remote inference, with its fail-safe states.
+
+Called once per control tick with the newest observation, it returns the action to execute
+at once and does not wait on the network: observations go out on the latest-only stream,
+chunks are collected without blocking, and re-opening the session after a server restart runs
+on a thread of its own while the ticks go on with the fallback action. Only episode
+boundaries (`reset`, `close`) wait for the server. It sends the observation when its queue of
+future actions runs low, merges each arriving chunk after trimming the actions its latency
+made stale, and when chunks stop coming it degrades in steps:
+
+    CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
+                            -> STALLED (queue empty or actions too old: fallback action)
+                            -> RECONNECTING (server gone, or it answered that our session
+                                             is unknown: re-open the session)
+                            -> DEAD (offline past max_offline_s, or the server's contract
+                                     changed: safe stop, fallback for good)
+
+Time inside the engine is *control time* (tick x dt), given by the runner's clock, so the
+same rules hold under the virtual clock and in real time. Latency is measured with this
+process's monotonic clock only (the server's instants never cross the wire).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.base import EnvSpec
+from harness import protocol
+from harness.client.action_queue import ActionQueue
+from harness.client.config import EngineConfig, Fallback
+from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
+from harness.loop.latency import LatencyModel
+from transports import TransportClient, TransportError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    seq: int
+    tick: int
+    sent_ns: int
+
+
+def _session_unknown(reply: protocol.Message) -> bool:
+    """The server answered that it holds no session of our epoch: re-open, don't retry."""
+    return (reply.msg_type is protocol.MessageType.ERROR
+            and reply.body.code == protocol.SESSION_UNKNOWN)
+
+
+class _Reopen:
+    """A session re-open (open, then reset) on its own thread, so that the tick noticing the
+    server is back does not wait up to `control_timeout_s` for its answer. It only talks to
+    the server; the engine applies the answer on a later tick (`ClientEngine._advance_reopen`)."""
+
+    def __init__(self, engine: ClientEngine) -> None:
+        self.reply: protocol.Message | None = None
+        self.error: Exception | None = None
+        self._engine = engine
+        self._thread = threading.Thread(target=self._run, name="session-reopen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            reply = self._engine._request_open()
+            if reply.msg_type is protocol.MessageType.SESSION_OK:
+                self._engine._control(protocol.Reset(), epoch=reply.epoch)
+            self.reply = reply
+        except (TransportError, protocol.WireError) as exc:
+            self.error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+class ClientEngine:
+    def __init__(self, transport: TransportClient, contract: protocol.Contract,
+                 config: EngineConfig, *, dt: float, gripper_index: int | None = None,
+                 latency: LatencyModel | None = None) -> None:
+        self.transport = transport
+        self.contract = contract
+        """What this client declares at session open: the robot's side, with the chunk size
+        it expects and, if not "", the model it insists on."""
+        self.config = config
+        self.dt = dt
+        self.queue = ActionQueue(config.ensembling)
+        self.state = ClientState.CONNECTING
+        self.stats = EngineStats()
+        self.dead_reason = ""
+        self.epoch = 0
+        self.episode = 0
+        self.model_id = ""
+        self._gripper_index = gripper_index
+        self.latency = latency or LatencyModel()
+        self._seq = 0
+        self._in_flight: _InFlight | None = None
+        # Replies that arrived (wall time) but whose control tick may not have come yet:
+        # (usable tick, observation tick, reply, latency_s).
+        self._arrived: list[tuple[int, int, protocol.Message, float]] = []
+        self._last_action = np.zeros(contract.action_dim, np.float32)
+        self._last_chunk_tick: int | None = None
+        self._last_contact_tick: int | None = None
+        self._last_loss_tick: int | None = None
+        self._server_contract: protocol.Contract | None = None
+        self._reopen: _Reopen | None = None
+
+    # ---- session ----------------------------------------------------------------------------
+
+    def _control(self, body: protocol.Body, *, epoch: int | None = None) -> protocol.Message:
+        payload = protocol.encode(protocol.Message(
+            body, seq=self._seq, episode=self.episode,
+            epoch=self.epoch if epoch is None else epoch, client_ns=time.monotonic_ns()))
+        return protocol.decode(self.transport.request(payload,
+                                                  timeout_s=self.config.control_timeout_s))
+
+    def _request_open(self) -> protocol.Message:
+        return self._control(protocol.SessionOpen(self.transport.client_id, self.contract))
+
+    def open_session(self) -> bool:
+        """Open (or re-open) the session; True if the server accepted it. A rejection or a
+        server whose contract differs from the first one's makes the engine DEAD."""
+        try:
+            reply = self._request_open()
+        except (TransportError, protocol.WireError) as exc:
+            log.info("session open failed: %s", exc)
+            return False
+        return self._accept_open(reply)
+
+    def _accept_open(self, reply: protocol.Message) -> bool:
+        if reply.msg_type is protocol.MessageType.SESSION_REJECT:
+            self._die(f"session rejected: {reply.body.reason}")
+            return False
+        if reply.msg_type is not protocol.MessageType.SESSION_OK:
+            self._die(f"unexpected reply to session open: {reply.msg_type.name}")
+            return False
+        if self._server_contract is not None and reply.body.contract != self._server_contract:
+            self._die("contract changed: the server now hosts "
+                      f"{reply.body.contract.model_id!r} with a different spec")
+            return False
+        self._server_contract = reply.body.contract
+        self.model_id = reply.body.contract.model_id
+        self.epoch = reply.epoch
+        self.queue.clear()
+        self._in_flight = None
+        self._arrived.clear()
+        return True
+
+    def reset(self, episode: int) -> None:
+        """Start an episode: tell the server, forget every queued action. Unlike a tick, this
+        waits for the server (a re-open still running is finished first)."""
+        self._finish_reopen()
+        self.episode = episode
+        self.stats = EngineStats()
+        self.queue.clear()
+        self._in_flight = None
+        self._arrived.clear()
+        self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
+        if self.state is ClientState.DEAD:
+            return
+        if self.state is ClientState.CONNECTING and not self.open_session():
+            return
+        try:
+            if _session_unknown(self._control(protocol.Reset())):
+                # The server restarted between episodes without us seeing it gone.
+                log.warning("server forgot the session: re-opening it")
+                if self.open_session():
+                    self.stats.reopened += 1
+                    self._control(protocol.Reset())
+        except (TransportError, protocol.WireError) as exc:
+            log.warning("reset not acknowledged: %s", exc)
+        if self.state is not ClientState.DEAD:
+            self.state = ClientState.STREAMING
+
+    def close(self) -> None:
+        self._finish_reopen()
+        if self.state is not ClientState.DEAD and self.epoch:
+            try:
+                self._control(protocol.Close())
+            except (TransportError, protocol.WireError):
+                pass
+
+    def _die(self, reason: str) -> None:
+        self.state = ClientState.DEAD
+        self.dead_reason = reason
+        log.error("client engine DEAD: %s", reason)
+
+    # ---- the control tick -------------------------------------------------------------------
+
+    def poll(self, tick: int) -> None:
+        """Collect arrived replies (never blocks). The runner calls this while it waits."""
+        while (taken := self.transport.take_stream_timed(0.0)) is not None:
+            payload, received_ns = taken  # arrival time, not when this tick got to it
+            try:
+                reply = protocol.decode(payload)
+            except protocol.DecodeError as exc:
+                self.stats.errors.append(f"decode: {exc}")
+                continue
+            if reply.msg_type is protocol.MessageType.ERROR:
+                self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
+                if (_session_unknown(reply) and reply.epoch == self.epoch
+                        and self.state is not ClientState.DEAD):
+                    # The server restarted (or dropped us) faster than presence showed it.
+                    self._in_flight = None
+                    self.state = ClientState.RECONNECTING
+                continue
+            flight = self._in_flight
+            if (reply.msg_type is not protocol.MessageType.ACTION_CHUNK or flight is None
+                    or reply.seq != flight.seq or reply.epoch != self.epoch
+                    or reply.episode != self.episode):
+                continue  # late, foreign or from another episode: never executed
+            measured_s = (received_ns - flight.sent_ns) / 1e9
+            latency_s = self.latency.latency_for(flight.seq, measured_s)
+            usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
+            self._arrived.append((usable, flight.tick, reply, latency_s))
+            self._in_flight = None
+            self.stats.chunks += 1
+
+    def reply_pending_until(self) -> tuple[int, int, int] | None:
+        """(seq, sent tick, sent ns) of the request still in flight, for the virtual clock."""
+        flight = self._in_flight
+        return None if flight is None else (flight.seq, flight.tick, flight.sent_ns)
+
+    def tick(self, tick: int, observation: protocol.Observation) -> TickResult:
+        """Choose the action for `tick` and maybe send `observation`. Never blocks."""
+        self.poll(tick)
+        latency_s = self._merge_usable(tick)
+        self._expire_in_flight(tick)
+        self._update_state(tick)
+        if self.state is not ClientState.DEAD:
+            self._maybe_send(tick, observation)
+        queued = self.queue.pop(tick) if self.state is not ClientState.DEAD else None
+        max_age = math.floor(self.config.max_action_age_s / self.dt + 1e-9)
+        if queued is not None and tick - queued.obs_tick <= max_age:
+            fresh = latency_s is not None
+            self._last_action = queued.action
+            return TickResult(queued.action, ActionSource.FRESH if fresh else ActionSource.QUEUED,
+                              self.state, tick - queued.obs_tick, queued.seq, queued.episode,
+                              queued.epoch, queued.model_id, latency_s)
+        if self.state in (ClientState.STREAMING, ClientState.DEGRADED):
+            self.state = ClientState.STALLED
+        return TickResult(self._fallback(), ActionSource.FALLBACK, self.state, None,
+                          latency_s=latency_s)
+
+    def _merge_usable(self, tick: int) -> float | None:
+        latency_s = None
+        ready = [item for item in self._arrived if item[0] <= tick]
+        self._arrived = [item for item in self._arrived if item[0] > tick]
+        for _, obs_tick, reply, latency in ready:
+            chunk = reply.body
+            if chunk.model_id != self.model_id:
+                self._die(f"contract changed: chunk from model {chunk.model_id!r}, session "
+                          f"opened with {self.model_id!r}")
+                return None
+            self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
+                             episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id)
+            self._last_chunk_tick = self._last_contact_tick = tick
+            latency_s = latency
+        return latency_s
+
+    def _expire_in_flight(self, tick: int) -> None:
+        flight = self._in_flight
+        if flight is not None and (tick - flight.tick) * self.dt >= self.config.request_timeout_s:
+            self._in_flight = None
+            self._last_loss_tick = tick
+            self.stats.lost += 1
+
+    def _update_state(self, tick: int) -> None:
+        if self.state in (ClientState.DEAD, ClientState.CONNECTING):
+            return
+        if self._last_contact_tick is None:
+            self._last_contact_tick = tick  # the episode's first tick counts as contact
+        offline_s = (tick - self._last_contact_tick) * self.dt
+        if offline_s >= self.config.max_offline_s:
+            self._die(f"no chunk for {offline_s:.2f} s (max_offline_s="
+                      f"{self.config.max_offline_s})")
+            return
+        if not self.transport.server_present():
+            if self.state is not ClientState.RECONNECTING:
+                log.warning("server absent at tick %d: reconnecting", tick)
+            self.state = ClientState.RECONNECTING
+            return
+        if self.state is ClientState.RECONNECTING:
+            self._advance_reopen()
+            return
+        if self.queue.depth(tick) == 0:
+            return  # tick() decides STALLED when it has to fall back
+        lost_since_chunk = self._last_loss_tick is not None and (
+            self._last_chunk_tick is None or self._last_loss_tick > self._last_chunk_tick)
+        self.state = ClientState.DEGRADED if lost_since_chunk else ClientState.STREAMING
+
+    def _advance_reopen(self) -> None:
+        """Start a background re-open, or apply the one that finished (never waits)."""
+        if self._reopen is None:
+            self._reopen = _Reopen(self)
+            return
+        if not self._reopen.done():
+            return
+        reopen, self._reopen = self._reopen, None
+        if reopen.error is not None:
+            log.info("session re-open failed: %s", reopen.error)
+            return  # the next tick tries again
+        if self._accept_open(reopen.reply):
+            self.stats.reopened += 1
+            self.state = ClientState.STALLED
+
+    def _finish_reopen(self) -> None:
+        """Wait for a re-open still talking to the server (two threads must not share the
+        request path) and drop its answer: the caller opens or resets the session itself."""
+        if self._reopen is not None:
+            self._reopen.join()
+            self._reopen = None
+
+    def _maybe_send(self, tick: int, observation: protocol.Observation) -> None:
+        if self._in_flight is not None or self._arrived:
+            return
+        if self.queue.depth(tick) >= self.config.send_threshold:
+            return
+        if self.state is ClientState.RECONNECTING:
+            return
+        self._seq += 1
+        sent_ns = time.monotonic_ns()
+        payload = protocol.encode(protocol.Message(observation, seq=self._seq, episode=self.episode,
+                                           epoch=self.epoch, client_ns=sent_ns))
+        try:
+            self.transport.publish(payload)
+        except TransportError as exc:
+            self.stats.errors.append(f"publish: {exc}")
+            return
+        self._in_flight = _InFlight(self._seq, tick, sent_ns)
+        self.stats.sent += 1
+
+    def _fallback(self) -> np.ndarray:
+        if self.config.fallback is Fallback.repeat_last:
+            return self._last_action.copy()
+        action = np.zeros_like(self._last_action)
+        if self.config.fallback is Fallback.hold and self._gripper_index is not None:
+            action[self._gripper_index] = self._last_action[self._gripper_index]
+        return action
+
+
+def engine_for(env_spec: EnvSpec, transport: TransportClient, config: EngineConfig, *,
+               chunk_size: int, latency: LatencyModel | None = None) -> ClientEngine:
+    """An engine driving an env of `env_spec`: it declares the env's contract with the chunk
+    size it expects, ticks at the env's control rate, and holds the env's gripper (if it has
+    one) in the `hold` fallback."""
+    contract = dataclasses.replace(env_spec.contract, chunk_size=chunk_size)
+    names = contract.action_names
+    return ClientEngine(transport, contract, config, dt=1.0 / contract.control_hz,
+                        gripper_index=names.index("gripper") if "gripper" in names else None,
+                        latency=latency)

@@ -1,0 +1,55 @@
+"""What the engine reports: its fail-safe state, where each executed action came from, and
+what happened on the wire in an episode."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ClientState(enum.Enum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    DEGRADED = "degraded"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    DEAD = "dead"
+
+
+class ActionSource(enum.Enum):
+    FRESH = "fresh"
+    """The first action executed from a chunk that just arrived."""
+    QUEUED = "queued"
+    FALLBACK = "fallback"
+
+
+@dataclass
+class TickResult:
+    action: np.ndarray
+    source: ActionSource
+    state: ClientState
+    age_ticks: int | None
+    """Ticks between the observation the action was predicted from and now (None: fallback)."""
+    seq: int | None = None
+    episode: int | None = None
+    epoch: int | None = None
+    model_id: str | None = None
+    latency_s: float | None = None
+    """Round trip of the chunk merged at this tick, if one was."""
+
+
+
+@dataclass
+class EngineStats:
+    """What happened on the wire during one episode (reset by `ClientEngine.reset`)."""
+
+    sent: int = 0
+    chunks: int = 0
+    lost: int = 0
+    """Requests with no chunk back within `request_timeout_s`."""
+    reopened: int = 0
+    """Sessions re-opened after the server restarted or forgot this session."""
+    errors: list[str] = field(default_factory=list)
+    """ERROR replies from the server and local decode/publish failures, as text."""

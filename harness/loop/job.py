@@ -1,0 +1,116 @@
+"""The closed-loop job: env and client engine here, the policy server where the config says.
+
+For each selected task it starts (or, for `server=external`, finds) a policy server, runs the
+episodes through a `ClientEngine` over the configured transport, and writes every episode to
+the run directory as it ends. Episodes already written there are skipped, so re-running the
+same command resumes a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+
+from rich.table import Table
+from tqdm import tqdm
+
+from envs import env_name, make_env, task_ids
+from harness.client.engine import engine_for
+from harness.config import HarnessConfig, ServerMode
+from harness.console import make_console
+from harness.loop.latency import LatencyModel
+from harness.loop.runner import run_episode
+from harness.results.store import ResultsStore
+from harness.server.supervisor import ServerSupervisor
+from transports import TransportKind, make_client
+
+log = logging.getLogger(__name__)
+EPISODE_IDS_PER_TASK = 10_000
+
+
+def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_dir: Path):
+    """The task's policy server: a supervised child process, a thread, or None (external)."""
+    mode = config.server.mode
+    if config.transport.kind is TransportKind.local and mode is ServerMode.process:
+        mode = ServerMode.inprocess  # the local transport does not cross processes
+    if mode is ServerMode.external:
+        return None
+    if mode is ServerMode.inprocess:
+        from harness.server.serve import InProcessServer  # needs the [server] extra
+
+        env = dataclasses.replace(config.env, tasks=str(task))
+        return InProcessServer(dataclasses.replace(config, env=env))
+    server = ServerSupervisor([*overrides, f"env.tasks={task}"], run_dir / f"server-task{task}",
+                              startup_timeout_s=config.server.startup_timeout_s)
+    server.start()
+    return server
+
+
+def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int,
+              pending: list[int]) -> None:
+    """The task's pending episodes through one engine, each written as it ends."""
+    engine = engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
+                        latency=LatencyModel(config.latency.kind, value_s=config.latency.value_s,
+                                             sigma=config.latency.sigma, seed=config.seed))
+    is_libero = env_name(config.env.name).is_libero
+    for i in tqdm(pending, desc=f"{config.env.name} task {task}"):
+        episode = task * EPISODE_IDS_PER_TASK + i + 1
+        init_state = i if is_libero else None
+        trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
+                            init_state=init_state, clock=config.clock)
+        store.write_episode(task=task, seed=config.seed + i, init_state=init_state,
+                            trace=trace, extra={"transport": config.transport.kind,
+                                                "client_state_end": engine.state.value})
+        if engine.dead_reason:
+            store.log_event({"task": task, "episode": episode, "dead": engine.dead_reason})
+    engine.close()
+
+
+def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str]) -> dict:
+    """Run every selected task's episodes; returns the run's summary."""
+    store = ResultsStore(output_dir)
+    env_config = config.env
+    overrides = [o for o in overrides if not o.startswith(("env.tasks=", "job=", "hydra."))]
+    for task in task_ids(env_config.name, env_config.tasks):
+        pending = [i for i in range(env_config.episodes_per_task)
+                   if not store.done(task, task * EPISODE_IDS_PER_TASK + i + 1)]
+        if not pending:
+            log.info("task %d: all %d episodes already in %s", task,
+                     env_config.episodes_per_task, output_dir)
+            continue
+        with contextlib.ExitStack() as running:
+            env = make_env(env_config.name, cameras=tuple(env_config.cameras),
+                           image_size=(env_config.image_size, env_config.image_size),
+                           max_steps=env_config.max_steps, task_id=task)
+            running.callback(env.close)
+            server = _start_server(config, task, overrides, output_dir)
+            if server is not None:
+                running.callback(server.stop)
+            client = make_client(config.transport)
+            running.callback(client.close)
+            client.wait_ready(config.server.startup_timeout_s)
+            _run_task(config, store, env, client, task, pending)
+    summary = store.summarize(latency_budget_s=config.latency.budget_s)
+    print_summary(config, summary)
+    return summary
+
+
+def print_summary(config: HarnessConfig, summary: dict) -> None:
+    table = Table(title=f"{config.env.name} / {config.policy.name} over {config.transport.kind}"
+                        f" ({config.clock} clock)")
+    for column in ("episodes", "success", "Wilson 95%", "latency p50/p95/p99 ms",
+                   "over budget", "fallback ticks", "breaches", "dead"):
+        table.add_column(column, justify="right")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.1f}"
+
+    low, high = summary["success_wilson95"]
+    table.add_row(
+        str(summary["episodes"]), f"{summary['success_rate']:.0%}", f"{low:.0%}-{high:.0%}",
+        "/".join(ms(summary[k]) for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s")),
+        str(summary["latency_over_budget"]), str(summary["fallback_ticks"]),
+        str(summary["invariant_breaches"]), str(summary["dead_episodes"]))
+    make_console().print(table)

@@ -1,0 +1,103 @@
+"""Episode runner: which action the robot executes at each control tick, and the record of it.
+
+Each tick: the per-tick hook, then (virtual clock) the wait for a reply that is due
+(`harness.loop.clock`), then the engine's action, checked against the invariants
+(`harness.loop.invariants`), then the env step. The trace keeps every tick.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.base import Env
+from harness import protocol
+from harness.client.engine import ClientEngine
+from harness.client.states import ClientState, EngineStats
+from harness.loop.clock import Clock, wait_for_due_reply
+from harness.loop.invariants import InvariantChecker
+
+TickHook = Callable[[int, float, ClientState], None]
+"""Called at the start of every tick, before the engine chooses the action, with the tick,
+its control time in seconds (tick x dt) and the engine's state: where tests look in and
+where a fault controller starts and ends its faults."""
+
+
+@dataclass
+class TickRecord:
+    tick: int
+    source: str
+    state: str
+    age_ticks: int | None
+    seq: int | None
+    latency_s: float | None
+    action: list[float]
+
+
+@dataclass
+class EpisodeTrace:
+    episode: int
+    success: bool = False
+    steps: int = 0
+    termination: str = "max_steps"
+    ticks: list[TickRecord] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+    overruns: int = 0
+    final_sim_state: bytes = b""
+    dt: float = 0.0
+    """Control period, seconds: ticks x dt is control time."""
+    wire: EngineStats = field(default_factory=EngineStats)
+    """The engine's requests, chunks, losses, re-opens and server errors in this episode."""
+
+    def action_digest(self) -> bytes:
+        """Executed actions as bytes, for parity checks."""
+        return np.asarray([t.action for t in self.ticks], np.float32).tobytes()
+
+
+def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
+                init_state: int | None = None, clock: Clock = Clock.virtual,
+                on_tick: TickHook | None = None) -> EpisodeTrace:
+    """Run one episode; the engine's latency model decides when chunks become usable."""
+    clock = Clock(clock)
+    trace = EpisodeTrace(episode, dt=engine.dt)
+    observation = env.reset(seed=seed, init_state=init_state)
+    engine.reset(episode)
+    checker = InvariantChecker(
+        max_age_ticks=math.floor(engine.config.max_action_age_s / engine.dt + 1e-9))
+    next_tick_at = time.monotonic()
+    for tick in range(env.spec.max_steps):
+        if on_tick is not None:
+            on_tick(tick, tick * engine.dt, engine.state)
+        if clock is Clock.virtual:
+            wait_for_due_reply(engine, tick)
+        body = protocol.Observation(observation.state, observation.images, observation.instruction)
+        result = engine.tick(tick, body)
+        trace.breaches += checker.check(result, tick=tick, episode=episode, epoch=engine.epoch,
+                                        model_id=engine.model_id)
+        step = env.step(result.action)
+        trace.ticks.append(TickRecord(tick, result.source.value, result.state.value,
+                                      result.age_ticks, result.seq, result.latency_s,
+                                      [float(a) for a in result.action]))
+        trace.steps = tick + 1
+        observation = step.observation
+        if step.success:
+            trace.success, trace.termination = True, "success"
+            break
+        if result.state.value == "dead":
+            trace.termination = "dead"
+            break
+        if clock is Clock.realtime:
+            next_tick_at += engine.dt
+            remaining = next_tick_at - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+            else:
+                trace.overruns += 1
+    trace.wire = engine.stats
+    if hasattr(env, "sim_state"):
+        trace.final_sim_state = env.sim_state()
+    return trace

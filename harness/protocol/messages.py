@@ -1,0 +1,184 @@
+"""The messages of the wire schema: what one side can say to the other, as Python types.
+
+A message is a fixed little-endian header (routing fields a server can act on without parsing
+the body) plus one body, a frozen dataclass per message type. `harness.protocol.codec` turns
+them into bytes and back; `harness.protocol.contract` holds what a session agrees on.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.protocol.contract import Contract
+
+SCHEMA_VERSION = 1
+MAGIC = b"RH"
+HEADER = struct.Struct("<2sBBHQIIQI")
+"""magic, version, message type, flags, seq, episode, epoch, client monotonic ns, body length."""
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class WireError(ValueError):
+    """Base of the wire errors; the message names the field path and the bad value."""
+
+
+class DecodeError(WireError):
+    """Bytes that are not a valid message of this schema."""
+
+
+class UnsupportedVersion(DecodeError):
+    """The header's schema version is not one this code speaks."""
+
+
+class MessageTooLarge(DecodeError):
+    """A body over `max_body_bytes`, on either side: decode rejects it before parsing, and
+    encode refuses to produce it (so it is raised by encode too, despite the base class)."""
+
+
+class EncodeError(WireError):
+    """A message that cannot be put on the wire (dtype outside the allowlist, wrong type)."""
+
+
+class MessageType(enum.IntEnum):
+    SESSION_OPEN = 1
+    SESSION_OK = 2
+    SESSION_REJECT = 3
+    OBSERVATION = 4
+    ACTION_CHUNK = 5
+    RESET = 6
+    STATUS = 7
+    ERROR = 8
+    CLOSE = 9
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    RESPONSE = 1
+    """Set on replies: tells a STATUS/RESET/CLOSE request from its acknowledgement."""
+    JPEG = 2
+    """Owned by `encode`: set exactly when it JPEG-encoded an observation's images."""
+
+
+KNOWN_FLAGS = int(Flags.RESPONSE | Flags.JPEG)
+
+
+# ---- bodies: one frozen dataclass per message type ------------------------------------------
+
+@dataclass(frozen=True)
+class SessionOpen:
+    """First message of a client: who it is and what it sends and expects."""
+    client_id: str
+    contract: Contract
+
+
+@dataclass(frozen=True)
+class SessionOk:
+    """The server accepted the session; `contract` is the hosted model's own."""
+    session_id: str
+    contract: Contract
+
+
+@dataclass(frozen=True)
+class SessionReject:
+    """The server refused the session, with its load so a client can decide to retry."""
+    reason: str
+    active_sessions: int
+    max_sessions: int
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """One control tick's inputs. Compared by identity (arrays make `==` ambiguous).
+
+    Decoded arrays are read-only `np.frombuffer` views over the decoded body; copy to write.
+    """
+
+    state: dict[str, np.ndarray]
+    images: dict[str, np.ndarray]
+    """camera -> HxWx3 uint8 RGB."""
+    instruction: str
+
+
+@dataclass(frozen=True, eq=False)
+class ActionChunk:
+    """The server's answer to one observation. Compared by identity, like Observation."""
+    actions: np.ndarray
+    """(steps, action_dim); read-only when decoded."""
+    obs_seq: int
+    """Sequence id of the observation this chunk answers."""
+    queue_wait_ns: int
+    """Durations measured by the server; it never sends instants of its own clock."""
+    infer_ns: int
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Reset:
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Status:
+    fields: dict[str, int | float | str | bool] = field(default_factory=dict)
+    """Empty in a request; the server's counters and settings in the reply."""
+
+
+@dataclass(frozen=True)
+class Error:
+    """An explicit failure reply, so a client counts it instead of timing out."""
+    code: str
+    detail: str
+
+
+SESSION_UNKNOWN = "session"
+"""`Error.code` when the server has no open session of the message's epoch (it restarted,
+or the session was closed): the client must open a new session rather than retry."""
+
+
+@dataclass(frozen=True)
+class Close:
+    reason: str = ""
+
+
+Body = (SessionOpen | SessionOk | SessionReject | Observation | ActionChunk | Reset | Status
+        | Error | Close)
+_TYPE_OF: dict[type, MessageType] = {
+    SessionOpen: MessageType.SESSION_OPEN, SessionOk: MessageType.SESSION_OK,
+    SessionReject: MessageType.SESSION_REJECT, Observation: MessageType.OBSERVATION,
+    ActionChunk: MessageType.ACTION_CHUNK, Reset: MessageType.RESET, Status: MessageType.STATUS,
+    Error: MessageType.ERROR, Close: MessageType.CLOSE,
+}
+_BODY_OF = {msg_type: body_type for body_type, msg_type in _TYPE_OF.items()}
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed-size prefix, enough to route or reject a message without its body."""
+    msg_type: MessageType
+    seq: int
+    episode: int
+    epoch: int
+    client_ns: int
+    flags: Flags
+    body_len: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A body plus its header fields; the message type follows from the body's class."""
+    body: Body
+    seq: int = 0
+    episode: int = 0
+    epoch: int = 0
+    client_ns: int = 0
+    """The client's own monotonic clock; a server echoes it untouched."""
+    flags: Flags = Flags.NONE
+
+    @property
+    def msg_type(self) -> MessageType:
+        return _TYPE_OF[type(self.body)]
+

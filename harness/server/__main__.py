@@ -1,0 +1,29 @@
+"""`python -m harness.server [overrides]`: one policy server, alone, until SIGTERM (drain).
+
+Takes the harness's own config (`transport=`, `policy=`, `env=` for the task whose contract
+the oracles read, `server.*`), and prints `READY <health port>` once it serves.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.config import config_dir, register_configs, validate_or_exit
+from harness.server.serve import serve_forever
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    serve_forever(validate_or_exit(cfg), ready=lambda port: print(f"READY {port}", flush=True))
+
+
+if __name__ == "__main__":
+    # Hydra names the log after the module (`__main__.log`); the server's is `server.log`.
+    if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
+        sys.argv.append("hydra.job.name=server")
+    main()

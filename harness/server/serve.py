@@ -1,0 +1,107 @@
+"""Run one policy server from a config until it is told to stop.
+
+The policy is built from `config.policy` (and, for the scripted oracles, the env's task
+definition), never from a running env: a server hosting a learned model loads no simulator.
+A server started by the harness's supervisor also watches its lifeline, a pipe whose other
+end only the harness holds, and drains when it closes: the harness exiting in any way,
+SIGKILL included, never leaves a server behind holding the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+from envs import task_ids
+from harness.server.metrics import HealthEndpoint
+from harness.server.policy_server import PolicyServer
+from harness.server.supervisor import LIFELINE_ENV
+from policies import Policy, make_policy
+from transports import make_server
+
+log = logging.getLogger(__name__)
+
+
+def policy_factory(config) -> Callable[[], Policy]:
+    """A builder of the policy `config` (a HarnessConfig) names, one instance per call."""
+    policy = config.policy
+    # "all" starts at task 0: no need to ask the suite how many it has.
+    task = 0 if config.env.tasks == "all" else task_ids(config.env.name, config.env.tasks)[0]
+    return lambda: make_policy(policy.name, env=config.env.name, task_id=task,
+                               chunk_size=policy.chunk_size, weights=policy.weights,
+                               latency_profile=policy.latency_profile, seed=config.seed)
+
+
+def watch_lifeline(stop: threading.Event) -> None:
+    """If started by a supervisor, set `stop` when the supervisor's end of the pipe closes."""
+    fd = os.environ.get(LIFELINE_ENV)
+    if fd is None:
+        return
+
+    def wait_for_eof() -> None:
+        try:
+            while os.read(int(fd), 1):
+                pass
+        except OSError:
+            pass
+        log.warning("the harness that started this server is gone: draining")
+        stop.set()
+
+    threading.Thread(target=wait_for_eof, name="lifeline", daemon=True).start()
+
+
+def serve_forever(config, *, ready: Callable[[int], None] | None = None,
+                  stop: threading.Event | None = None) -> None:
+    """Run a policy server for `config` (a HarnessConfig) until SIGTERM/SIGINT, the lifeline
+    closing, or `stop`; then drain. `ready(health_port)` is called once it serves."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        watch_lifeline(stop)
+    server = PolicyServer(make_server(config.transport), policy_factory(config),
+                          max_sessions=config.server.max_sessions)
+    server.start()
+    health = HealthEndpoint(server.metrics, server.healthy, port=config.server.health_port)
+    health.start()
+    log.info("serving %s on %s; health on port %d", server.spec.model_id,
+             config.transport.kind, health.port)
+    if ready is not None:
+        ready(health.port)
+    stop.wait()
+    log.info("draining")
+    server.drain()
+    health.close()
+
+
+class InProcessServer:
+    """`serve_forever` on a thread of this process (the only choice for transport=local);
+    the same start/stop shape as `ServerSupervisor`, without signals to send."""
+
+    def __init__(self, config) -> None:
+        self._stop = threading.Event()
+        started = threading.Event()
+        self._failure: BaseException | None = None
+
+        def run() -> None:
+            try:
+                serve_forever(config, ready=lambda port: started.set(), stop=self._stop)
+            except BaseException as exc:  # reported to the starting thread below
+                self._failure = exc
+                started.set()
+
+        self._thread = threading.Thread(target=run, name="policy-server", daemon=True)
+        self._thread.start()
+        if not started.wait(config.server.startup_timeout_s):
+            raise RuntimeError("in-process policy server did not start within "
+                               f"{config.server.startup_timeout_s} s")
+        if self._failure is not None:
+            raise RuntimeError(f"in-process policy server failed to start: "
+                               f"{self._failure!r}") from self._failure
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

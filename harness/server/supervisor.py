@@ -1,0 +1,180 @@
+"""Start, stop, kill, pause and restart the policy server as a child process.
+
+The loop job, the tests and (next) the fault controller all need a server process they can
+do things to: SIGKILL it, SIGSTOP/SIGCONT it, SIGTERM it (drain), start it again on the same
+config. Two guarantees make that safe to use in a benchmark:
+
+* Start-up fails fast and says why. The supervisor waits for the child's `READY <port>` line
+  *or its exit*, whichever comes first; a child that dies at start-up (a bad override, a
+  missing package, a port in use) raises `ServerStartError` quoting its last log lines
+  within seconds, not after `startup_timeout_s` of silence.
+* The child never outlives the harness. It gets a lifeline, the read end of a pipe whose
+  write end only this process holds: when the harness exits in any way, SIGKILL included,
+  the pipe closes and the server drains (`harness.server.serve.watch_lifeline`). The child
+  runs in a process group of its own within the harness's session, so a child that is
+  stopped (SIGSTOP) when the harness dies is sent SIGHUP and SIGCONT by the kernel as its
+  group becomes orphaned, and exits too.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LIFELINE_ENV = "HARNESS_LIFELINE_FD"
+"""Environment variable naming the child's inherited end of the lifeline pipe."""
+
+READY_PREFIX = "READY "
+TAIL_LINES = 30
+"""Lines of the child's output kept for an error message."""
+DRAIN_TIMEOUT_S = 15.0
+
+
+class ServerStartError(RuntimeError):
+    """The server process exited, or did not report ready in time, at start-up."""
+
+
+class ServerSupervisor:
+    """`python -m harness.server <overrides>` as a child process the harness controls.
+
+    Not thread-safe: one thread (the loop job, a test, the fault controller) drives it.
+    """
+
+    def __init__(self, overrides: list[str], run_dir: Path, *, startup_timeout_s: float) -> None:
+        self.overrides = list(overrides)
+        self.run_dir = Path(run_dir)
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[str] | None = None
+        self.health_port: int | None = None
+        self.starts = 0
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._lifeline: int | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def last_lines(self) -> list[str]:
+        """The child's last lines of output (stdout and stderr), oldest first."""
+        return list(self._tail)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the server and block until it serves.
+
+        Raises:
+            ServerStartError: the child exited first (its last lines are in the message), or
+                it did not report ready within `startup_timeout_s` (it is then killed).
+        """
+        if self.alive():
+            raise RuntimeError(f"server pid {self.pid} is already running")
+        self.starts += 1
+        self._tail.clear()
+        self.health_port = None
+        read_end, self._lifeline = os.pipe()
+        command = [sys.executable, "-m", "harness.server", *self.overrides,
+                   f"hydra.run.dir={self.run_dir}", "hydra.output_subdir=null"]
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                bufsize=1, pass_fds=(read_end,), process_group=0,
+                env={**os.environ, LIFELINE_ENV: str(read_end)})
+        finally:
+            os.close(read_end)  # the child holds its copy; ours would keep the pipe open
+        ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_output, args=(self.process, ready),
+                                        name=f"server-{self.process.pid}-output", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not ready.wait(0.05):
+            if self.process.poll() is not None:
+                self._reader.join(1.0)  # let it take the dead child's last lines
+                raise ServerStartError(self._describe_exit("exited during start-up"))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError(self._describe_exit(
+                    f"did not report ready within {self.startup_timeout_s} s"))
+        log.info("policy server pid %d ready (start %d, health port %d)", self.pid,
+                 self.starts, self.health_port)
+
+    def _read_output(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
+        """Drain the child's output for its whole life (a full pipe would block it), keep
+        the tail, pass its warnings and errors on, and catch the READY line."""
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith(READY_PREFIX) and not ready.is_set():
+                self.health_port = int(line.split()[1])
+                ready.set()
+                continue
+            self._tail.append(line)
+            if any(level in line for level in ("[WARNING]", "[ERROR]", "[CRITICAL]")):
+                log.warning("server pid %d: %s", process.pid, line)
+
+    def _describe_exit(self, what: str) -> str:
+        code = self.process.poll() if self.process is not None else None
+        status = f"exit status {code}" if code is not None else "still running"
+        tail = "\n".join(f"    {line}" for line in self._tail) or "    (no output)"
+        return (f"policy server ({' '.join(self.overrides) or 'default config'}) {what} "
+                f"({status}); its last lines:\n{tail}\n(full log in {self.run_dir})")
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash) and reap it."""
+        self._signal(signal.SIGKILL)
+        self._wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, its sockets stay open, nothing answers (a stall)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        self._signal(signal.SIGCONT)
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> int | None:
+        """SIGTERM: the server finishes the inference in progress and exits; killed if it
+        has not within `timeout_s`. Returns its exit status (None if none was running)."""
+        if not self.alive():
+            return self._wait()
+        self._signal(signal.SIGCONT)  # a paused server cannot drain
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("server pid %d did not drain within %.0f s: killing it", self.pid,
+                        timeout_s)
+            self.kill()
+        return self._wait()
+
+    def restart(self) -> None:
+        """Kill the running server, if any, and start it again on the same config."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Drain the server if it runs and release the lifeline. Idempotent."""
+        self.drain()
+
+    def _wait(self) -> int | None:
+        code = self.process.wait() if self.process is not None else None
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        return code

@@ -1,0 +1,224 @@
+"""The closed loop over real transports: golden parity, fail-safe states, contract checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from envs import make_env
+from harness import protocol
+from harness.bench import parity
+from harness.client.config import EngineConfig
+from harness.client.engine import ClientEngine, engine_for
+from harness.client.states import ActionSource, ClientState
+from harness.loop.latency import LatencyModel
+from harness.loop.runner import run_episode
+from harness.server.policy_server import PolicyServer
+from policies import make_policy
+from tests.conftest import wait_until
+from tests.transports.test_conformance import config_for
+from transports import KINDS, LocalTransportConfig, make_client, make_server
+
+pytestmark = pytest.mark.network
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_transport_matches_the_golden_digests(kind):
+    golden = json.loads(parity.GOLDEN.read_text())["digests"]
+    traces = parity.run_parity_episodes(config_for(kind))
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden
+    assert all(t.success and t.breaches == [] for t in traces)
+
+
+ENV = "mujoco_pick_place"
+
+
+def oracle():
+    return make_policy("oracle", env=ENV)
+
+
+@pytest.fixture
+def env():
+    env = make_env(ENV)
+    yield env
+    env.close()
+
+
+class Rig:
+    """A policy server under a fresh local-transport name, a client and its engine.
+    `restart` replaces the server under the same name, as a restarted process would."""
+
+    def __init__(self, env, *, latency: LatencyModel | None, **config) -> None:
+        self.env, self.name = env, f"loop-{uuid.uuid4().hex[:8]}"
+        self.server = self._serve(oracle)
+        self.client = make_client(LocalTransportConfig(name=self.name))
+        self.engine = engine_for(env.spec, self.client, EngineConfig(**config), chunk_size=8,
+                                 latency=latency)
+
+    def _serve(self, factory) -> PolicyServer:
+        server = PolicyServer(make_server(LocalTransportConfig(name=self.name)), factory)
+        server.start()
+        return server
+
+    def restart(self, policy: str = "oracle", factory=None) -> None:
+        self.server.close()
+        self.server = self._serve(factory or (lambda: make_policy(policy, env=ENV)))
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
+
+
+@pytest.fixture
+def rig(env):
+    """rig(**engine_config) -> Rig with a fixed 100 ms latency (measured with measured=True);
+    every rig made is closed after the test."""
+    rigs = []
+
+    def make(*, measured: bool = False, **config) -> Rig:
+        latency = None if measured else LatencyModel("fixed", value_s=0.1)
+        rigs.append(Rig(env, latency=latency, **config))
+        return rigs[-1]
+
+    yield make
+    for made in rigs:
+        made.close()
+
+
+def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
+    trace = run_episode(env, rig(measured=True).engine, episode=1, seed=0)
+    sources = {t.source for t in trace.ticks}
+    assert trace.success and trace.breaches == []
+    assert sources == {"fresh", "queued", "fallback"}
+    assert trace.ticks[0].source == "fallback"  # tick 0: no chunk can have arrived yet
+
+
+def test_server_killed_mid_episode_stalls_safely_and_is_rejoined_after_restart(env, rig):
+    loop = rig(max_offline_s=30.0)
+    epochs: dict[int, int] = {}
+
+    def outage(tick: int, control_s: float, state: ClientState) -> None:
+        assert control_s == pytest.approx(tick * loop.engine.dt)
+        epochs[tick] = loop.engine.epoch
+        if tick == 10:
+            loop.server.close()
+        if tick == 40:
+            loop.restart()
+            wait_until(loop.client.server_present, 5.0, "restarted server")
+
+    trace = run_episode(env, loop.engine, episode=1, seed=0, on_tick=outage)
+    assert trace.breaches == []
+    during_outage = trace.ticks[25:40]
+    assert all(t.source == "fallback" for t in during_outage)
+    assert {t.state for t in during_outage} <= {"stalled", "reconnecting"}
+    assert all(t.action[:3] == [0.0, 0.0, 0.0] for t in during_outage)  # hold still
+    assert any(t.state == "streaming" for t in trace.ticks[41:])
+    assert loop.engine.epoch != epochs[5]  # a new session on the new server
+
+
+def test_wrong_action_spec_makes_the_engine_dead_with_the_reason(env, rig):
+    contract = dataclasses.replace(env.spec.contract, chunk_size=8,
+                                   action_names=("dy", "dx", "dz", "gripper"))
+    engine = ClientEngine(rig().client, contract, EngineConfig(), dt=0.05, gripper_index=3)
+    trace = run_episode(env, engine, episode=1, seed=0)
+    assert engine.state is ClientState.DEAD
+    assert "session rejected: contract mismatch: action_names" in engine.dead_reason
+    assert trace.termination == "dead" and trace.steps == 1
+    assert trace.ticks[0].source == "fallback"
+
+
+def test_server_restarted_with_another_model_is_a_contract_change(rig):
+    loop = rig()
+    loop.engine.reset(1)
+    assert loop.engine.model_id == "oracle"
+    loop.restart(policy="torch")
+    wait_until(loop.client.server_present, 5.0, "restarted server")
+    assert not loop.engine.open_session()
+    assert loop.engine.state is ClientState.DEAD
+    assert "contract changed" in loop.engine.dead_reason
+
+
+def observation_of(env) -> protocol.Observation:
+    observation = env.reset(seed=0)
+    return protocol.Observation(observation.state, observation.images, "")
+
+
+def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env, rig):
+    """The restarted server builds each session's policy behind a gate the test holds shut:
+    the re-open cannot finish, yet every tick returns (fallback, RECONNECTING)."""
+    loop = rig(max_offline_s=30.0, control_timeout_s=10.0)
+    engine, body = loop.engine, observation_of(env)
+    gate, warmed = threading.Event(), threading.Event()
+
+    def gated_policy():
+        if warmed.is_set():  # the first call is the server's warm-up; sessions wait
+            gate.wait(20.0)
+        warmed.set()
+        return oracle()
+
+    try:
+        engine.reset(1)
+        first_epoch = engine.epoch
+        loop.server.close()
+        assert engine.tick(0, body).state is ClientState.RECONNECTING  # sees it gone
+        loop.restart(factory=gated_policy)
+        pending = [engine.tick(tick, body) for tick in range(1, 21)]
+        assert engine._reopen is not None and not engine._reopen.done()  # open still blocked
+        assert all(r.source is ActionSource.FALLBACK for r in pending)
+        assert {r.state for r in pending} == {ClientState.RECONNECTING}
+    finally:
+        gate.set()
+    for tick in range(21, 400):
+        if engine.tick(tick, body).state is ClientState.STREAMING:
+            break
+        time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
+    assert engine.state is ClientState.STREAMING
+    assert engine.epoch != first_epoch and engine.stats.reopened == 1
+
+
+def test_a_server_restarted_between_two_ticks_is_rejoined_from_its_session_error(env, rig):
+    """The client never sees the server absent; the new server answers the old epoch's
+    observation with a session error, and the engine re-opens instead of timing out."""
+    loop = rig(max_offline_s=30.0)
+    engine, body = loop.engine, observation_of(env)
+    engine.reset(1)
+    first_epoch = engine.epoch
+    loop.restart()
+    states = []
+    for tick in range(400):
+        states.append(engine.tick(tick, body).state)
+        if tick > 0 and states[-1] is ClientState.STREAMING:
+            break
+        time.sleep(0.005)  # ticks paced like a robot's, so replies can arrive
+    assert ClientState.RECONNECTING in states and states[-1] is ClientState.STREAMING
+    assert engine.epoch != first_epoch and engine.stats.reopened == 1
+    assert engine.stats.lost == 0  # rejoined from the error, not after request_timeout_s
+    assert any(e.startswith("session:") for e in engine.stats.errors)
+
+
+def test_reset_after_a_restart_between_episodes_reopens_the_session(rig):
+    loop = rig()
+    loop.engine.reset(1)
+    first_epoch = loop.engine.epoch
+    loop.restart()
+    loop.engine.reset(2)
+    assert loop.engine.state is ClientState.STREAMING
+    assert loop.engine.epoch != first_epoch and loop.engine.stats.reopened == 1
+
+
+def test_realtime_clock_paces_ticks_by_the_wall_clock(env, rig):
+    engine = rig(measured=True).engine
+    started = time.monotonic()
+    trace = run_episode(env, engine, episode=1, seed=0, clock="realtime")
+    elapsed = time.monotonic() - started
+    assert trace.success and trace.breaches == []
+    assert elapsed >= (trace.steps - 1) * engine.dt  # never faster than the control rate
+    assert 0 <= trace.overruns < trace.steps
+    assert trace.wire.chunks > 0 and trace.wire.lost == 0
+    latencies = [t.latency_s for t in trace.ticks if t.latency_s is not None]
+    assert latencies and all(0 < lat < engine.config.request_timeout_s for lat in latencies)

@@ -1,0 +1,137 @@
+"""The server supervisor: a real `python -m harness.server` child, killed, paused, drained and
+restarted, failing fast at start-up, and never outliving the harness that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from harness import protocol
+from harness.server.supervisor import ServerStartError, ServerSupervisor
+from tests.conftest import wait_until
+from transports import TransportError, make_client
+from transports.loopback import loopback_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+def zmq_overrides(config) -> list[str]:
+    return ["transport=zmq", f"transport.listen={config.listen}", "env=mujoco_reach"]
+
+
+def status(client, timeout_s: float = 5.0) -> protocol.Message:
+    return protocol.decode(client.request(protocol.encode(protocol.Message(protocol.Status())),
+                                          timeout_s=timeout_s))
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie (this container's init may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    config = loopback_config("zmq", heartbeat_interval_s=0.05, heartbeat_timeout_s=0.3)
+    supervisor = ServerSupervisor(zmq_overrides(config), tmp_path / "server",
+                                  startup_timeout_s=60.0)
+    client = make_client(config)
+    yield supervisor, client
+    client.close()
+    supervisor.stop()
+
+
+def test_kill_pause_resume_restart_and_drain_act_on_the_real_process(supervised):
+    supervisor, client = supervised
+    supervisor.start()
+    first_pid = supervisor.pid
+    client.wait_ready(10.0)
+    assert status(client).body.fields["model_id"] == "oracle"
+
+    supervisor.pause()
+    with pytest.raises(TransportError):  # stopped: the socket is open, nothing answers
+        status(client, timeout_s=0.5)
+    supervisor.resume()
+    assert status(client).msg_type is protocol.MessageType.STATUS
+
+    supervisor.kill()
+    assert supervisor.process.returncode == -signal.SIGKILL and gone(first_pid)
+    wait_until(lambda: not client.server_present(), 5.0, "server absent after SIGKILL")
+
+    supervisor.restart()  # same port: nothing is left holding it
+    assert supervisor.pid != first_pid and supervisor.starts == 2
+    wait_until(client.server_present, 10.0, "restarted server present")
+    assert status(client).body.fields["sessions"] == 0  # a new process, no old sessions
+
+    assert supervisor.drain() == 0  # SIGTERM drains and exits cleanly
+    assert not supervisor.alive()
+
+
+def test_a_server_dying_at_start_up_fails_at_once_quoting_its_last_lines(tmp_path):
+    config = loopback_config("zmq")
+    supervisor = ServerSupervisor(
+        [*zmq_overrides(config), "policy=torch", f"policy.weights={tmp_path}/missing.safetensors"],
+        tmp_path / "server", startup_timeout_s=120.0)
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as failure:
+        supervisor.start()
+    assert time.monotonic() - started < 60.0  # its exit, not the 120 s timeout, ended the wait
+    message = str(failure.value)
+    assert "exited during start-up" in message and "exit status 1" in message
+    assert "missing.safetensors does not exist" in message  # the child's own error, quoted
+    assert not supervisor.alive()
+
+
+def test_a_server_that_never_reports_ready_is_killed_at_the_timeout(tmp_path):
+    config = loopback_config("zmq")
+    supervisor = ServerSupervisor(zmq_overrides(config),
+                                  tmp_path / "server", startup_timeout_s=0.5)
+    with pytest.raises(ServerStartError, match="did not report ready within 0.5 s"):
+        supervisor.start()
+    assert not supervisor.alive()
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from harness.server.supervisor import ServerSupervisor
+    supervisor = ServerSupervisor(sys.argv[3:], Path(sys.argv[1]), startup_timeout_s=60.0)
+    supervisor.start()
+    if sys.argv[2] == "paused":
+        supervisor.pause()
+    print(supervisor.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("child_state", ["running", "paused"])
+def test_the_server_never_outlives_a_harness_killed_with_sigkill(tmp_path, child_state):
+    """The harness (here a small driver) is SIGKILLed: no `finally`, no atexit runs. The
+    child must exit anyway, running (its lifeline closes) or stopped (its orphaned process
+    group gets SIGHUP and SIGCONT), and the next server can bind the same port."""
+    config = loopback_config("zmq")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "server"),
+                               child_state, *zmq_overrides(config)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(driver.stdout.readline())
+        assert not gone(child)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        wait_until(lambda: gone(child), 20.0, f"server pid {child} to exit")
+    finally:
+        driver.kill()
+        driver.wait()
+    successor = ServerSupervisor(zmq_overrides(config), tmp_path / "again",
+                                 startup_timeout_s=60.0)
+    successor.start()
+    assert successor.drain() == 0

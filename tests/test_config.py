@@ -1,0 +1,118 @@
+"""Every shipped YAML composes and validates; bad values fail at startup naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.config import ConfigError, config_dir, register_configs, validate
+from transports.config import TransportConfig
+
+register_configs()
+TRANSPORT_FILES = sorted(p.stem for p in (Path(config_dir()) / "transport").glob("*.yaml"))
+ENV_FILES = sorted(p.stem for p in (Path(config_dir()) / "env").glob("*.yaml"))
+POLICY_FILES = sorted(p.stem for p in (Path(config_dir()) / "policy").glob("*.yaml"))
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_every_transport_kind_has_a_yaml():
+    assert TRANSPORT_FILES == ["grpc", "local", "zenoh", "zmq"]
+
+
+@pytest.mark.parametrize("name", TRANSPORT_FILES)
+def test_transport_yaml_composes_into_its_dataclass(name):
+    config = validate(compose_config(f"transport={name}"))
+    assert isinstance(config.transport, TransportConfig)
+    assert config.transport.kind == name
+
+
+@pytest.mark.parametrize("name", ENV_FILES)
+def test_env_yaml_composes_and_names_its_env(name):
+    config = validate(compose_config(f"env={name}"))
+    assert config.env.name == name
+    assert config.env.tasks == ("all" if name.startswith("libero") else "0")
+
+
+@pytest.mark.parametrize("name", POLICY_FILES)
+def test_policy_yaml_composes_and_names_its_policy(name):
+    assert validate(compose_config(f"policy={name}")).policy.name == name
+
+
+def test_every_env_and_policy_has_a_yaml():
+    assert ENV_FILES == sorted(["mujoco_reach", "mujoco_pick_place", "libero_spatial",
+                                "libero_object", "libero_goal", "libero_10", "libero_90"])
+    assert POLICY_FILES == ["oracle", "torch"]
+
+
+def test_default_transport_is_zenoh_on_loopback_dialling_its_listen_address():
+    config = validate(compose_config())
+    assert config.transport.kind == "zenoh"
+    assert config.transport.listen == "tcp/127.0.0.1:7447"
+    assert config.transport.connect is None
+    assert config.transport.connect_address == "tcp/127.0.0.1:7447"
+
+
+def test_connect_address_can_differ_from_listen():
+    config = validate(compose_config("transport=zmq", "transport.listen=tcp://0.0.0.0:5555",
+                                     "transport.connect=tcp://10.0.0.5:6000"))
+    assert (config.transport.listen, config.transport.connect_address) == (
+        "tcp://0.0.0.0:5555", "tcp://10.0.0.5:6000")
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("transport.lease_ms=-5", "transport.lease_ms"),
+        ("transport.max_message_bytes=0", "transport.max_message_bytes"),
+        ("transport.listen=localhost:7447", "transport.listen"),
+        ("transport.connect=localhost:7447", "transport.connect"),
+        ("bench.round_trips=0", "bench.round_trips"),
+        ("bench.jpeg_quality=101", "bench.jpeg_quality"),
+        ("env.tasks=first", "env.tasks"),
+        ("env.episodes_per_task=0", "env.episodes_per_task"),
+        ("policy.chunk_size=0", "policy.chunk_size"),
+        ("policy.latency_profile=h100", "policy.latency_profile"),
+        ("policy.replan_every=9", "policy.replan_every"),
+    ],
+)
+def test_out_of_range_value_fails_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(compose_config(override))
+
+
+def test_misspelt_key_fails_at_compose_naming_the_key():
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException), match="listne"):
+        compose_config("transport.listne=tcp/127.0.0.1:1")
+
+
+@pytest.mark.parametrize(("override", "field", "choices"), [
+    ("env.name=libero_100", "env.name", "mujoco_reach"),
+    ("policy.name=pi0", "policy.name", "oracle"),
+    ("job=train", "job", "evaluate"),
+    ("clock=wall", "clock", "virtual"),
+    ("latency.kind=normal", "latency.kind", "lognormal"),
+    ("server.mode=remote", "server.mode", "external"),
+    ("client.fallback=brake", "client.fallback", "repeat_last"),
+    ("client.ensembling=median", "client.ensembling", "exponential"),
+    ("transport.kind=udp", "transport.kind", "zenoh"),
+])
+def test_a_choice_outside_its_enum_fails_at_compose_naming_field_and_choices(override, field,
+                                                                              choices):
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException)) as failure:
+        compose_config(override)
+    text = str(failure.value) + str(failure.value.__cause__)
+    assert field in text and choices in text
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException),
+                       match="round_trips"):
+        compose_config("bench.round_trips=many")
