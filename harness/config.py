@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envs import EnvName
+from harness.choices import choice
 from harness.client.config import EngineConfig
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
@@ -75,7 +76,7 @@ class EnvConfig:
     """Step limit per episode; None uses the suite's usual horizon."""
 
     def __post_init__(self) -> None:
-        self.name = EnvName(self.name)
+        self.name = choice(EnvName, self.name, "env.name")
         if self.tasks != "all" and not all(t.strip().isdigit() for t in self.tasks.split(",")):
             raise ConfigError(f"env.tasks={self.tasks!r}: expected 'all' or ids like '0,3'")
         if self.episodes_per_task < 1:
@@ -100,7 +101,7 @@ class PolicyConfig:
     """evaluate job: steps executed from each chunk before asking again (None: all of it)."""
 
     def __post_init__(self) -> None:
-        self.name = PolicyName(self.name)
+        self.name = choice(PolicyName, self.name, "policy.name")
         if self.chunk_size < 1:
             raise ConfigError(f"policy.chunk_size={self.chunk_size}: must be >= 1")
         from policies.slow import PROFILES
@@ -124,7 +125,7 @@ class ServerConfig:
     startup_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        self.mode = ServerMode(self.mode)
+        self.mode = choice(ServerMode, self.mode, "server.mode")
         if self.max_sessions < 1:
             raise ConfigError(f"server.max_sessions={self.max_sessions}: must be >= 1")
         if not 0 <= self.health_port <= 65535:
@@ -145,7 +146,7 @@ class LatencyConfig:
     """Latency budget the summary reports against."""
 
     def __post_init__(self) -> None:
-        self.kind = LatencyKind(self.kind)
+        self.kind = choice(LatencyKind, self.kind, "latency.kind")
         if self.value_s <= 0 or self.sigma < 0 or self.budget_s <= 0:
             raise ConfigError(f"latency: value_s={self.value_s} and budget_s={self.budget_s} "
                               f"must be > 0, sigma={self.sigma} >= 0")
@@ -189,7 +190,8 @@ class HarnessConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.job, self.clock = Job(self.job), Clock(self.clock)
+        self.job = choice(Job, self.job, "job")
+        self.clock = choice(Clock, self.clock, "clock")
 
 
 def register_configs() -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.client.config import Ensembling, choice
+from harness.choices import choice
+from harness.client.config import Ensembling
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from harness.choices import choice
+
 
 class Ensembling(enum.StrEnum):
     """How an arriving chunk combines with actions already queued for the same ticks."""
@@ -21,15 +23,6 @@ class Fallback(enum.StrEnum):
     """Zero deltas, gripper kept as it is."""
     repeat_last = "repeat_last"
     zero = "zero"
-
-
-def choice(enum_type: type[enum.StrEnum], value: str, field: str):
-    """`value` as a member of `enum_type`; ValueError naming `field` and the choices if not."""
-    try:
-        return enum_type(value)
-    except ValueError:
-        raise ValueError(f"{field}={value!r}: expected one of "
-                         f"{[member.value for member in enum_type]}") from None
 
 
 @dataclass

@@ -4,11 +4,11 @@ The policy is loaded and warmed once; clients open sessions. Opening a session c
 client's contract against the policy's (`harness.protocol.check_contract`: action names and
 order, observation keys and shapes, image sizes, control rate, chunk size, model id) and
 rejects a mismatch with a reason the client can log. Control messages (open, reset, status,
-close) are answered on the transport's request path; observations arrive on its latest-only stream, and one inference
-thread serves the sessions round-robin, so a newer observation replaces an unserved one
-instead of queueing behind it. Every request leaves one JSON audit line, the server exposes
-`/healthz` and Prometheus `/metrics`, and `drain()` (SIGTERM) finishes the inference in
-progress, refuses new sessions and closes.
+close) are answered on the transport's request path; observations arrive on its latest-only
+stream, and one inference thread serves the sessions round-robin, so a newer observation
+replaces an unserved one instead of queueing behind it. Every request leaves one JSON audit
+line, the server exposes `/healthz` and Prometheus `/metrics`, and `drain()` (SIGTERM)
+finishes the inference in progress, refuses new sessions and closes.
 
 Clock rule: the server never sends an instant of its own clock. It echoes the client's stamp
 and reports durations (queue wait, inference time) only.
