@@ -120,9 +120,15 @@ class ServerConfig:
 
     mode: ServerMode = ServerMode.process
     max_sessions: int = 4
+    health_host: str = "127.0.0.1"
+    """Address /healthz and /metrics bind to; 0.0.0.0 for a server scraped from elsewhere."""
     health_port: int = 0
     """HTTP port of /healthz and /metrics; 0 picks a free one."""
     startup_timeout_s: float = 120.0
+    session_idle_timeout_s: float = 10.0
+    """A session that sent nothing for this long (wall time) expires and frees its slot."""
+    max_client_id_chars: int = 128
+    """Longer client ids are rejected at session open (and never logged in full)."""
 
     def __post_init__(self) -> None:
         self.mode = choice(ServerMode, self.mode, "server.mode")
@@ -132,6 +138,14 @@ class ServerConfig:
             raise ConfigError(f"server.health_port={self.health_port}: must be in 0..65535")
         if self.startup_timeout_s <= 0:
             raise ConfigError(f"server.startup_timeout_s={self.startup_timeout_s}: must be > 0")
+        if self.session_idle_timeout_s <= 0:
+            raise ConfigError(f"server.session_idle_timeout_s={self.session_idle_timeout_s}: "
+                              "must be > 0")
+        if not 1 <= self.max_client_id_chars <= 4096:
+            raise ConfigError(f"server.max_client_id_chars={self.max_client_id_chars}: must be "
+                              "in 1..4096")
+        if not self.health_host:
+            raise ConfigError("server.health_host='': name an address, e.g. 127.0.0.1")
 
 
 @dataclass

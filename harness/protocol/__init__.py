@@ -21,8 +21,12 @@ from harness.protocol.contract import (
 )
 from harness.protocol.messages import (
     DEFAULT_MAX_BODY_BYTES,
+    ERROR_CONTRACT,
+    ERROR_PROTOCOL,
     HEADER,
     MAGIC,
+    REJECT_CLIENT_ID,
+    REJECT_CONTRACT,
     SCHEMA_VERSION,
     SESSION_UNKNOWN,
     ActionChunk,
@@ -44,13 +48,15 @@ from harness.protocol.messages import (
     Status,
     UnsupportedVersion,
     WireError,
+    retryable_reject,
 )
 
 __all__ = [
-    "ALLOWED_DTYPES", "DEFAULT_MAX_BODY_BYTES", "DTYPE_NAMES", "HEADER", "MAGIC", "MAX_IMAGE_SIDE",
-    "MAX_NDIM", "SCHEMA_VERSION", "SESSION_UNKNOWN", "ActionChunk", "ArraySpec", "Body", "Close",
-    "Contract", "ContractMismatch", "DecodeError", "EncodeError", "Error", "Flags", "Header",
-    "Message", "MessageTooLarge", "MessageType", "Observation", "Reset", "SessionOk",
-    "SessionOpen", "SessionReject", "Status", "UnsupportedVersion", "WireError",
-    "check_contract", "decode", "decode_header", "encode",
+    "ALLOWED_DTYPES", "DEFAULT_MAX_BODY_BYTES", "DTYPE_NAMES", "ERROR_CONTRACT", "ERROR_PROTOCOL",
+    "HEADER", "MAGIC", "MAX_IMAGE_SIDE", "MAX_NDIM", "REJECT_CLIENT_ID", "REJECT_CONTRACT",
+    "SCHEMA_VERSION", "SESSION_UNKNOWN", "ActionChunk", "ArraySpec", "Body", "Close", "Contract",
+    "ContractMismatch", "DecodeError", "EncodeError", "Error", "Flags", "Header", "Message",
+    "MessageTooLarge", "MessageType", "Observation", "Reset", "SessionOk", "SessionOpen",
+    "SessionReject", "Status", "UnsupportedVersion", "WireError", "check_contract", "decode",
+    "decode_header", "encode", "retryable_reject",
 ]

@@ -139,6 +139,24 @@ SESSION_UNKNOWN = "session"
 or the session was closed): the client must open a new session rather than retry."""
 
 
+ERROR_CONTRACT = "contract"
+"""`Error.code` for an observation that breaks the session's contract (a missing key, a wrong
+shape or dtype, a non-finite value): it was not given to the policy."""
+ERROR_PROTOCOL = "protocol"
+"""`Error.code` for a message of the wrong type on a path (a chunk sent as a request, a
+reset on the stream): the session itself is fine."""
+
+REJECT_CONTRACT = "contract mismatch"
+REJECT_CLIENT_ID = "client_id"
+"""`SessionReject.reason` prefixes no retry can fix. Any other reason (draining,
+`max_sessions` reached) may clear: a client retries those with backoff for a bounded time."""
+
+
+def retryable_reject(reason: str) -> bool:
+    """Whether a session reject with this reason may succeed if tried again later."""
+    return not reason.startswith((REJECT_CONTRACT, REJECT_CLIENT_ID))
+
+
 @dataclass(frozen=True)
 class Close:
     reason: str = ""
