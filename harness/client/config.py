@@ -39,6 +39,9 @@ class EngineConfig:
     fallback: Fallback = Fallback.hold
     control_timeout_s: float = 2.0
     """Deadline of control messages (open, reset, close) on the request path."""
+    reject_retry_s: float = 30.0
+    """How long (wall time) to keep retrying a session the server rejects for a reason that
+    may clear (draining, max_sessions reached) before the episode ends DEAD."""
 
     def __post_init__(self) -> None:
         if self.send_threshold < 1:
@@ -46,6 +49,6 @@ class EngineConfig:
         self.ensembling = choice(Ensembling, self.ensembling, "client.ensembling")
         self.fallback = choice(Fallback, self.fallback, "client.fallback")
         for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",
-                     "control_timeout_s"):
+                     "control_timeout_s", "reject_retry_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"client.{name}={getattr(self, name)}: must be positive")

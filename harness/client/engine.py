@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from envs.base import EnvSpec
 from harness import protocol
 from harness.client.action_queue import ActionQueue
 from harness.client.config import EngineConfig, Fallback
+from harness.client.session import RejectBackoff, Reopen, session_unknown
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
 from harness.loop.latency import LatencyModel
 from transports import TransportClient, TransportError
@@ -47,40 +47,6 @@ class _InFlight:
     seq: int
     tick: int
     sent_ns: int
-
-
-def _session_unknown(reply: protocol.Message) -> bool:
-    """The server answered that it holds no session of our epoch: re-open, don't retry."""
-    return (reply.msg_type is protocol.MessageType.ERROR
-            and reply.body.code == protocol.SESSION_UNKNOWN)
-
-
-class _Reopen:
-    """A session re-open (open, then reset) on its own thread, so that the tick noticing the
-    server is back does not wait up to `control_timeout_s` for its answer. It only talks to
-    the server; the engine applies the answer on a later tick (`ClientEngine._advance_reopen`)."""
-
-    def __init__(self, engine: ClientEngine) -> None:
-        self.reply: protocol.Message | None = None
-        self.error: Exception | None = None
-        self._engine = engine
-        self._thread = threading.Thread(target=self._run, name="session-reopen", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            reply = self._engine._request_open()
-            if reply.msg_type is protocol.MessageType.SESSION_OK:
-                self._engine._control(protocol.Reset(), epoch=reply.epoch)
-            self.reply = reply
-        except (TransportError, protocol.WireError) as exc:
-            self.error = exc
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def join(self) -> None:
-        self._thread.join()
 
 
 class ClientEngine:
@@ -112,7 +78,11 @@ class ClientEngine:
         self._last_contact_tick: int | None = None
         self._last_loss_tick: int | None = None
         self._server_contract: protocol.Contract | None = None
-        self._reopen: _Reopen | None = None
+        self._reopen: Reopen | None = None
+        self._rejects = RejectBackoff(config.reject_retry_s)
+        self._dead_for_good = False
+        """DEAD because the contract changed or was refused: no later episode can fix that.
+        Any other DEAD (offline too long) ends only its episode."""
 
     # ---- session ----------------------------------------------------------------------------
 
@@ -127,26 +97,43 @@ class ClientEngine:
         return self._control(protocol.SessionOpen(self.transport.client_id, self.contract))
 
     def open_session(self) -> bool:
-        """Open (or re-open) the session; True if the server accepted it. A rejection or a
-        server whose contract differs from the first one's makes the engine DEAD."""
-        try:
-            reply = self._request_open()
-        except (TransportError, protocol.WireError) as exc:
-            log.info("session open failed: %s", exc)
-            return False
-        return self._accept_open(reply)
+        """Open (or re-open) the session, waiting out retryable rejects (draining,
+        `max_sessions`) for up to `reject_retry_s`; True if the server accepted it. A fatal
+        reject, or a server whose contract differs from the first one's, makes the engine
+        DEAD for good; rejects past the retry budget make it DEAD for this episode."""
+        while True:
+            try:
+                reply = self._request_open()
+            except (TransportError, protocol.WireError) as exc:
+                log.info("session open failed: %s", exc)
+                return False
+            if self._accept_open(reply):
+                return True
+            if self.state is ClientState.DEAD:
+                return False
+            self._rejects.wait()
 
     def _accept_open(self, reply: protocol.Message) -> bool:
+        """Apply the answer to a session open. A retryable reject only schedules the next
+        try (see `RejectBackoff`); False unless the session is open."""
         if reply.msg_type is protocol.MessageType.SESSION_REJECT:
-            self._die(f"session rejected: {reply.body.reason}")
+            reason = reply.body.reason
+            if not protocol.retryable_reject(reason):
+                self._die(f"session rejected: {reason}", for_good=True)
+            elif self._rejects.record():
+                log.warning("session rejected (%s): retrying", reason)
+            else:
+                self._die(f"session rejected for {self._rejects.rejecting_for_s:.1f} s "
+                          f"(reject_retry_s={self.config.reject_retry_s}): {reason}")
             return False
         if reply.msg_type is not protocol.MessageType.SESSION_OK:
             self._die(f"unexpected reply to session open: {reply.msg_type.name}")
             return False
         if self._server_contract is not None and reply.body.contract != self._server_contract:
             self._die("contract changed: the server now hosts "
-                      f"{reply.body.contract.model_id!r} with a different spec")
+                      f"{reply.body.contract.model_id!r} with a different spec", for_good=True)
             return False
+        self._rejects.clear()
         self._server_contract = reply.body.contract
         self.model_id = reply.body.contract.model_id
         self.epoch = reply.epoch
@@ -166,11 +153,15 @@ class ClientEngine:
         self._arrived.clear()
         self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
         if self.state is ClientState.DEAD:
-            return
+            if self._dead_for_good:
+                return
+            log.info("episode %d: the last one ended DEAD (%s); reconnecting", episode,
+                     self.dead_reason)
+            self.state, self.dead_reason = ClientState.CONNECTING, ""
         if self.state is ClientState.CONNECTING and not self.open_session():
-            return
+            return  # the ticks go on trying (CONNECTING), bounded by max_offline_s
         try:
-            if _session_unknown(self._control(protocol.Reset())):
+            if session_unknown(self._control(protocol.Reset())):
                 # The server restarted between episodes without us seeing it gone.
                 log.warning("server forgot the session: re-opening it")
                 if self.open_session():
@@ -178,6 +169,7 @@ class ClientEngine:
                     self._control(protocol.Reset())
         except (TransportError, protocol.WireError) as exc:
             log.warning("reset not acknowledged: %s", exc)
+            self.stats.errors.append(f"reset: {exc}")
         if self.state is not ClientState.DEAD:
             self.state = ClientState.STREAMING
 
@@ -189,10 +181,11 @@ class ClientEngine:
             except (TransportError, protocol.WireError):
                 pass
 
-    def _die(self, reason: str) -> None:
+    def _die(self, reason: str, *, for_good: bool = False) -> None:
         self.state = ClientState.DEAD
         self.dead_reason = reason
-        log.error("client engine DEAD: %s", reason)
+        self._dead_for_good = self._dead_for_good or for_good
+        log.error("client engine DEAD%s: %s", " for good" if for_good else "", reason)
 
     # ---- the control tick -------------------------------------------------------------------
 
@@ -207,7 +200,7 @@ class ClientEngine:
                 continue
             if reply.msg_type is protocol.MessageType.ERROR:
                 self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
-                if (_session_unknown(reply) and reply.epoch == self.epoch
+                if (session_unknown(reply) and reply.epoch == self.epoch
                         and self.state is not ClientState.DEAD):
                     # The server restarted (or dropped us) faster than presence showed it.
                     self._in_flight = None
@@ -259,7 +252,7 @@ class ClientEngine:
             chunk = reply.body
             if chunk.model_id != self.model_id:
                 self._die(f"contract changed: chunk from model {chunk.model_id!r}, session "
-                          f"opened with {self.model_id!r}")
+                          f"opened with {self.model_id!r}", for_good=True)
                 return None
             self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
                              episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id)
@@ -275,7 +268,7 @@ class ClientEngine:
             self.stats.lost += 1
 
     def _update_state(self, tick: int) -> None:
-        if self.state in (ClientState.DEAD, ClientState.CONNECTING):
+        if self.state is ClientState.DEAD:
             return
         if self._last_contact_tick is None:
             self._last_contact_tick = tick  # the episode's first tick counts as contact
@@ -284,12 +277,13 @@ class ClientEngine:
             self._die(f"no chunk for {offline_s:.2f} s (max_offline_s="
                       f"{self.config.max_offline_s})")
             return
+        without_session = self.state in (ClientState.CONNECTING, ClientState.RECONNECTING)
         if not self.transport.server_present():
-            if self.state is not ClientState.RECONNECTING:
+            if not without_session:
                 log.warning("server absent at tick %d: reconnecting", tick)
-            self.state = ClientState.RECONNECTING
+                self.state = ClientState.RECONNECTING
             return
-        if self.state is ClientState.RECONNECTING:
+        if without_session:
             self._advance_reopen()
             return
         if self.queue.depth(tick) == 0:
@@ -301,7 +295,8 @@ class ClientEngine:
     def _advance_reopen(self) -> None:
         """Start a background re-open, or apply the one that finished (never waits)."""
         if self._reopen is None:
-            self._reopen = _Reopen(self)
+            if self._rejects.ready():  # after a retryable reject, not before its backoff
+                self._reopen = Reopen(self)
             return
         if not self._reopen.done():
             return
@@ -309,8 +304,9 @@ class ClientEngine:
         if reopen.error is not None:
             log.info("session re-open failed: %s", reopen.error)
             return  # the next tick tries again
+        reopening = self.state is ClientState.RECONNECTING
         if self._accept_open(reopen.reply):
-            self.stats.reopened += 1
+            self.stats.reopened += reopening
             self.state = ClientState.STALLED
 
     def _finish_reopen(self) -> None:
@@ -325,8 +321,8 @@ class ClientEngine:
             return
         if self.queue.depth(tick) >= self.config.send_threshold:
             return
-        if self.state is ClientState.RECONNECTING:
-            return
+        if self.state in (ClientState.CONNECTING, ClientState.RECONNECTING):
+            return  # no session to send in
         self._seq += 1
         sent_ns = time.monotonic_ns()
         payload = protocol.encode(protocol.Message(observation, seq=self._seq, episode=self.episode,

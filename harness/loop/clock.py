@@ -48,3 +48,39 @@ def wait_for_due_reply(engine: ClientEngine, tick: int) -> None:
         if engine.reply_pending_until() is None:
             return
         time.sleep(_POLL_S)
+
+
+class Pacer:
+    """The pacing rule of the virtual clock.
+
+    Control time may run ahead of wall time only while the engine is STREAMING: then the
+    loop runs as fast as the sim. Over a stretch of ticks in which it is not (server absent,
+    reconnecting, stalled on lost requests), each tick waits until the control time since
+    the stretch began is no more than the wall time since, so the mechanisms that live in
+    wall time (TCP retransmission backoff, a zenoh lease, grpc's reconnect backoff, a server
+    restarting) take the control time they would take on a robot, and `max_offline_s` means
+    what it says. The first tick of a stretch never waits, so a one-tick stall (the first
+    chunk of an episode) costs nothing.
+    """
+
+    def __init__(self, dt: float) -> None:
+        self.dt = dt
+        self._anchor: tuple[int, float] | None = None
+        """(tick, wall time) at which the current stretch began; None while streaming."""
+
+    def pace(self, tick: int, *, hold: bool) -> bool:
+        """Call at the start of every tick; `hold` says whether the rule applies now. Blocks
+        as long as the rule requires; returns whether this tick was held to wall time (every
+        tick of a stretch but its first)."""
+        if not hold:
+            self._anchor = None
+            return False
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = (tick, now)
+            return False
+        first_tick, first_wall = self._anchor
+        wait_s = first_wall + (tick - first_tick) * self.dt - now
+        if wait_s > 0:
+            time.sleep(wait_s)
+        return True

@@ -18,7 +18,7 @@ from envs.base import Env
 from harness import protocol
 from harness.client.engine import ClientEngine
 from harness.client.states import ClientState, EngineStats
-from harness.loop.clock import Clock, wait_for_due_reply
+from harness.loop.clock import Clock, Pacer, wait_for_due_reply
 from harness.loop.invariants import InvariantChecker
 
 TickHook = Callable[[int, float, ClientState], None]
@@ -36,6 +36,8 @@ class TickRecord:
     seq: int | None
     latency_s: float | None
     action: list[float]
+    paced: bool = False
+    """Virtual clock: this tick was held to wall time (the engine was not STREAMING)."""
 
 
 @dataclass
@@ -69,10 +71,13 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
     checker = InvariantChecker(
         max_age_ticks=math.floor(engine.config.max_action_age_s / engine.dt + 1e-9))
     next_tick_at = time.monotonic()
+    pacer = Pacer(engine.dt)
     for tick in range(env.spec.max_steps):
         if on_tick is not None:
             on_tick(tick, tick * engine.dt, engine.state)
+        paced = False
         if clock is Clock.virtual:
+            paced = pacer.pace(tick, hold=engine.state is not ClientState.STREAMING)
             wait_for_due_reply(engine, tick)
         body = protocol.Observation(observation.state, observation.images, observation.instruction)
         result = engine.tick(tick, body)
@@ -81,13 +86,13 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
         step = env.step(result.action)
         trace.ticks.append(TickRecord(tick, result.source.value, result.state.value,
                                       result.age_ticks, result.seq, result.latency_s,
-                                      [float(a) for a in result.action]))
+                                      [float(a) for a in result.action], paced))
         trace.steps = tick + 1
         observation = step.observation
         if step.success:
             trace.success, trace.termination = True, "success"
             break
-        if result.state.value == "dead":
+        if result.state is ClientState.DEAD:
             trace.termination = "dead"
             break
         if clock is Clock.realtime:

@@ -222,3 +222,96 @@ def test_realtime_clock_paces_ticks_by_the_wall_clock(env, rig):
     assert trace.wire.chunks > 0 and trace.wire.lost == 0
     latencies = [t.latency_s for t in trace.ticks if t.latency_s is not None]
     assert latencies and all(0 < lat < engine.config.request_timeout_s for lat in latencies)
+
+
+def test_dead_from_an_outage_ends_only_its_episode(env, rig):
+    """Offline past max_offline_s is DEAD for that episode; the next one reconnects (it
+    used to carry DEAD over: every later episode a one-tick failure that sent nothing)."""
+    loop = rig(max_offline_s=0.5)
+    body = observation_of(env)
+    loop.engine.reset(1)
+    loop.server.close()
+    for tick in range(40):
+        if loop.engine.tick(tick, body).state is ClientState.DEAD:
+            break
+    assert loop.engine.state is ClientState.DEAD and "no chunk for" in loop.engine.dead_reason
+    loop.restart()
+    wait_until(loop.client.server_present, 5.0, "restarted server")
+    trace = run_episode(env, loop.engine, episode=2, seed=0)
+    assert trace.success and trace.termination == "success" and trace.breaches == []
+
+
+def test_a_contract_change_stays_dead_in_the_next_episode(env, rig):
+    loop = rig()
+    loop.engine.reset(1)
+    loop.restart(policy="torch")
+    wait_until(loop.client.server_present, 5.0, "restarted server")
+    assert not loop.engine.open_session()
+    trace = run_episode(env, loop.engine, episode=2, seed=0)
+    assert trace.termination == "dead" and trace.steps == 1
+    assert "contract changed" in loop.engine.dead_reason
+
+
+def test_a_full_server_is_retried_until_a_slot_frees(env, rig):
+    """max_sessions reached is not fatal: the engine retries with backoff and gets in when
+    the other client leaves; only a contract mismatch is."""
+    first = rig()
+    first.server.close()
+    first.server = PolicyServer(make_server(LocalTransportConfig(name=first.name)), oracle,
+                                max_sessions=1)
+    first.server.start()
+    first.engine.reset(1)
+    second = ClientEngine(make_client(LocalTransportConfig(name=first.name)),
+                          first.engine.contract, EngineConfig(reject_retry_s=10.0), dt=0.05,
+                          gripper_index=3)
+    leave = threading.Timer(0.5, first.engine.close)
+    leave.start()
+    try:
+        assert second.open_session()
+        assert second.state is not ClientState.DEAD and second.epoch > 0
+    finally:
+        leave.join()
+        second.transport.close()
+
+
+def test_a_full_server_past_the_retry_budget_ends_the_episode_dead_not_the_run(env, rig):
+    first = rig()
+    first.server.close()
+    first.server = PolicyServer(make_server(LocalTransportConfig(name=first.name)), oracle,
+                                max_sessions=1)
+    first.server.start()
+    first.engine.reset(1)
+    second = ClientEngine(make_client(LocalTransportConfig(name=first.name)),
+                          first.engine.contract, EngineConfig(reject_retry_s=0.3), dt=0.05,
+                          gripper_index=3)
+    try:
+        assert not second.open_session()
+        assert second.state is ClientState.DEAD
+        assert "session rejected for" in second.dead_reason
+        assert "max_sessions=1 reached" in second.dead_reason
+        first.engine.close()  # the slot frees: the next episode gets in
+        second.reset(2)
+        assert second.state is ClientState.STREAMING
+    finally:
+        second.transport.close()
+
+
+class ExplodingOpen(ClientEngine):
+    """An engine whose session open fails with an error no transport declares (a raw
+    library error, as zenoh-python's ZError)."""
+
+    def _request_open(self):
+        raise RuntimeError("raw library error")
+
+
+def test_a_reopen_failing_with_any_exception_is_retried_not_a_crash(env, rig):
+    loop = rig()
+    engine = ExplodingOpen(loop.client, loop.engine.contract, EngineConfig(), dt=0.05,
+                           gripper_index=3)
+    body = observation_of(env)
+    engine.state = ClientState.RECONNECTING
+    for tick in range(20):  # the re-open thread fails; every tick still returns an action
+        result = engine.tick(tick, body)
+        assert result.source is ActionSource.FALLBACK
+        time.sleep(0.005)
+    assert engine.state is ClientState.RECONNECTING
