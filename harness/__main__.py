@@ -11,11 +11,12 @@ import csv
 import dataclasses
 import logging
 import statistics
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness.config import HarnessConfig, Job, config_dir, register_configs, validate_or_exit
 from harness.console import make_console
@@ -79,7 +80,7 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir = Path(config.resume or HydraConfig.get().runtime.output_dir)
     if config.job is Job.bench:
         run_bench(config, output_dir)
     elif config.job is Job.evaluate:
@@ -87,7 +88,10 @@ def main(cfg: DictConfig) -> None:
     else:
         from harness.loop.job import run_loop
 
-        run_loop(config, output_dir, list(HydraConfig.get().overrides.task))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("resume")
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        sys.exit(run_loop(config, output_dir, overrides, resolved_config=resolved))
 
 
 if __name__ == "__main__":

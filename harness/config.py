@@ -202,6 +202,9 @@ class HarnessConfig:
     clock: Clock = Clock.virtual
     bench: BenchConfig = field(default_factory=BenchConfig)
     seed: int = 0
+    resume: Optional[str] = None
+    """A run directory to finish: its finished episodes are skipped, the rest written there.
+    Refused if the directory's config differs from this one (naming the first key)."""
 
     def __post_init__(self) -> None:
         self.job = choice(Job, self.job, "job")

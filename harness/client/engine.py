@@ -47,6 +47,8 @@ class _InFlight:
     seq: int
     tick: int
     sent_ns: int
+    key: tuple[int, int]
+    """(episode, index of the request in the episode): what latency models draw by."""
 
 
 class ClientEngine:
@@ -71,8 +73,8 @@ class ClientEngine:
         self._seq = 0
         self._in_flight: _InFlight | None = None
         # Replies that arrived (wall time) but whose control tick may not have come yet:
-        # (usable tick, observation tick, reply, latency_s).
-        self._arrived: list[tuple[int, int, protocol.Message, float]] = []
+        # (usable tick, observation tick, reply, latency_s the clock uses, measured_s).
+        self._arrived: list[tuple[int, int, protocol.Message, float, float]] = []
         self._last_action = np.zeros(contract.action_dim, np.float32)
         self._last_chunk_tick: int | None = None
         self._last_contact_tick: int | None = None
@@ -212,21 +214,22 @@ class ClientEngine:
                     or reply.episode != self.episode):
                 continue  # late, foreign or from another episode: never executed
             measured_s = (received_ns - flight.sent_ns) / 1e9
-            latency_s = self.latency.latency_for(flight.seq, measured_s)
+            latency_s = self.latency.latency_for(flight.key, measured_s)
             usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
-            self._arrived.append((usable, flight.tick, reply, latency_s))
+            self._arrived.append((usable, flight.tick, reply, latency_s, measured_s))
             self._in_flight = None
             self.stats.chunks += 1
 
-    def reply_pending_until(self) -> tuple[int, int, int] | None:
-        """(seq, sent tick, sent ns) of the request still in flight, for the virtual clock."""
+    def reply_pending_until(self) -> tuple[tuple[int, int], int, int] | None:
+        """(latency key, sent tick, sent ns) of the request still in flight, for the
+        virtual clock."""
         flight = self._in_flight
-        return None if flight is None else (flight.seq, flight.tick, flight.sent_ns)
+        return None if flight is None else (flight.key, flight.tick, flight.sent_ns)
 
     def tick(self, tick: int, observation: protocol.Observation) -> TickResult:
         """Choose the action for `tick` and maybe send `observation`. Never blocks."""
         self.poll(tick)
-        latency_s = self._merge_usable(tick)
+        latency_s, measured_s = self._merge_usable(tick)
         self._expire_in_flight(tick)
         self._update_state(tick)
         if self.state is not ClientState.DEAD:
@@ -238,27 +241,29 @@ class ClientEngine:
             self._last_action = queued.action
             return TickResult(queued.action, ActionSource.FRESH if fresh else ActionSource.QUEUED,
                               self.state, tick - queued.obs_tick, queued.seq, queued.episode,
-                              queued.epoch, queued.model_id, latency_s)
+                              queued.epoch, queued.model_id, latency_s, measured_s)
         if self.state in (ClientState.STREAMING, ClientState.DEGRADED):
             self.state = ClientState.STALLED
         return TickResult(self._fallback(), ActionSource.FALLBACK, self.state, None,
-                          latency_s=latency_s)
+                          latency_s=latency_s, measured_latency_s=measured_s)
 
-    def _merge_usable(self, tick: int) -> float | None:
-        latency_s = None
+    def _merge_usable(self, tick: int) -> tuple[float | None, float | None]:
+        """Merge the chunks usable by `tick`; (latency the clock used, measured round trip)
+        of the last one merged, or Nones."""
+        latency_s = measured_s = None
         ready = [item for item in self._arrived if item[0] <= tick]
         self._arrived = [item for item in self._arrived if item[0] > tick]
-        for _, obs_tick, reply, latency in ready:
+        for _, obs_tick, reply, latency, measured in ready:
             chunk = reply.body
             if chunk.model_id != self.model_id:
                 self._die(f"contract changed: chunk from model {chunk.model_id!r}, session "
                           f"opened with {self.model_id!r}", for_good=True)
-                return None
+                return None, None
             self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
                              episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id)
             self._last_chunk_tick = self._last_contact_tick = tick
-            latency_s = latency
-        return latency_s
+            latency_s, measured_s = latency, measured
+        return latency_s, measured_s
 
     def _expire_in_flight(self, tick: int) -> None:
         flight = self._in_flight
@@ -332,7 +337,7 @@ class ClientEngine:
         except TransportError as exc:
             self.stats.errors.append(f"publish: {exc}")
             return
-        self._in_flight = _InFlight(self._seq, tick, sent_ns)
+        self._in_flight = _InFlight(self._seq, tick, sent_ns, (self.episode, self.stats.sent))
         self.stats.sent += 1
 
     def _fallback(self) -> np.ndarray:

@@ -37,7 +37,10 @@ class TickResult:
     epoch: int | None = None
     model_id: str | None = None
     latency_s: float | None = None
-    """Round trip of the chunk merged at this tick, if one was."""
+    """Round trip of the chunk merged at this tick, if one was: the one the clock used."""
+    measured_latency_s: float | None = None
+    """The same chunk's real, measured round trip (equal to `latency_s` unless a latency
+    model replaced it)."""
 
 
 

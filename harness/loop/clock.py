@@ -32,14 +32,21 @@ class Clock(enum.StrEnum):
 
 
 def wait_for_due_reply(engine: ClientEngine, tick: int) -> None:
-    """Virtual clock: block until the in-flight reply is known to be usable or not by `tick`."""
+    """Virtual clock: block until the in-flight reply is known to be usable or not by `tick`
+    (measured latency: until its wall age reaches its control age; modelled: at most one
+    tick of wall time once it is due)."""
+    entered_ns = time.monotonic_ns()
     while (pending := engine.reply_pending_until()) is not None:
-        seq, sent_tick, sent_ns = pending
-        model_s = engine.latency.latency_for(seq)
+        key, sent_tick, sent_ns = pending
+        model_s = engine.latency.latency_for(key)
         if model_s is None:  # measured: usable now only if it comes back within the ticks
             deadline_ns = sent_ns + (tick - sent_tick) * engine.dt * 1e9
         elif tick >= sent_tick + max(1, math.ceil(model_s / engine.dt - 1e-9)):
-            deadline_ns = sent_ns + engine.config.request_timeout_s * 1e9  # it is due: wait
+            # Due by the model but not back: hold this tick for at most one tick of wall
+            # time, then go on at real time. A real round trip longer than the model then
+            # shows as a later merge, and the request is lost after request_timeout_s of
+            # control time, as everywhere else.
+            deadline_ns = entered_ns + engine.dt * 1e9
         else:
             return
         if time.monotonic_ns() >= deadline_ns:

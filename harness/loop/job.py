@@ -22,9 +22,9 @@ from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
-from harness.results.store import ResultsStore
+from harness.results.store import ConfigMismatch, ResultsStore
 from harness.server.supervisor import ServerSupervisor
-from transports import TransportKind, make_client
+from transports import TransportKind, TransportTimeout, make_client
 
 log = logging.getLogger(__name__)
 EPISODE_IDS_PER_TASK = 10_000
@@ -62,15 +62,24 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
                             init_state=init_state, clock=config.clock)
         store.write_episode(task=task, seed=config.seed + i, init_state=init_state,
                             trace=trace, extra={"transport": config.transport.kind,
-                                                "client_state_end": engine.state.value})
-        if engine.dead_reason:
-            store.log_event({"task": task, "episode": episode, "dead": engine.dead_reason})
+                                                "client_state_end": engine.state.value},
+                            events=[{"dead": engine.dead_reason}] if engine.dead_reason else [])
     engine.close()
 
 
-def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str]) -> dict:
-    """Run every selected task's episodes; returns the run's summary."""
+def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
+             resolved_config: dict | None = None) -> int:
+    """Run every selected task's episodes into `output_dir` and summarize them; returns the
+    process's exit status: 0, 1 if no policy server answered, none served an episode or one
+    rejected the sessions, 2 if `output_dir` holds a run of another config. Every failure
+    is one line in the log."""
     store = ResultsStore(output_dir)
+    if resolved_config is not None:
+        try:
+            store.bind_config(resolved_config)
+        except ConfigMismatch as exc:
+            log.error("%s", exc)
+            return 2
     env_config = config.env
     overrides = [o for o in overrides if not o.startswith(("env.tasks=", "job=", "hydra."))]
     for task in task_ids(env_config.name, env_config.tasks):
@@ -90,11 +99,44 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str]) -> d
                 running.callback(server.stop)
             client = make_client(config.transport)
             running.callback(client.close)
-            client.wait_ready(config.server.startup_timeout_s)
+            if not _wait_for_server(config, client):
+                return 1
             _run_task(config, store, env, client, task, pending)
-    summary = store.summarize(latency_budget_s=config.latency.budget_s)
+    summary = store.summarize(latency_budget_s=config.latency.budget_s,
+                              clock_latency=config.latency.kind)
     print_summary(config, summary)
-    return summary
+    return _exit_status(summary)
+
+
+def _wait_for_server(config: HarnessConfig, client) -> bool:
+    """Wait for the policy server, saying where and for how long; False (logged in one
+    line) if it never came."""
+    timeout_s = config.server.startup_timeout_s
+    where = getattr(config.transport, "connect_address", getattr(config.transport, "name", ""))
+    log.info("waiting up to %.0f s for the policy server (%s at %s)", timeout_s,
+             config.transport.kind, where)
+    try:
+        client.wait_ready(timeout_s)
+    except TransportTimeout:
+        log.error("no policy server answered over %s at %s within %.0f s "
+                  "(server.startup_timeout_s); is it running?", config.transport.kind, where,
+                  timeout_s)
+        return False
+    return True
+
+
+def _exit_status(summary: dict) -> int:
+    """1 (logged in one line) if the run measured nothing: the server rejected the sessions,
+    or no chunk was ever received; else 0."""
+    if summary["rejected_episodes"]:
+        log.error("the policy server rejected the session in %d of %d episodes: %s",
+                  summary["rejected_episodes"], summary["episodes"], summary["first_dead_reason"])
+        return 1
+    if summary["chunks_received"] == 0:
+        log.error("no episode was served: no chunk arrived in %d episodes (%s)",
+                  summary["episodes"], summary["first_dead_reason"] or "no DEAD reason")
+        return 1
+    return 0
 
 
 def print_summary(config: HarnessConfig, summary: dict) -> None:

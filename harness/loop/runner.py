@@ -35,9 +35,12 @@ class TickRecord:
     age_ticks: int | None
     seq: int | None
     latency_s: float | None
+    """Round trip of the chunk merged at this tick: the one the clock used."""
     action: list[float]
     paced: bool = False
     """Virtual clock: this tick was held to wall time (the engine was not STREAMING)."""
+    measured_latency_s: float | None = None
+    """The same chunk's real round trip (differs from `latency_s` under a latency model)."""
 
 
 @dataclass
@@ -86,7 +89,8 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
         step = env.step(result.action)
         trace.ticks.append(TickRecord(tick, result.source.value, result.state.value,
                                       result.age_ticks, result.seq, result.latency_s,
-                                      [float(a) for a in result.action], paced))
+                                      [float(a) for a in result.action], paced,
+                                      result.measured_latency_s))
         trace.steps = tick + 1
         observation = step.observation
         if step.success:

@@ -1,19 +1,22 @@
 """Results of a run, written into its Hydra run directory so that nothing is lost.
 
-    config.yaml        the resolved config (Hydra writes it under .hydra/ too)
+    config.json        the resolved config; a resumed run must match it
     episodes/          one JSON row per finished episode, written atomically when it ends
     traces/            one parquet per-step trace per episode (tick, source, age, state, ...)
-    events.jsonl       fail-safe events (state changes, breaches), appended as they happen
+    events.jsonl       fail-safe events (breaches, errors, DEAD), rebuilt from the rows
     episodes.csv       all rows, rebuilt at the end of the run
     summary.json       success rate with Wilson 95% interval, latency percentiles against
                        the budget, invariant breaches
 
-A killed run keeps every finished episode; re-running the same command in the same directory
-skips them (`ResultsStore.done`).
+A killed run keeps every finished episode: its row, written last and atomically, holds its
+events too, so a kill never leaves an episode half recorded. Half-written temporary files of
+a killed run are removed when the store opens the directory again, and re-running in the
+same directory (`resume=<dir>`) skips the finished episodes (`ResultsStore.done`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -24,6 +27,27 @@ import pandas as pd
 
 from harness.loop.runner import EpisodeTrace
 from harness.results.stats import wilson_interval
+
+
+class ConfigMismatch(ValueError):
+    """A run directory holds results of a different config than the one resuming it."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _percentiles(name: str, values) -> dict[str, float | None]:
+    """p50/p95/p99 of `values` in seconds, as `<name>_p50_s`, ...; None when there are none."""
+    return {f"{name}_p{q}_s": float(np.percentile(values, q)) if len(values) else None
+            for q in (50, 95, 99)}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -43,8 +67,29 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class ResultsStore:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        (self.run_dir / "episodes").mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "traces").mkdir(parents=True, exist_ok=True)
+        for folder in ("episodes", "traces"):
+            (self.run_dir / folder).mkdir(parents=True, exist_ok=True)
+            for pattern in (".*.*", "*.tmp"):  # left by a kill inside a write
+                for stale in (self.run_dir / folder).glob(pattern):
+                    stale.unlink(missing_ok=True)
+
+    def bind_config(self, config: dict) -> None:
+        """Record the run's resolved config in `config.json`, or, if the directory already
+        holds one, check that it is the same config.
+
+        Raises:
+            ConfigMismatch: naming the first key (dotted) whose value differs.
+        """
+        path = self.run_dir / "config.json"
+        if not path.is_file():
+            _atomic_write(path, json.dumps(config, indent=2, sort_keys=True).encode())
+            return
+        recorded, current = _flatten(json.loads(path.read_text())), _flatten(config)
+        for key in sorted(recorded.keys() | current.keys()):
+            if recorded.get(key, "<absent>") != current.get(key, "<absent>"):
+                raise ConfigMismatch(
+                    f"{self.run_dir} holds a run of another config: {key} was "
+                    f"{recorded.get(key, '<absent>')!r}, is now {current.get(key, '<absent>')!r}")
 
     @staticmethod
     def key(task: int, episode: int) -> str:
@@ -54,15 +99,14 @@ class ResultsStore:
         return (self.run_dir / "episodes" / f"{self.key(task, episode)}.json").is_file()
 
     def write_episode(self, *, task: int, seed: int, init_state: int | None,
-                      trace: EpisodeTrace, extra: dict | None = None) -> dict:
-        """Write the episode's trace, then its row (the row's presence marks it done)."""
+                      trace: EpisodeTrace, extra: dict | None = None,
+                      events: list[dict] | None = None) -> dict:
+        """Write the episode's trace, then its row with its events (the row's presence
+        marks it done); each file atomically."""
         key = self.key(task, trace.episode)
-        ticks = pd.DataFrame([t.__dict__ for t in trace.ticks])
-        trace_path = self.run_dir / "traces" / f"{key}.parquet"
-        with tempfile.NamedTemporaryFile(dir=trace_path.parent, suffix=".tmp",
-                                         delete=False) as tmp:
-            ticks.to_parquet(tmp.name, index=False)
-        os.replace(tmp.name, trace_path)
+        buffer = io.BytesIO()
+        pd.DataFrame([t.__dict__ for t in trace.ticks]).to_parquet(buffer, index=False)
+        _atomic_write(self.run_dir / "traces" / f"{key}.parquet", buffer.getvalue())
         latencies = [t.latency_s for t in trace.ticks if t.latency_s is not None]
         states = pd.Series([t.state for t in trace.ticks]).value_counts()
         row = {
@@ -82,28 +126,33 @@ class ResultsStore:
             "server_errors": len(trace.wire.errors),
             **(extra or {}),
         }
+        where = {"task": task, "episode": trace.episode}
+        row["events"] = ([{**where, "breach": breach} for breach in trace.breaches]
+                         + [{**where, "error": error} for error in trace.wire.errors]
+                         + [{**where, **event} for event in events or []])
         _atomic_write(self.run_dir / "episodes" / f"{key}.json",
                       json.dumps(row, sort_keys=True).encode())
-        for breach in trace.breaches:
-            self.log_event({"task": task, "episode": trace.episode, "breach": breach})
-        for error in trace.wire.errors:
-            self.log_event({"task": task, "episode": trace.episode, "error": error})
         return row
-
-    def log_event(self, event: dict) -> None:
-        with open(self.run_dir / "events.jsonl", "a") as f:
-            f.write(json.dumps(event, sort_keys=True) + "\n")
 
     def rows(self) -> pd.DataFrame:
         paths = sorted((self.run_dir / "episodes").glob("*.json"))
         return pd.DataFrame([json.loads(p.read_text()) for p in paths])
 
-    def summarize(self, *, latency_budget_s: float) -> dict:
-        """Aggregate every finished episode into episodes.csv and summary.json."""
+    def summarize(self, *, latency_budget_s: float, clock_latency: str = "measured") -> dict:
+        """Aggregate every finished episode into episodes.csv, events.jsonl and summary.json.
+        `clock_latency` names the latency the clock used (`latency.kind`)."""
         rows = self.rows()
-        rows.to_csv(self.run_dir / "episodes.csv", index=False)
+        listed_events = [listed if isinstance(listed, list) else []  # rows of older runs: none
+                         for listed in rows.get("events", [])]
+        events = [event for listed in listed_events for event in listed]
+        _atomic_write(self.run_dir / "events.jsonl",
+                      "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode())
+        rows.drop(columns=["events"], errors="ignore").to_csv(self.run_dir / "episodes.csv",
+                                                              index=False)
         traces = [pd.read_parquet(p) for p in sorted((self.run_dir / "traces").glob("*.parquet"))]
         latencies = pd.concat([t["latency_s"] for t in traces]).dropna() if traces else []
+        measured = pd.concat([t["measured_latency_s"] for t in traces
+                              if "measured_latency_s" in t]).dropna() if traces else []
         successes, n = int(rows["success"].sum()), len(rows)
 
         def total(column: str) -> int:  # rows written before a column existed count as 0
@@ -114,9 +163,9 @@ class ResultsStore:
             "episodes": n, "successes": successes,
             "success_rate": successes / n if n else None, "success_wilson95": [low, high],
             "latency_budget_s": latency_budget_s,
-            "latency_p50_s": float(np.percentile(latencies, 50)) if len(latencies) else None,
-            "latency_p95_s": float(np.percentile(latencies, 95)) if len(latencies) else None,
-            "latency_p99_s": float(np.percentile(latencies, 99)) if len(latencies) else None,
+            "clock_latency": str(clock_latency),
+            **_percentiles("latency", latencies),
+            **_percentiles("measured_latency", measured),
             "latency_over_budget": int((np.asarray(latencies) > latency_budget_s).sum()),
             "invariant_breaches": int(rows["breaches"].sum()),
             "dead_episodes": int((rows["termination"] == "dead").sum()),
@@ -126,6 +175,10 @@ class ResultsStore:
             "requests_lost": total("requests_lost"),
             "sessions_reopened": total("sessions_reopened"),
             "server_errors": total("server_errors"),
+            "chunks_received": total("chunks_received"),
+            "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)
+                                     for listed in listed_events),
+            "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),
         }
         _atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
         return summary

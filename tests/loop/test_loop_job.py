@@ -73,3 +73,62 @@ def test_external_server_is_used_as_is(tmp_path):
     finally:
         server.terminate()
         assert server.wait(timeout=20) == 0  # SIGTERM drains and exits cleanly
+
+
+def test_a_run_resumes_only_into_a_directory_of_the_same_config(tmp_path):
+    run_dir = tmp_path / "run"
+    port = f"transport.listen=tcp://127.0.0.1:{free_port()}"
+    first = harness("transport=zmq", port, "env.episodes_per_task=2",
+                    f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir / "traces" / "tmpk1ll3d.tmp").write_bytes(b"")  # what a kill left, once
+    (run_dir / "episodes" / ".task000-ep0009.json.x1y2").write_bytes(b"{")
+    other = harness("transport=zmq", port, "env.episodes_per_task=3", f"resume={run_dir}",
+                    cwd=tmp_path)
+    assert other.returncode == 2
+    assert "env.episodes_per_task was 2, is now 3" in other.stdout + other.stderr
+    same = harness("transport=zmq", port, "env.episodes_per_task=2", f"resume={run_dir}",
+                   f"hydra.run.dir={tmp_path}/second", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "all 2 episodes already in" in same.stdout + same.stderr
+    assert sorted(p.name for p in (run_dir / "traces").iterdir()) == [
+        "task000-ep0001.parquet", "task000-ep0002.parquet"]
+    assert not list((run_dir / "episodes").glob(".*"))
+    row = json.loads((run_dir / "episodes" / "task000-ep0001.json").read_text())
+    assert row["events"] == []  # the episode's events travel in its (atomic) row
+
+
+def test_external_server_absent_fails_in_one_line_naming_where_it_looked(tmp_path):
+    connect = f"tcp://127.0.0.1:{free_port()}"
+    result = harness("transport=zmq", f"transport.connect={connect}", "server=external",
+                     "server.startup_timeout_s=2", f"hydra.run.dir={tmp_path}/run",
+                     cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"waiting up to 2 s for the policy server (zmq at {connect})" in output
+    assert f"no policy server answered over zmq at {connect} within 2 s" in output
+    assert "Traceback" not in output
+
+
+def test_a_run_whose_sessions_are_all_rejected_exits_non_zero_with_the_reason(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "harness.server", "transport=zmq",
+                               f"transport.listen=tcp://127.0.0.1:{port}",
+                               f"hydra.run.dir={tmp_path}/server"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for line in server.stdout:
+            if line.startswith("READY"):
+                break
+        result = harness("transport=zmq", f"transport.connect=tcp://127.0.0.1:{port}",
+                         "server=external", "policy.chunk_size=4", "env.episodes_per_task=3",
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert result.returncode == 1
+    assert ("the policy server rejected the session in 3 of 3 episodes: session rejected: "
+            "contract mismatch: chunk_size: client expects 4, policy returns 8") in (
+                result.stdout + result.stderr)
+    events = [json.loads(line) for line in open(tmp_path / "run" / "events.jsonl")]
+    assert [e["episode"] for e in events if "dead" in e] == [1, 2, 3]
