@@ -50,10 +50,20 @@ def task_count(name: str) -> int:
 
 
 def task_ids(name: str, tasks: str) -> list[int]:
-    """Parse a task selection: "all" (every task of the env) or ids like "0,3,7"."""
+    """Parse a task selection: "all" (every task of the env) or ids like "0,3,7".
+
+    Raises ValueError naming `env.tasks` and the env's range if an id is not one of its
+    tasks (the MuJoCo tasks have only task 0; a LIBERO suite has its list).
+    """
     if tasks == "all":
         return list(range(task_count(name)))
-    return [int(t) for t in tasks.split(",")]
+    ids = [int(t) for t in tasks.split(",")]
+    count = task_count(name)
+    outside = [i for i in ids if not 0 <= i < count]
+    if outside:
+        have = "only task 0" if count == 1 else f"tasks 0..{count - 1}"
+        raise ValueError(f"env.tasks={tasks!r}: {name} has {have}, not {outside}")
+    return ids
 
 
 def make_env(name: str, *, cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (128, 128),

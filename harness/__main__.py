@@ -18,7 +18,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import HarnessConfig, Job, config_dir, register_configs, validate_or_exit
+from harness.config import (
+    HarnessConfig,
+    Job,
+    check_tasks_or_exit,
+    config_dir,
+    register_configs,
+    validate_or_exit,
+)
 from harness.console import make_console
 
 log = logging.getLogger("harness")
@@ -80,6 +87,8 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
+    if config.job is not Job.bench:
+        check_tasks_or_exit(config)
     output_dir = Path(config.resume or HydraConfig.get().runtime.output_dir)
     if config.job is Job.bench:
         run_bench(config, output_dir)

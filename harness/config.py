@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs import EnvName
+from envs import EnvName, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
 from harness.loop.clock import Clock
@@ -248,6 +248,16 @@ def validate_or_exit(cfg: DictConfig) -> HarnessConfig:
     try:
         return validate(cfg)
     except ConfigError as exc:
+        logging.getLogger("harness").error("invalid config: %s", exc)
+        sys.exit(2)
+
+
+def check_tasks_or_exit(config: HarnessConfig) -> None:
+    """The selected tasks exist (a LIBERO suite is asked for its count): else one line naming
+    `env.tasks`, exit 2, before anything starts."""
+    try:
+        task_ids(config.env.name, config.env.tasks)
+    except ValueError as exc:
         logging.getLogger("harness").error("invalid config: %s", exc)
         sys.exit(2)
 

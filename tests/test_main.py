@@ -41,3 +41,21 @@ def test_invalid_value_exits_2_naming_the_field(tmp_path):
     result = run_harness("policy.chunk_size=0", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 2
     assert "policy.chunk_size=0: must be >= 1" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["env=mujoco_pick_place", "env.tasks=3"],
+     "env.tasks='3': mujoco_pick_place has only task 0, not [3]"),
+    (["env=libero_object", "env.tasks=99"], "env.tasks='99': libero_object has tasks 0..9"),
+    (["transport=zmq", "transport.listen=tcp://127.0.0.1:99999"],
+     "transport.listen='tcp://127.0.0.1:99999': the port must be in 1..65535"),
+    (["transport=grpc", "transport.connect=10.0.0.5:0"],
+     "transport.connect='10.0.0.5:0': the port must be in 1..65535"),
+])
+def test_config_holes_fail_in_one_line_with_exit_2_before_anything_starts(tmp_path, overrides,
+                                                                          message):
+    result = run_harness(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "run" / "episodes").exists()  # nothing ran

@@ -37,6 +37,16 @@ def _require(condition: bool, field: str, value: object, why: str) -> None:
         raise TransportConfigError(f"transport.{field}={value!r}: {why}")
 
 
+def _require_port(field: str, address: str) -> None:
+    """The port after the last ':' of a TCP-style address is 1..65535 (or '*', zmq's
+    wildcard). A backend handed 99999 would bind some other port, or none, silently."""
+    if ":" not in address:
+        return
+    port = address.rsplit(":", 1)[1]
+    _require(port == "*" or (port.isdigit() and 1 <= int(port) <= 65535), field, address,
+             "the port must be in 1..65535")
+
+
 @dataclass
 class TransportConfig:
     """Fields every backend has."""
@@ -101,6 +111,8 @@ class ZenohTransportConfig(_Addresses, TransportConfig):
         for name, address in (("listen", self.listen), ("connect", self.connect_address)):
             _require(address.startswith(("tcp/", "udp/", "quic/", "unixsock-stream/")),
                      name, address, "expected a zenoh locator like tcp/127.0.0.1:7447")
+            if not address.startswith("unixsock-stream/"):
+                _require_port(name, address)
         _require(bool(self.namespace) and "*" not in self.namespace, "namespace",
                  self.namespace, "must be a non-empty key expression without wildcards")
         _require(self.lease_ms > 0, "lease_ms", self.lease_ms, "must be positive")
@@ -125,6 +137,7 @@ class GrpcTransportConfig(_Addresses, TransportConfig):
         super().__post_init__()
         for name, address in (("listen", self.listen), ("connect", self.connect_address)):
             _require(":" in address, name, address, "expected host:port")
+            _require_port(name, address)
         _require(0 < self.initial_backoff_ms <= self.max_backoff_ms, "initial_backoff_ms",
                  self.initial_backoff_ms, "must be positive and at most max_backoff_ms")
 
@@ -144,5 +157,7 @@ class ZmqTransportConfig(_Addresses, TransportConfig):
         for name, address in (("listen", self.listen), ("connect", self.connect_address)):
             _require(address.startswith(("tcp://", "ipc://", "inproc://")), name, address,
                      "expected a ZeroMQ address like tcp://127.0.0.1:5555")
+            if address.startswith("tcp://"):
+                _require_port(name, address)
         _require(0 < self.reconnect_ivl_ms <= self.reconnect_ivl_max_ms, "reconnect_ivl_ms",
                  self.reconnect_ivl_ms, "must be positive and at most reconnect_ivl_max_ms")

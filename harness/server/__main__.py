@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from harness.config import config_dir, register_configs, validate_or_exit
+from harness.config import check_tasks_or_exit, config_dir, register_configs, validate_or_exit
 from harness.server.serve import serve_forever
 
 register_configs()
@@ -19,7 +19,9 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
-    serve_forever(validate_or_exit(cfg), ready=lambda port: print(f"READY {port}", flush=True))
+    config = validate_or_exit(cfg)
+    check_tasks_or_exit(config)
+    serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True))
 
 
 if __name__ == "__main__":
