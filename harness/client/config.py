@@ -25,6 +25,15 @@ class Fallback(enum.StrEnum):
     zero = "zero"
 
 
+class OutOfBounds(enum.StrEnum):
+    """What the engine does with a chunk holding actions outside the env's bounds."""
+
+    clip = "clip"
+    """Saturate them at the bounds, as an arm's controller would (counted)."""
+    reject = "reject"
+    """Drop the whole chunk, as if it were lost (counted)."""
+
+
 @dataclass
 class EngineConfig:
     send_threshold: int = 4
@@ -37,6 +46,8 @@ class EngineConfig:
     max_offline_s: float = 5.0
     """Without any chunk for this long (control time), give up: DEAD."""
     fallback: Fallback = Fallback.hold
+    out_of_bounds: OutOfBounds = OutOfBounds.clip
+    """A chunk of the wrong shape or with a non-finite value is always dropped."""
     control_timeout_s: float = 2.0
     """Deadline of control messages (open, reset, close) on the request path."""
     reject_retry_s: float = 30.0
@@ -48,6 +59,7 @@ class EngineConfig:
             raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
         self.ensembling = choice(Ensembling, self.ensembling, "client.ensembling")
         self.fallback = choice(Fallback, self.fallback, "client.fallback")
+        self.out_of_bounds = choice(OutOfBounds, self.out_of_bounds, "client.out_of_bounds")
         for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",
                      "control_timeout_s", "reject_retry_s"):
             if getattr(self, name) <= 0:

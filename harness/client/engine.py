@@ -33,7 +33,7 @@ import numpy as np
 from envs.base import EnvSpec
 from harness import protocol
 from harness.client.action_queue import ActionQueue
-from harness.client.config import EngineConfig, Fallback
+from harness.client.config import EngineConfig, Fallback, OutOfBounds
 from harness.client.session import RejectBackoff, Reopen, session_unknown
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
 from harness.loop.latency import LatencyModel
@@ -54,7 +54,8 @@ class _InFlight:
 class ClientEngine:
     def __init__(self, transport: TransportClient, contract: protocol.Contract,
                  config: EngineConfig, *, dt: float, gripper_index: int | None = None,
-                 latency: LatencyModel | None = None) -> None:
+                 latency: LatencyModel | None = None,
+                 action_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.transport = transport
         self.contract = contract
         """What this client declares at session open: the robot's side, with the chunk size
@@ -70,6 +71,8 @@ class ClientEngine:
         self.model_id = ""
         self._gripper_index = gripper_index
         self.latency = latency or LatencyModel()
+        self._bounds = action_bounds
+        """(low, high) per action entry, or None: the env clips what it is given."""
         self._seq = 0
         self._in_flight: _InFlight | None = None
         # Replies that arrived (wall time) but whose control tick may not have come yet:
@@ -213,12 +216,44 @@ class ClientEngine:
                     or reply.seq != flight.seq or reply.epoch != self.epoch
                     or reply.episode != self.episode):
                 continue  # late, foreign or from another episode: never executed
+            reply = self._checked_chunk(reply, tick)
+            if reply is None:
+                self._in_flight = None  # answered, but with nothing the robot may execute
+                continue
             measured_s = (received_ns - flight.sent_ns) / 1e9
             latency_s = self.latency.latency_for(flight.key, measured_s)
             usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
             self._arrived.append((usable, flight.tick, reply, latency_s, measured_s))
             self._in_flight = None
             self.stats.chunks += 1
+
+    def _checked_chunk(self, reply: protocol.Message, tick: int) -> protocol.Message | None:
+        """The chunk as the robot may execute it, or None (counted, an error) if it must not:
+        wrong shape, a non-finite value, or out of bounds under out_of_bounds=reject."""
+        actions = reply.body.actions
+        chunk_size = (self._server_contract.chunk_size if self._server_contract
+                      else self.contract.chunk_size)
+        expected = (chunk_size or actions.shape[0], self.contract.action_dim)
+        problem = ""
+        if actions.shape != expected:
+            problem = f"shape {list(actions.shape)}, expected {list(expected)}"
+        elif not np.isfinite(actions).all():
+            problem = "non-finite actions"
+        elif self._bounds is not None:
+            low, high = self._bounds
+            if ((actions < low) | (actions > high)).any():
+                if self.config.out_of_bounds is OutOfBounds.reject:
+                    problem = "actions outside the env's bounds"
+                else:
+                    self.stats.clipped += 1
+                    clipped = dataclasses.replace(reply.body, actions=np.clip(actions, low, high))
+                    return dataclasses.replace(reply, body=clipped)
+        if not problem:
+            return reply
+        self.stats.rejected += 1
+        self.stats.errors.append(f"chunk {reply.seq} dropped: {problem}")
+        self._last_loss_tick = tick
+        return None
 
     def reply_pending_until(self) -> tuple[tuple[int, int], int, int] | None:
         """(latency key, sent tick, sent ns) of the request still in flight, for the
@@ -352,10 +387,12 @@ class ClientEngine:
 def engine_for(env_spec: EnvSpec, transport: TransportClient, config: EngineConfig, *,
                chunk_size: int, latency: LatencyModel | None = None) -> ClientEngine:
     """An engine driving an env of `env_spec`: it declares the env's contract with the chunk
-    size it expects, ticks at the env's control rate, and holds the env's gripper (if it has
-    one) in the `hold` fallback."""
+    size it expects, ticks at the env's control rate, checks chunks against the env's action
+    bounds, and holds the env's gripper (if it has one) in the `hold` fallback."""
     contract = dataclasses.replace(env_spec.contract, chunk_size=chunk_size)
     names = contract.action_names
     return ClientEngine(transport, contract, config, dt=1.0 / contract.control_hz,
                         gripper_index=names.index("gripper") if "gripper" in names else None,
-                        latency=latency)
+                        latency=latency,
+                        action_bounds=(np.asarray(env_spec.action_low, np.float32),
+                                       np.asarray(env_spec.action_high, np.float32)))

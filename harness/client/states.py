@@ -54,5 +54,10 @@ class EngineStats:
     """Requests with no chunk back within `request_timeout_s`."""
     reopened: int = 0
     """Sessions re-opened after the server restarted or forgot this session."""
+    rejected: int = 0
+    """Chunks dropped on arrival: wrong shape, a non-finite value, or (out_of_bounds=reject)
+    an action outside the env's bounds. None of them was executed."""
+    clipped: int = 0
+    """Chunks with actions outside the env's bounds, saturated at them (out_of_bounds=clip)."""
     errors: list[str] = field(default_factory=list)
     """ERROR replies from the server and local decode/publish failures, as text."""

@@ -124,6 +124,7 @@ class ResultsStore:
             "requests_sent": trace.wire.sent, "chunks_received": trace.wire.chunks,
             "requests_lost": trace.wire.lost, "sessions_reopened": trace.wire.reopened,
             "server_errors": len(trace.wire.errors),
+            "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
             **(extra or {}),
         }
         where = {"task": task, "episode": trace.episode}
@@ -176,6 +177,8 @@ class ResultsStore:
             "sessions_reopened": total("sessions_reopened"),
             "server_errors": total("server_errors"),
             "chunks_received": total("chunks_received"),
+            "chunks_rejected": total("chunks_rejected"),
+            "chunks_clipped": total("chunks_clipped"),
             "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)
                                      for listed in listed_events),
             "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),

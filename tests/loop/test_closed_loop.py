@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from envs import make_env
@@ -315,3 +316,47 @@ def test_a_reopen_failing_with_any_exception_is_retried_not_a_crash(env, rig):
         assert result.source is ActionSource.FALLBACK
         time.sleep(0.005)
     assert engine.state is ClientState.RECONNECTING
+
+
+class BrokenPolicy:
+    """A real policy whose chunks are broken in one way: what a buggy model server sends."""
+
+    def __init__(self, breakage: str) -> None:
+        self.inner, self.breakage = oracle(), breakage
+        self.spec = self.inner.spec
+
+    def reset(self, *, seed: int) -> None:
+        self.inner.reset(seed=seed)
+
+    def predict(self, observation):
+        chunk = self.inner.predict(observation).copy()
+        if self.breakage == "nan":
+            chunk[3, 1] = np.nan
+        elif self.breakage == "shape":
+            chunk = chunk[:, :3]
+        elif self.breakage == "bounds":
+            chunk[:, 0] = 3.0
+        return chunk
+
+
+@pytest.mark.parametrize(("breakage", "out_of_bounds"), [
+    ("nan", "clip"), ("shape", "clip"), ("bounds", "reject")])
+def test_a_chunk_the_robot_must_not_execute_is_dropped_counted_and_never_stepped(
+        env, rig, breakage, out_of_bounds):
+    loop = rig(out_of_bounds=out_of_bounds)
+    loop.restart(factory=lambda: BrokenPolicy(breakage))
+    wait_until(loop.client.server_present, 5.0, "server with the broken policy")
+    trace = run_episode(env, loop.engine, episode=1, seed=0)  # env.step raises on NaN
+    assert {t.source for t in trace.ticks} == {"fallback"}  # nothing it sent was executed
+    assert trace.wire.rejected > 0 and trace.wire.chunks == 0
+    assert any("dropped" in e for e in trace.wire.errors)
+
+
+def test_an_out_of_bounds_chunk_is_clipped_at_the_bounds_by_default(env, rig):
+    loop = rig()
+    loop.restart(factory=lambda: BrokenPolicy("bounds"))
+    wait_until(loop.client.server_present, 5.0, "server with the broken policy")
+    trace = run_episode(env, loop.engine, episode=1, seed=0)
+    executed = [t.action for t in trace.ticks if t.source != "fallback"]
+    assert executed and all(action[0] == 1.0 for action in executed)  # saturated at high
+    assert trace.wire.clipped > 0 and trace.wire.rejected == 0
