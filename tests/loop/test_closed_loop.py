@@ -6,22 +6,18 @@ import dataclasses
 import json
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
 
-from envs import make_env
-from harness import protocol
 from harness.bench import parity
 from harness.client.config import EngineConfig
-from harness.client.engine import ClientEngine, engine_for
+from harness.client.engine import ClientEngine
 from harness.client.states import ActionSource, ClientState
-from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.server.policy_server import PolicyServer
-from policies import make_policy
 from tests.conftest import wait_until
+from tests.loop.conftest import observation_of, oracle
 from tests.transports.test_conformance import config_for
 from transports import KINDS, LocalTransportConfig, make_client, make_server
 
@@ -34,61 +30,6 @@ def test_every_transport_matches_the_golden_digests(kind):
     traces = parity.run_parity_episodes(config_for(kind))
     assert {str(t.episode): parity.digest(t) for t in traces} == golden
     assert all(t.success and t.breaches == [] for t in traces)
-
-
-ENV = "mujoco_pick_place"
-
-
-def oracle():
-    return make_policy("oracle", env=ENV)
-
-
-@pytest.fixture
-def env():
-    env = make_env(ENV)
-    yield env
-    env.close()
-
-
-class Rig:
-    """A policy server under a fresh local-transport name, a client and its engine.
-    `restart` replaces the server under the same name, as a restarted process would."""
-
-    def __init__(self, env, *, latency: LatencyModel | None, **config) -> None:
-        self.env, self.name = env, f"loop-{uuid.uuid4().hex[:8]}"
-        self.server = self._serve(oracle)
-        self.client = make_client(LocalTransportConfig(name=self.name))
-        self.engine = engine_for(env.spec, self.client, EngineConfig(**config), chunk_size=8,
-                                 latency=latency)
-
-    def _serve(self, factory) -> PolicyServer:
-        server = PolicyServer(make_server(LocalTransportConfig(name=self.name)), factory)
-        server.start()
-        return server
-
-    def restart(self, policy: str = "oracle", factory=None) -> None:
-        self.server.close()
-        self.server = self._serve(factory or (lambda: make_policy(policy, env=ENV)))
-
-    def close(self) -> None:
-        self.client.close()
-        self.server.close()
-
-
-@pytest.fixture
-def rig(env):
-    """rig(**engine_config) -> Rig with a fixed 100 ms latency (measured with measured=True);
-    every rig made is closed after the test."""
-    rigs = []
-
-    def make(*, measured: bool = False, **config) -> Rig:
-        latency = None if measured else LatencyModel("fixed", value_s=0.1)
-        rigs.append(Rig(env, latency=latency, **config))
-        return rigs[-1]
-
-    yield make
-    for made in rigs:
-        made.close()
 
 
 def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
@@ -142,11 +83,6 @@ def test_server_restarted_with_another_model_is_a_contract_change(rig):
     assert not loop.engine.open_session()
     assert loop.engine.state is ClientState.DEAD
     assert "contract changed" in loop.engine.dead_reason
-
-
-def observation_of(env) -> protocol.Observation:
-    observation = env.reset(seed=0)
-    return protocol.Observation(observation.state, observation.images, "")
 
 
 def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env, rig):
