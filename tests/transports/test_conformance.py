@@ -104,7 +104,7 @@ def test_streamed_chunk_is_stamped_when_it_arrives_not_when_taken(rig):
     sent_ns = time.monotonic_ns()
     rig.server.send_stream(client.client_id, b"chunk")
     wait_until(lambda: client.stats.received >= 1, 5.0, "the chunk to arrive")
-    time.sleep(0.1)
+    time.sleep(0.1)  # the subject of the test: time passes between arrival and take
     payload, arrival_ns = client.take_stream_timed(timeout_s=1.0)
     assert payload == b"chunk"
     assert sent_ns <= arrival_ns <= time.monotonic_ns() - 100_000_000
@@ -156,9 +156,12 @@ def test_streamed_chunks_are_latest_only_on_the_client(rig):
     assert rig.server.take_stream(timeout_s=5.0) is not None
     for i in range(3):
         rig.server.send_stream(client.client_id, b"chunk-%d" % i)
-    wait_until(lambda: client.stats.received + client.stats.superseded >= 1, 5.0, "a chunk")
-    time.sleep(0.2)  # let the remaining chunks land; then only the newest may be left
-    assert client.take_stream(timeout_s=1.0) == b"chunk-2"
+    # Each chunk lands on the client or is superseded on the way (grpc's server side keeps a
+    # latest-only slot per subscriber too).
+    wait_until(lambda: client.stats.received + rig.server.stats.superseded >= 3, 5.0,
+               "all three chunks to land or be superseded")
+    assert client.take_stream(timeout_s=1.0) == b"chunk-2"  # only the newest is left
+    assert client.stats.superseded + rig.server.stats.superseded == 2
     assert client.take_stream(timeout_s=0.1) is None
 
 
@@ -252,11 +255,23 @@ def _open_talk_close(kind: str) -> None:
         client.request(b"z", timeout_s=0.5)
 
 
+def _steady_threads_and_fds(timeout_s: float = 5.0) -> tuple[int, int, int]:
+    """The counts once two reads 50 ms apart agree (the warm-up's threads have settled)."""
+    deadline = time.monotonic() + timeout_s
+    last = _threads_and_fds()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = _threads_and_fds()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_close_leaves_no_thread_or_socket_behind(kind):
     _open_talk_close(kind)  # warm-up: libraries start process-wide threads once
-    time.sleep(0.2)
-    baseline = _threads_and_fds()
+    baseline = _steady_threads_and_fds()
     _open_talk_close(kind)
     # Up to 15 s: zenoh's async runtime reaps an idle worker thread only after 10 s.
     def settled(now: tuple[int, int, int]) -> bool:
