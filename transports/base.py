@@ -69,6 +69,9 @@ class StreamStats:
     """Items replaced by a newer one before they were taken or sent (latest-only)."""
     rejected_oversize: int = 0
     """Incoming items dropped for exceeding `max_message_bytes`."""
+    out_of_order: int = 0
+    """Incoming items dropped because a newer one (by the client's `order_stream_by` key)
+    was waiting to be taken."""
 
 
 class TransportServer(Protocol):
@@ -132,6 +135,12 @@ class TransportClient(Protocol):
     def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
         """Like `take_stream`, with the `time.monotonic_ns()` at which the payload arrived
         (what a latency measurement must use: the caller may take it much later)."""
+
+    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
+        """From now on, of two streamed payloads waiting to be taken keep the one with the
+        larger `key` (a message's sequence id), not the last to arrive, so a reordered or
+        duplicated older reply cannot overwrite a newer one. The transport stays opaque to
+        what the bytes mean: the caller supplies the key."""
 
     def server_present(self) -> bool:
         """Whether the server is believed alive now (liveliness token or recent heartbeat)."""

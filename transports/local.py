@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -131,6 +132,9 @@ class LocalClient:
 
     def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
         return self._inbox.take_timed(timeout_s)
+
+    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
+        self._inbox.order_key = key
 
     def server_present(self) -> bool:
         with _registry_lock:

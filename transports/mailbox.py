@@ -11,23 +11,35 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from transports.base import StreamItem, StreamStats
 
 
 class LatestSlot:
-    """One latest-only item: `put` replaces, `take` waits for and removes it."""
+    """One latest-only item: `put` replaces, `take` waits for and removes it.
 
-    def __init__(self, stats: StreamStats | None = None) -> None:
+    "Latest" is the last arrival, unless `order_key` (bytes -> int) says which of two items
+    is newer: then an item that arrives after a newer one nobody took yet (a reordered or
+    duplicated older message) is dropped instead of overwriting it, and counted.
+    """
+
+    def __init__(self, stats: StreamStats | None = None,
+                 order_key: Callable[[bytes], int] | None = None) -> None:
         self._cond = threading.Condition()
         self._item: bytes | None = None
         self._arrival_ns = 0
         self.stats = stats if stats is not None else StreamStats()
+        self.order_key = order_key
 
     def put(self, item: bytes) -> bool:
         """Store `item`; return True if it replaced one nobody took."""
         with self._cond:
             self.stats.received += 1
+            if (self.order_key is not None and self._item is not None
+                    and self.order_key(item) < self.order_key(self._item)):
+                self.stats.out_of_order += 1
+                return False
             replaced = self._item is not None
             if replaced:
                 self.stats.superseded += 1

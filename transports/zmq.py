@@ -330,6 +330,9 @@ class ZmqClient:
     def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
         return self._inbox.take_timed(timeout_s)
 
+    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
+        self._inbox.order_key = key
+
     def server_present(self) -> bool:
         return self._heartbeat.present()
 

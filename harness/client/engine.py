@@ -57,6 +57,7 @@ class ClientEngine:
                  latency: LatencyModel | None = None,
                  action_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.transport = transport
+        transport.order_stream_by(protocol.header_seq)  # a late older chunk never wins
         self.contract = contract
         """What this client declares at session open: the robot's side, with the chunk size
         it expects and, if not "", the model it insists on."""

@@ -11,6 +11,7 @@ from harness.protocol.codec import (
     decode,
     decode_header,
     encode,
+    header_seq,
 )
 from harness.protocol.contract import (
     DTYPE_NAMES,
@@ -58,5 +59,5 @@ __all__ = [
     "ContractMismatch", "DecodeError", "EncodeError", "Error", "Flags", "Header", "Message",
     "MessageTooLarge", "MessageType", "Observation", "Reset", "SessionOk", "SessionOpen",
     "SessionReject", "Status", "UnsupportedVersion", "WireError", "check_contract", "decode",
-    "decode_header", "encode", "retryable_reject",
+    "decode_header", "encode", "header_seq", "retryable_reject",
 ]

@@ -68,7 +68,8 @@ from harness.protocol.messages import (
 )
 from harness.protocol.messages import Error as ErrorBody
 
-__all__ = ["ALLOWED_DTYPES", "MAX_IMAGE_SIDE", "MAX_NDIM", "decode", "decode_header", "encode"]
+__all__ = ["ALLOWED_DTYPES", "MAX_IMAGE_SIDE", "MAX_NDIM", "decode", "decode_header", "encode",
+           "header_seq"]
 
 _JPEG = int(Flags.JPEG)
 _MESSAGE_TYPES = {int(msg_type): msg_type for msg_type in MessageType}
@@ -359,6 +360,15 @@ def _parse_header(view: memoryview, max_body_bytes: int) -> Header:
                           "bytes follow")
     return Header(_MESSAGE_TYPES[msg_type], seq, episode, epoch, client_ns, _FLAGS[flags],
                   body_len)
+
+
+def header_seq(buf: bytes) -> int:
+    """The sequence id in a message's header, read without checking the rest; -1 for bytes
+    that do not start with one. What a client's stream inbox orders replies by
+    (`TransportClient.order_stream_by`): garbage never displaces a real reply."""
+    if len(buf) < HEADER.size or buf[:2] != MAGIC:
+        return -1
+    return int.from_bytes(buf[6:14], "little")
 
 
 def decode_header(buf: bytes | bytearray | memoryview, *,

@@ -299,3 +299,19 @@ def test_client_dials_its_connect_address_not_the_listen_address(kind):
     finally:
         client.close()
         server.close()
+
+
+def test_an_older_reply_arriving_after_a_newer_one_does_not_overwrite_it(rig):
+    """With an order key set, the client's latest-only inbox keeps the newest by that key,
+    not the last to arrive: a reordered or duplicated older chunk is dropped and counted."""
+    client = rig.client()
+    client.order_stream_by(lambda payload: int(payload.split(b"-")[1]))
+    client.publish(b"hello")
+    assert rig.server.take_stream(timeout_s=5.0) is not None
+    rig.server.send_stream(client.client_id, b"chunk-6")
+    wait_until(lambda: client.stats.received >= 1, 5.0, "chunk 6 to land")
+    rig.server.send_stream(client.client_id, b"chunk-5")  # late, older
+    wait_until(lambda: client.stats.received >= 2, 5.0, "chunk 5 to land")
+    assert client.take_stream(timeout_s=1.0) == b"chunk-6"
+    assert client.stats.out_of_order == 1
+    assert client.take_stream(timeout_s=0.1) is None
