@@ -150,10 +150,18 @@ class ClientEngine:
 
     def reset(self, episode: int) -> None:
         """Start an episode: tell the server, forget every queued action. Unlike a tick, this
-        waits for the server (a re-open still running is finished first)."""
+        waits for the server (a re-open still running is finished first); how long is
+        `stats.reset_wait_s`."""
+        started = time.monotonic()
+        self.stats = EngineStats()
+        try:
+            self._start_episode(episode)
+        finally:
+            self.stats.reset_wait_s = time.monotonic() - started
+
+    def _start_episode(self, episode: int) -> None:
         self._finish_reopen()
         self.episode = episode
-        self.stats = EngineStats()
         self.queue.clear()
         self._in_flight = None
         self._arrived.clear()

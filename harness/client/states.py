@@ -50,6 +50,8 @@ class EngineStats:
 
     sent: int = 0
     chunks: int = 0
+    reset_wait_s: float = 0.0
+    """Wall time the episode's start (session open, reset) waited for the server."""
     lost: int = 0
     """Requests with no chunk back within `request_timeout_s`."""
     reopened: int = 0

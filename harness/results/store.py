@@ -125,6 +125,7 @@ class ResultsStore:
             "requests_lost": trace.wire.lost, "sessions_reopened": trace.wire.reopened,
             "server_errors": len(trace.wire.errors),
             "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
+            "reset_wait_s": round(trace.wire.reset_wait_s, 6),
             **(extra or {}),
         }
         where = {"task": task, "episode": trace.episode}
@@ -179,6 +180,8 @@ class ResultsStore:
             "chunks_received": total("chunks_received"),
             "chunks_rejected": total("chunks_rejected"),
             "chunks_clipped": total("chunks_clipped"),
+            "reset_wait_max_s": float(rows["reset_wait_s"].max()) if "reset_wait_s" in rows
+            else None,
             "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)
                                      for listed in listed_events),
             "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),
