@@ -2,10 +2,12 @@
 
 Keys under `<namespace>/`: `req` (queryable; the control path, the client id travels as the
 query attachment), `obs/<client_id>` (observations: best-effort, express, dropped rather than
-queued under congestion), `act/<client_id>` (action chunks: reliable, blocking congestion
-control, because a lost chunk starves the robot), and `alive` (the server's liveliness
-token). Multicast scouting and gossip are always off: they would send on the real network and
-let sessions dial each other around a fault proxy (FACTS.md). Shared memory is off too.
+queued under congestion), `act/<client_id>` (action chunks: reliable, high priority, and also
+dropped rather than queued under congestion: they are sent from the server's one inference
+thread, which must never block, and latest-only means a dropped chunk is just a lost one,
+which the client's engine already handles), and `alive` (the server's liveliness token).
+Multicast scouting and gossip are always off: they would send on the real network and let
+sessions dial each other around a fault proxy (FACTS.md). Shared memory is off too.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class ZenohServer:
             raise TransportClosed("zenoh server is not running")
         self.stats.sent += 1
         self._session.put(f"{self.config.namespace}/act/{client_id}", payload,
-                          congestion_control=zenoh.CongestionControl.BLOCK,
+                          congestion_control=zenoh.CongestionControl.DROP,
                           priority=zenoh.Priority.INTERACTIVE_HIGH)
 
     def close(self) -> None:

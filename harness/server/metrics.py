@@ -29,6 +29,15 @@ class ServerMetrics:
         self.stale_dropped = Counter("policy_stale_dropped",
                                      "Observations of a finished episode, dropped",
                                      registry=self.registry)
+        self.sessions_expired = Counter("policy_sessions_expired",
+                                        "Sessions removed after session_idle_timeout_s of silence",
+                                        registry=self.registry)
+        self.observations_rejected = Counter(
+            "policy_observations_rejected", "Observations breaking the contract, not predicted",
+            ["reason"], registry=self.registry)
+        self.implicit_resets = Counter(
+            "policy_implicit_resets", "Policies reset by an observation of a newer episode "
+            "(its RESET was lost or late)", registry=self.registry)
         self.queue_wait = Histogram("policy_queue_wait_seconds", "Observation wait in mailbox",
                                     buckets=_LATENCY_BUCKETS_S, registry=self.registry)
         self.inference = Histogram("policy_inference_seconds", "policy.predict duration",
@@ -40,7 +49,12 @@ class ServerMetrics:
         self.inference.observe(infer_ns / 1e9)
 
     def served_total(self) -> float:
-        return sum(sample.value for metric in self.served.collect() for sample in metric.samples
+        return self.total(self.served)
+
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """The sum of `counter` over all its label values (the counter itself if it has none)."""
+        return sum(sample.value for metric in counter.collect() for sample in metric.samples
                    if sample.name.endswith("_total"))
 
     def exposition(self) -> bytes:
@@ -48,7 +62,11 @@ class ServerMetrics:
 
 
 class HealthEndpoint:
-    """`GET /healthz` (200 "ok" or 503) and `GET /metrics` on 127.0.0.1:`port` (0 picks one)."""
+    """`GET /healthz` (200 "ok" or 503) and `GET /metrics` on `host`:`port` (0 picks one).
+
+    `host` is 127.0.0.1 unless told otherwise: metrics name clients and the endpoint has no
+    authentication, so it is opened to the network (0.0.0.0) only on purpose.
+    """
 
     def __init__(self, metrics: ServerMetrics, healthy: Callable[[], bool], *,
                  host: str = "127.0.0.1", port: int = 0) -> None:
@@ -77,7 +95,9 @@ class HealthEndpoint:
 
         self._metrics, self._healthy = metrics, healthy
         self._http = ThreadingHTTPServer((host, port), Handler)
-        self.port = self._http.server_address[1]
+        self.host: str = self._http.server_address[0]
+        """The address it is bound to."""
+        self.port: int = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, name="health-http",
                                         daemon=True)
 
@@ -85,7 +105,9 @@ class HealthEndpoint:
         self._thread.start()
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+        """Stop serving and release the socket. Safe before `start` (`shutdown` would wait
+        forever for a serving loop that never ran)."""
         if self._thread.is_alive():
+            self._http.shutdown()
             self._thread.join()
+        self._http.server_close()

@@ -6,9 +6,12 @@ order, observation keys and shapes, image sizes, control rate, chunk size, model
 rejects a mismatch with a reason the client can log. Control messages (open, reset, status,
 close) are answered on the transport's request path; observations arrive on its latest-only
 stream, and one inference thread serves the sessions round-robin, so a newer observation
-replaces an unserved one instead of queueing behind it. Every request leaves one JSON audit
-line, the server exposes `/healthz` and Prometheus `/metrics`, and `drain()` (SIGTERM)
-finishes the inference in progress, refuses new sessions and closes.
+replaces an unserved one instead of queueing behind it. Each observation is checked against
+the contract before the policy sees it (keys, dtypes, shapes, finite values). A session whose
+client sent nothing for `session_idle_timeout_s` expires and frees its slot (see
+`harness.server.sessions` for the pool of policy instances sessions share). Every request
+leaves one JSON audit line, the server exposes `/healthz` and Prometheus `/metrics`, and
+`drain()` (SIGTERM) finishes the inference in progress, refuses new sessions and closes.
 
 Clock rule: the server never sends an instant of its own clock. It echoes the client's stamp
 and reports durations (queue wait, inference time) only.
@@ -16,21 +19,20 @@ and reports durations (queue wait, inference time) only.
 
 from __future__ import annotations
 
-import itertools
+import collections
 import json
 import logging
-import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from envs.base import EnvObservation
 from harness import protocol
 from harness.server.metrics import ServerMetrics
+from harness.server.sessions import Session, SessionTable, short_id
 from policies.base import Policy
 from transports import StreamItem, TransportServer
 
@@ -38,14 +40,48 @@ log = logging.getLogger(__name__)
 audit_log = logging.getLogger("harness.audit")
 
 
-@dataclass
-class Session:
-    session_id: str
-    client_id: str
-    epoch: int
-    policy: Policy
-    episode: int = 0
-    served: int = 0
+def check_observation(spec: protocol.Contract,
+                      observation: protocol.Observation) -> tuple[str, str] | None:
+    """The first way `observation` breaks `spec`, as (reason, detail), or None if it fits.
+
+    `reason` is one of missing, dtype, shape, non_finite (the label of the rejection counter);
+    `detail` names the key and what is wrong. Only what the policy reads is checked (a robot
+    may observe more). Runs on every observation, so it stays cheap: dtype and shape compares,
+    and `np.isfinite` on float state only (images are uint8).
+    """
+    for key, wanted in spec.state.items():
+        where, value = f"state[{key!r}]", observation.state.get(key)
+        if value is None:
+            return "missing", f"{where} is missing: the policy reads it"
+        if value.dtype.name != wanted.dtype:
+            return "dtype", (f"{where} has dtype {value.dtype.name}, the contract says "
+                             f"{wanted.dtype}")
+        if value.shape != tuple(wanted.shape):
+            return "shape", (f"{where} has shape {value.shape}, the contract says "
+                             f"{tuple(wanted.shape)}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            return "non_finite", (f"{where} has {bad} non-finite value{'s' if bad > 1 else ''} "
+                                  "(NaN or inf)")
+    for camera, (height, width) in spec.images.items():
+        where, image = f"images[{camera!r}]", observation.images.get(camera)
+        if image is None:
+            return "missing", f"{where} is missing: the policy needs this camera"
+        if image.dtype != np.uint8:
+            return "dtype", f"{where} has dtype {image.dtype.name}, the contract says uint8"
+        if image.shape != (height, width, 3):
+            return "shape", (f"{where} has shape {image.shape}, the contract says "
+                             f"{(height, width, 3)}")
+    return None
+
+
+class Refusal(NamedTuple):
+    """Why an observation does not reach the policy: the reply to send (None: drop it
+    silently), the audit outcome, and extra audit fields."""
+
+    reply: protocol.Error | None
+    outcome: str
+    extra: dict[str, object]
 
 
 class PolicyServer:
@@ -56,18 +92,30 @@ class PolicyServer:
     """
 
     def __init__(self, transport: TransportServer, make_policy: Callable[[], Policy], *,
-                 max_sessions: int = 4, metrics: ServerMetrics | None = None) -> None:
-        self._make_policy = make_policy
-        self._warm_policy = make_policy()
-        self.spec: protocol.Contract = self._warm_policy.spec
+                 max_sessions: int = 4, metrics: ServerMetrics | None = None,
+                 session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128) -> None:
+        """Build the pool: `make_policy` is called `max_sessions` times, here and never again
+        (a session open must not load a model), and every instance must declare one spec.
+
+        Raises:
+            ValueError: `max_sessions` < 1, or the instances declare different specs.
+        """
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions={max_sessions}: must be >= 1")
+        policies = [make_policy() for _ in range(max_sessions)]
+        self.spec: protocol.Contract = policies[0].spec
+        for index, policy in enumerate(policies[1:], start=1):
+            if policy.spec != self.spec:
+                raise ValueError(f"make_policy() call {index} declared {policy.spec}, call 0 "
+                                 f"{self.spec}: the pool's instances must be interchangeable")
         self.max_sessions = max_sessions
+        self.max_client_id_chars = max_client_id_chars
         self.metrics = metrics or ServerMetrics()
         self._transport = transport
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
-        # Epochs start at a random point so that a restarted server never reissues the epoch
-        # of a session its predecessor handed out (a client must never mix the two).
-        self._epochs = itertools.count(secrets.randbelow(2**31) + 1)
+        self._sessions = SessionTable(policies, idle_timeout_s=session_idle_timeout_s)
+        self._recent_latency_s: collections.deque[float] = collections.deque(
+            maxlen=2 * max_sessions)
+        """Arrival-to-reply time of the last observations served (inference thread only)."""
         self._draining = threading.Event()
         self._stopped = threading.Event()
         self._inference = threading.Thread(target=self._serve_observations,
@@ -76,9 +124,9 @@ class PolicyServer:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Warm the policy with one prediction, then start serving."""
+        """Warm one policy instance with one prediction, then start serving."""
         started = time.monotonic()
-        self._warm_policy.predict(self._blank_observation())
+        self._sessions.warm(self._blank_observation())
         log.info("policy %s warmed in %.3f s", self.spec.model_id, time.monotonic() - started)
         self._transport.start(self._answer_request)
         self._inference.start()
@@ -122,7 +170,8 @@ class PolicyServer:
         handler = handlers.get(request.msg_type)
         if handler is None:
             reply, outcome = self._reply(protocol.Error(
-                "protocol", f"{request.msg_type.name} is not a request"), request), "rejected"
+                protocol.ERROR_PROTOCOL, f"{request.msg_type.name} is not a request"),
+                request), "rejected"
         else:
             reply, outcome = handler(client_id, request)
         self._audit(client_id, request, outcome, started)
@@ -140,63 +189,68 @@ class PolicyServer:
             flags=protocol.Flags.RESPONSE))
 
     def _open(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
-        with self._lock:
-            active = len(self._sessions)
-            if self._draining.is_set():
-                reason = "server is draining"
-            elif active >= self.max_sessions and client_id not in self._sessions:
-                reason = f"max_sessions={self.max_sessions} reached ({active} active)"
-            else:
-                try:
-                    protocol.check_contract(self.spec, request.body.contract)
-                    reason = ""
-                except protocol.ContractMismatch as exc:
-                    reason = f"contract mismatch: {exc}"
-            if reason:
-                self.metrics.sessions_rejected.inc()
-                log.warning("rejected session of %s: %s", client_id, reason)
-                return self._reply(protocol.SessionReject(reason, active, self.max_sessions),
-                                   request), "rejected"
-            epoch = next(self._epochs)
-            session = Session(uuid.uuid4().hex[:12], client_id, epoch, self._make_policy())
-            self._sessions[client_id] = session  # a re-opening client replaces its session
-            self.metrics.sessions.set(len(self._sessions))
+        longest = max(len(client_id), len(request.body.client_id))
+        reason = ""
+        if longest > self.max_client_id_chars:
+            reason = (f"{protocol.REJECT_CLIENT_ID} of {longest} chars exceeds "
+                      f"max_client_id_chars={self.max_client_id_chars}")
+        elif self._draining.is_set():
+            reason = "server is draining"
+        else:
+            try:
+                protocol.check_contract(self.spec, request.body.contract)
+            except protocol.ContractMismatch as exc:
+                reason = f"{protocol.REJECT_CONTRACT}: {exc}"
+        session = None if reason else self._sessions.open(client_id)
+        if session is None and not reason:
+            reason = f"max_sessions={self.max_sessions} reached ({len(self._sessions)} active)"
+        if reason:
+            self.metrics.sessions_rejected.inc()
+            log.warning("rejected session of %s: %s", short_id(client_id), reason)
+            return self._reply(protocol.SessionReject(reason, len(self._sessions),
+                                                      self.max_sessions), request), "rejected"
+        self.metrics.sessions.set(len(self._sessions))
         return self._reply(protocol.SessionOk(session.session_id, self.spec), request,
-                           epoch=epoch), "ok"
-
-    def _session_for(self, client_id: str, request: protocol.Message) -> Session | None:
-        with self._lock:
-            session = self._sessions.get(client_id)
-        return session if session is not None and session.epoch == request.epoch else None
+                           epoch=session.epoch), "ok"
 
     def _reset(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
-        session = self._session_for(client_id, request)
+        """Reset the session's policy for `request.episode`, unless the session has already
+        moved past it (a late RESET: acknowledged, nothing moves back). Waits for a predict
+        in progress on the same policy."""
+        session = self._sessions.get(client_id, request.epoch)
         if session is None:
-            return self._reply(protocol.Error(protocol.SESSION_UNKNOWN,
-                                              "no open session with this epoch"),
-                               request), "rejected"
-        session.policy.reset(seed=request.episode)
-        session.episode = request.episode
+            return self._unknown_session(request), "rejected"
+        with session.lock:
+            if session.closed:  # closed or expired since it was looked up
+                return self._unknown_session(request), "rejected"
+            if request.episode < session.episode:
+                return self._reply(protocol.Reset(
+                    f"late: the session is at episode {session.episode}"), request), "late_reset"
+            session.policy.reset(seed=request.episode)
+            session.episode = request.episode
         return self._reply(protocol.Reset(), request), "ok"
 
+    def _unknown_session(self, request: protocol.Message) -> bytes:
+        return self._reply(protocol.Error(protocol.SESSION_UNKNOWN,
+                                          "no open session with this epoch"), request)
+
     def _status(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
+        self._sessions.get(client_id, request.epoch)  # a status request keeps a session alive
         return self._reply(protocol.Status(self.status()), request), "ok"
 
     def status(self) -> dict[str, int | float | str | bool]:
-        with self._lock:
-            sessions = len(self._sessions)
         stats = self._transport.stats
-        return {"model_id": self.spec.model_id, "sessions": sessions,
+        return {"model_id": self.spec.model_id, "sessions": len(self._sessions),
                 "max_sessions": self.max_sessions, "draining": self._draining.is_set(),
                 "received": stats.received, "superseded": stats.superseded,
-                "served": int(self.metrics.served_total())}
+                "served": int(self.metrics.served_total()),
+                "expired": int(self.metrics.total(self.metrics.sessions_expired)),
+                "observations_rejected": int(self.metrics.total(
+                    self.metrics.observations_rejected))}
 
     def _close(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
-        with self._lock:
-            session = self._sessions.get(client_id)
-            if session is not None and session.epoch == request.epoch:
-                del self._sessions[client_id]
-            self.metrics.sessions.set(len(self._sessions))
+        self._sessions.close(client_id, request.epoch)
+        self.metrics.sessions.set(len(self._sessions))
         return self._reply(protocol.Close(), request), "ok"
 
     # ---- stream path ------------------------------------------------------------------------
@@ -206,51 +260,114 @@ class PolicyServer:
             item = self._transport.take_stream(timeout_s=0.1)
             if item is not None:
                 self._serve_one(item)
+            self._expire_idle_sessions()
+
+    def _expire_idle_sessions(self) -> None:
+        """On the inference thread (it wakes at least every 0.1 s), never on the transport's.
+
+        A session is heard from when its observation is taken, not when it arrives, and with
+        a slow model an observation waits behind the other sessions' predictions; so the
+        timeout is extended by the longest recent arrival-to-reply time, and a client that
+        keeps sending never looks silent however busy the server is."""
+        expired = self._sessions.expire(grace_s=max(self._recent_latency_s, default=0.0))
+        for session in expired:
+            self.metrics.sessions_expired.inc()
+            log.info("session %s of %s expired: nothing heard for >= %.1f s", session.session_id,
+                     short_id(session.client_id), self._sessions.idle_timeout_s)
+        if expired:
+            self.metrics.sessions.set(len(self._sessions))
 
     def _serve_one(self, item: StreamItem) -> None:
         started = time.monotonic_ns()
         queue_wait_ns = started - item.received_ns
+        client_id = item.client_id
         try:
             request = protocol.decode(item.payload)
         except protocol.DecodeError as exc:
-            self._send(item.client_id, protocol.Error("decode", str(exc)))
-            self._audit(item.client_id, None, "decode_error", started, detail=str(exc))
+            self._send(client_id, protocol.Error("decode", str(exc)))
+            self._audit(client_id, None, "decode_error", started, detail=str(exc))
             return
-        session = self._session_for(item.client_id, request)
-        if request.msg_type is not protocol.MessageType.OBSERVATION or session is None:
-            self._send(item.client_id, protocol.Error(
-                protocol.SESSION_UNKNOWN, "observation without an open session of this epoch"),
-                request)
-            self._audit(item.client_id, request, "rejected", started)
+        if request.msg_type is not protocol.MessageType.OBSERVATION:
+            self._send(client_id, protocol.Error(
+                protocol.ERROR_PROTOCOL, f"{request.msg_type.name} on the stream path, which "
+                "carries observations only (control messages go on the request path)"), request)
+            self._audit(client_id, request, "rejected", started)
             return
-        if request.episode != session.episode:
-            self.metrics.stale_dropped.inc()
-            self._audit(item.client_id, request, "stale_episode", started)
+        session = self._sessions.get(client_id, request.epoch)
+        chunk, failure = None, None
+        if session is None:
+            refusal = self._no_session()
+        else:
+            with session.lock:
+                refusal = self._refusal(session, request)
+                if refusal is None:
+                    body = request.body
+                    try:
+                        self._adopt_episode(session, request.episode)
+                        chunk = session.policy.predict(
+                            EnvObservation(dict(body.state), dict(body.images), body.instruction))
+                    except Exception as exc:  # the model failing must not take the server down
+                        failure = exc
+        if refusal is not None:
+            if refusal.reply is not None:
+                self._send(client_id, refusal.reply, request)
+            self._audit(client_id, request, refusal.outcome, started, **refusal.extra)
             return
-        body = request.body
-        observation = EnvObservation(dict(body.state), dict(body.images), body.instruction)
-        try:
-            chunk = session.policy.predict(observation)
-        except Exception as exc:  # the model failing must not take the server down
-            log.exception("policy failed for %s", item.client_id)
-            self._send(item.client_id, protocol.Error("inference", repr(exc)), request)
-            self._audit(item.client_id, request, "inference_error", started, detail=repr(exc))
+        if failure is not None:
+            log.error("policy failed for %s", short_id(client_id), exc_info=failure)
+            self._send(client_id, protocol.Error("inference", repr(failure)), request)
+            self._audit(client_id, request, "inference_error", started, detail=repr(failure))
             return
         infer_ns = time.monotonic_ns() - started
+        self._recent_latency_s.append((queue_wait_ns + infer_ns) / 1e9)
         session.served += 1
-        self.metrics.observe_served(item.client_id, queue_wait_ns, infer_ns)
-        self._send(item.client_id, protocol.ActionChunk(np.asarray(chunk, np.float32), request.seq,
-                                                    queue_wait_ns, infer_ns, self.spec.model_id),
+        self.metrics.observe_served(client_id, queue_wait_ns, infer_ns)
+        self._send(client_id, protocol.ActionChunk(np.asarray(chunk, np.float32), request.seq,
+                                                   queue_wait_ns, infer_ns, self.spec.model_id),
                    request)
-        self._audit(item.client_id, request, "served", started, queue_wait_ns=queue_wait_ns,
+        self._audit(client_id, request, "served", started, queue_wait_ns=queue_wait_ns,
                     infer_ns=infer_ns)
+
+    @staticmethod
+    def _no_session() -> Refusal:
+        return Refusal(protocol.Error(protocol.SESSION_UNKNOWN,
+                                      "observation without an open session of this epoch"),
+                       "rejected", {})
+
+    def _refusal(self, session: Session, request: protocol.Message) -> Refusal | None:
+        """Why this observation must not reach the policy, or None. Under `session.lock`."""
+        if session.closed:  # closed or expired since it was looked up
+            return self._no_session()
+        if request.episode < session.episode:
+            self.metrics.stale_dropped.inc()
+            return Refusal(None, "stale_episode", {})
+        problem = check_observation(self.spec, request.body)
+        if problem is not None:
+            reason, detail = problem
+            self.metrics.observations_rejected.labels(reason=reason).inc()
+            return Refusal(protocol.Error(protocol.ERROR_CONTRACT, detail),
+                           "rejected_observation", {"reason": reason, "detail": detail})
+        return None
+
+    def _adopt_episode(self, session: Session, episode: int) -> None:
+        """An observation of a newer episode than the session's means its RESET was lost or is
+        late: reset the policy as that RESET would have, so the episode is not lost. Under
+        `session.lock`."""
+        if episode <= session.episode:
+            return
+        log.info("session %s of %s: observation of episode %d, the session was at %d; "
+                 "resetting without a RESET", session.session_id, short_id(session.client_id),
+                 episode, session.episode)
+        session.policy.reset(seed=episode)
+        session.episode = episode
+        self.metrics.implicit_resets.inc()
 
     def _send(self, client_id: str, body: protocol.Body, request: protocol.Message | None = None):
         self._transport.send_stream(client_id, self._reply(body, request))
 
     def _audit(self, client_id: str, request: protocol.Message | None, outcome: str,
                started_ns: int, **extra: object) -> None:
-        record = {"client": client_id, "type": request.msg_type.name if request else None,
+        record = {"client": short_id(client_id), "type": request.msg_type.name if request else None,
                   "seq": request.seq if request else None,
                   "episode": request.episode if request else None,
                   "epoch": request.epoch if request else None, "outcome": outcome,

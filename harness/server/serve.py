@@ -63,12 +63,21 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
             signal.signal(sig, lambda *_: stop.set())
         watch_lifeline(stop)
     server = PolicyServer(make_server(config.transport), policy_factory(config),
-                          max_sessions=config.server.max_sessions)
-    server.start()
-    health = HealthEndpoint(server.metrics, server.healthy, port=config.server.health_port)
+                          max_sessions=config.server.max_sessions,
+                          session_idle_timeout_s=config.server.session_idle_timeout_s,
+                          max_client_id_chars=config.server.max_client_id_chars)
+    # Bound before the server starts, so a health address that cannot be bound fails the
+    # start-up without leaving a serving transport behind.
+    health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,
+                            port=config.server.health_port)
+    try:
+        server.start()
+    except BaseException:
+        health.close()
+        raise
     health.start()
-    log.info("serving %s on %s; health on port %d", server.spec.model_id,
-             config.transport.kind, health.port)
+    log.info("serving %s on %s; health on %s:%d", server.spec.model_id,
+             config.transport.kind, health.host, health.port)
     if ready is not None:
         ready(health.port)
     stop.wait()

@@ -2,93 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
-import time
 import urllib.request
 
 import numpy as np
 import pytest
 
-from envs import make_env
 from harness import protocol
 from harness.server.metrics import HealthEndpoint
-from harness.server.policy_server import PolicyServer
-from policies import make_policy
 from policies.slow import LatencyProfile, SlowPolicy
 from tests.conftest import wait_until
-from transports import TransportError, make_client, make_server
-from transports.loopback import loopback_config
+from tests.server.wire import RawClient, contract, oracle, start_server
+from transports import TransportError
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def env():
-    env = make_env("mujoco_pick_place")
-    yield env
-    env.close()
-
-
-def oracle():
-    return make_policy("oracle", env="mujoco_pick_place")
-
-
-def contract(env, **changes) -> protocol.Contract:
-    """What a client driving `env` declares, with `changes` applied."""
-    return dataclasses.replace(env.spec.contract, **{"chunk_size": 8, **changes})
-
-
-class RawClient:
-    """Speaks the wire protocol directly: the client engine is not what is under test."""
-
-    def __init__(self, config) -> None:
-        self.transport = make_client(config)
-        self.transport.wait_ready(10.0)
-        self.epoch = 0
-
-    def call(self, body: protocol.Body, **header) -> protocol.Message:
-        header.setdefault("epoch", self.epoch)
-        payload = protocol.encode(protocol.Message(body, **header))
-        return protocol.decode(self.transport.request(payload, timeout_s=5.0))
-
-    def open(self, contract: protocol.Contract) -> protocol.Message:
-        reply = self.call(protocol.SessionOpen(self.transport.client_id, contract))
-        self.epoch = reply.epoch
-        return reply
-
-    def observe(self, observation, *, seq: int, episode: int) -> None:
-        body = protocol.Observation(observation.state, observation.images, observation.instruction)
-        self.transport.publish(protocol.encode(protocol.Message(body, seq=seq, episode=episode,
-                                                        epoch=self.epoch, client_ns=seq * 1000)))
-
-    def next_reply(self, timeout_s: float = 5.0) -> protocol.Message | None:
-        payload = self.transport.take_stream(timeout_s=timeout_s)
-        return None if payload is None else protocol.decode(payload)
-
-
-def start_server(env, *, kind: str = "local", max_sessions: int = 4, policy_factory=None):
-    config = loopback_config(kind)
-    factory = policy_factory or oracle
-    server = PolicyServer(make_server(config), factory, max_sessions=max_sessions)
-    server.start()
-    return server, config
-
-
-@pytest.fixture(params=["local", "zmq"])
-def served(request, env):
-    server, config = start_server(env, kind=request.param)
-    clients = []
-
-    def new_client() -> RawClient:
-        clients.append(RawClient(config))
-        return clients[-1]
-
-    yield server, new_client
-    for client in clients:
-        client.transport.close()
-    server.close()
 
 
 def test_session_serves_the_policys_exact_chunk_with_echoed_stamp(served, env):
@@ -197,12 +125,17 @@ def test_two_clients_are_served_fairly(env):
         threads = [threading.Thread(target=keep_asking, args=(c,)) for c in clients]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)
+
+        def served() -> list[float]:
+            return [server.metrics.served.labels(client=c.transport.client_id)._value.get()
+                    for c in clients]
+
+        # A count of chunks, not a time window: as many as ~40 rounds of both clients.
+        wait_until(lambda: sum(served()) >= 80, 30.0, "80 chunks served to the two clients")
         stop.set()
         for thread in threads:
             thread.join()
-        served = [server.metrics.served.labels(client=c.transport.client_id)._value.get()
-                  for c in clients]
+        served = served()
     finally:
         for client in clients:
             client.transport.close()

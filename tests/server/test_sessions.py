@@ -1,0 +1,306 @@
+"""Session bookkeeping of the policy server: idle expiry, bounded client ids, the pool of
+policy instances built once, episodes moving only forward, and reset never racing predict."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+import pytest
+
+from harness import protocol
+from tests.conftest import wait_until
+from tests.server.wire import RawClient, RecordingFactory, contract, counter, start_server, tagged
+
+pytestmark = pytest.mark.network
+
+OK, REJECT = protocol.MessageType.SESSION_OK, protocol.MessageType.SESSION_REJECT
+
+
+@pytest.fixture
+def closing():
+    """Collects servers and clients and closes them after the test, clients first."""
+    servers, clients = [], []
+    yield servers, clients
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["local", "zmq"])
+def test_silent_sessions_expire_and_free_their_slots(env, kind, closing, caplog):
+    caplog.set_level(logging.INFO, logger="harness.server.policy_server")
+    servers, clients = closing
+    server, config = start_server(env, kind=kind, max_sessions=4, session_idle_timeout_s=0.5)
+    servers.append(server)
+    clients.extend(RawClient(config) for _ in range(5))
+    silent, fifth = clients[:4], clients[4]
+    for client in silent:
+        assert client.open(contract(env)).msg_type is OK
+    reply = fifth.open(contract(env))
+    assert reply.msg_type is REJECT and "max_sessions=4 reached (4 active)" in reply.body.reason
+
+    wait_until(lambda: counter(server, "policy_sessions_expired") == 4, 5.0, "4 expiries")
+    assert fifth.open(contract(env)).msg_type is OK
+    status = server.status()
+    assert (status["sessions"], status["expired"]) == (1, 4)
+    # An expired client is told its session is gone, so that it re-opens one.
+    silent[0].observe(env.reset(seed=0), seq=1, episode=0)
+    reply = silent[0].next_reply()
+    assert reply.msg_type is protocol.MessageType.ERROR
+    assert reply.body.code == protocol.SESSION_UNKNOWN
+    assert silent[0].open(contract(env)).msg_type is OK
+
+    def expiry_lines(client: RawClient) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "expired" in r.getMessage() and client.transport.client_id in r.getMessage()]
+
+    wait_until(lambda: all(expiry_lines(client) for client in silent), 5.0, "expiry log lines")
+    assert [len(expiry_lines(client)) for client in silent] == [1, 1, 1, 1]
+
+
+def test_a_session_that_keeps_sending_does_not_expire(env, closing):
+    servers, clients = closing
+    server, config = start_server(env, max_sessions=2, session_idle_timeout_s=0.5)
+    servers.append(server)
+    talker, silent = RawClient(config), RawClient(config)
+    clients.extend((talker, silent))
+    assert talker.open(contract(env)).msg_type is OK
+    assert silent.open(contract(env)).msg_type is OK
+    observation = env.reset(seed=0)
+    seq = 0
+    while counter(server, "policy_sessions_expired") == 0:  # bounded: silent expires in 0.5 s
+        seq += 1
+        talker.observe(observation, seq=seq, episode=0)
+        assert talker.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
+        assert seq < 10_000, "the silent session never expired"
+    for _ in range(4):  # requests alone keep it too: each gap is under the timeout, the sum not
+        time.sleep(0.2)  # pacing the client, not waiting for a condition
+        assert talker.call(protocol.Status()).msg_type is protocol.MessageType.STATUS
+    talker.observe(observation, seq=seq + 1, episode=0)
+    assert talker.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
+    assert counter(server, "policy_sessions_expired") == 1
+    assert server.status()["sessions"] == 1
+
+
+def test_a_session_waiting_behind_slow_predictions_does_not_expire(env, closing):
+    """Two clients stream to a policy slower than half the idle timeout: each observation
+    waits for the other's prediction, so a client is taken less often than the timeout,
+    yet it sent something all along. A third, silent, session still expires."""
+    servers, clients = closing
+    factory = RecordingFactory(predict_s=0.2)
+    server, config = start_server(env, max_sessions=3, session_idle_timeout_s=0.3,
+                                  policy_factory=factory)
+    servers.append(server)
+    talkers = [RawClient(config), RawClient(config)]
+    silent = RawClient(config)
+    clients.extend((*talkers, silent))
+    for client in (*talkers, silent):
+        assert client.open(contract(env)).msg_type is OK
+    observation = tagged(env.reset(seed=0), "busy")
+    stop = threading.Event()
+    replies: dict[str, list[str]] = {c.transport.client_id: [] for c in talkers}
+
+    def stream(client: RawClient) -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            client.observe(observation, seq=seq, episode=0)
+            reply = client.next_reply(timeout_s=2.0)
+            kind = "none" if reply is None else reply.msg_type.name
+            replies[client.transport.client_id].append(
+                reply.body.code if kind == "ERROR" else kind)
+
+    threads = [threading.Thread(target=stream, args=(c,), name="test-talker") for c in talkers]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: counter(server, "policy_sessions_expired") >= 1, 10.0,
+                   "the silent session to expire")
+        served_then = [len(r) for r in replies.values()]
+        wait_until(lambda: all(len(r) >= n + 4 for r, n in
+                               zip(replies.values(), served_then, strict=True)),
+                   10.0, "four more chunks for each talker")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert counter(server, "policy_sessions_expired") == 1
+    assert {kind for r in replies.values() for kind in r} == {"ACTION_CHUNK"}
+    assert silent.call(protocol.Status()).body.fields["sessions"] == 2
+
+
+@pytest.mark.parametrize(("transport_id", "announced_id", "limit", "accepted"), [
+    ("a" * 16, "a" * 16, 16, True),       # exactly the limit
+    ("a" * 17, "a" * 17, 16, False),      # one over
+    ("a" * 8, "b" * 9000, 128, False),    # the id in the open message counts too
+    ("c" * 9000, "c" * 9000, 128, False),
+])
+def test_client_id_length_is_bounded_at_open(env, closing, transport_id, announced_id, limit,
+                                             accepted):
+    servers, clients = closing
+    server, config = start_server(env, max_client_id_chars=limit)
+    servers.append(server)
+    client = RawClient(dataclasses.replace(config, client_id=transport_id))
+    clients.append(client)
+    reply = client.call(protocol.SessionOpen(announced_id, contract(env)))
+    if accepted:
+        assert reply.msg_type is OK
+        return
+    assert reply.msg_type is REJECT
+    assert reply.body.reason == (f"{protocol.REJECT_CLIENT_ID} of {len(announced_id)} chars "
+                                 f"exceeds max_client_id_chars={limit}")
+    assert not protocol.retryable_reject(reply.body.reason)
+    assert counter(server, "policy_sessions_rejected") == 1
+
+
+def test_a_long_client_id_is_never_logged_in_full(env, closing, caplog):
+    caplog.set_level(logging.DEBUG)
+    servers, clients = closing
+    long_id = "c" * 9000
+    server, config = start_server(env)
+    servers.append(server)
+    client = RawClient(dataclasses.replace(config, client_id=long_id))
+    clients.append(client)
+    assert client.open(contract(env)).msg_type is REJECT
+    client.observe(env.reset(seed=0), seq=1, episode=0)  # no session: answered and audited
+    assert client.next_reply().body.code == protocol.SESSION_UNKNOWN
+    client.transport.publish(b"RH garbage")  # undecodable: audited with the client id
+    assert client.next_reply().body.code == "decode"
+
+
+    def audit() -> list[str]:  # a stream reply is sent just before its audit line is written
+        return [r.getMessage() for r in caplog.records if r.name == "harness.audit"]
+
+    wait_until(lambda: len(audit()) == 3, 5.0, "three audit lines")
+    server_log = [r.getMessage() for r in caplog.records
+                  if r.name == "harness.server.policy_server"]
+    assert server_log
+    assert all('"client": "' + "c" * 64 + '..."' in line for line in audit())
+    assert any("c" * 64 + "..." in line for line in server_log)
+    assert not [r for r in caplog.records if "c" * 65 in r.getMessage()]
+
+
+def test_policies_are_built_once_and_sessions_share_the_pool(env, closing):
+    servers, clients = closing
+    factory = RecordingFactory()
+    server, config = start_server(env, max_sessions=2, policy_factory=factory)
+    servers.append(server)
+    assert len(factory.built) == 2
+    a, b, c = (RawClient(config) for _ in range(3))
+    clients.extend((a, b, c))
+    observation = tagged(env.reset(seed=0), "pool")
+    seq = iter(range(1, 1000))
+
+    def served_by(client: RawClient) -> int:
+        client.observe(observation, seq=next(seq), episode=0)
+        reply = client.next_reply()
+        assert reply.msg_type is protocol.MessageType.ACTION_CHUNK
+        return int(reply.body.actions[0, 0])
+
+    assert a.open(contract(env)).msg_type is OK
+    assert b.open(contract(env)).msg_type is OK
+    first_a, first_b = served_by(a), served_by(b)
+    assert {first_a, first_b} == {0, 1}
+    assert a.open(contract(env)).msg_type is OK  # a re-open keeps its own instance
+    assert served_by(a) == first_a
+    assert a.call(protocol.Close()).msg_type is protocol.MessageType.CLOSE
+    resets_before = len(factory.resets())
+    assert c.open(contract(env)).msg_type is OK  # takes the instance a gave back ...
+    assert served_by(c) == first_a
+    assert factory.resets()[resets_before:] == [(first_a, 0)]  # ... reset before its use
+    for _ in range(3):
+        for client in (b, c):
+            assert client.call(protocol.Close()).msg_type is protocol.MessageType.CLOSE
+        for client in (c, b, c):
+            assert client.open(contract(env)).msg_type is OK
+        assert {served_by(b), served_by(c)} == {0, 1}
+    assert len(factory.built) == 2  # no open ever called make_policy
+
+
+def test_the_warm_up_prediction_is_reset_away_before_a_session_uses_it(env, closing):
+    servers, clients = closing
+    factory = RecordingFactory()
+    server, config = start_server(env, max_sessions=1, policy_factory=factory)
+    servers.append(server)
+    assert factory.predictions("") == [0]  # warmed with one prediction at start
+    client = RawClient(config)
+    clients.append(client)
+    assert client.open(contract(env)).msg_type is OK
+    client.observe(tagged(env.reset(seed=0), "first"), seq=1, episode=0)
+    assert client.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
+    assert factory.calls == [("predict", 0, ""), ("reset", 0, 0), ("predict", 0, "first")]
+
+
+@pytest.mark.parametrize("kind", ["local", "zmq"])
+def test_a_newer_episode_resets_the_session_and_an_older_one_is_dropped(env, kind, closing):
+    servers, clients = closing
+    factory = RecordingFactory()
+    server, config = start_server(env, kind=kind, max_sessions=1, policy_factory=factory)
+    servers.append(server)
+    client = RawClient(config)
+    clients.append(client)
+    observation = tagged(env.reset(seed=0), "episodes")
+    assert client.open(contract(env)).msg_type is OK
+    assert client.call(protocol.Reset(), episode=1).msg_type is protocol.MessageType.RESET
+    assert factory.resets()[-1][1] == 1
+
+    # The RESET of episode 2 was lost: its first observation resets the policy and is served.
+    client.observe(observation, seq=1, episode=2)
+    reply = client.next_reply()
+    assert reply.msg_type is protocol.MessageType.ACTION_CHUNK
+    assert (reply.seq, reply.episode, reply.epoch) == (1, 2, client.epoch)
+    assert factory.resets()[-1][1] == 2  # seeded with the episode, like an explicit RESET
+    assert counter(server, "policy_implicit_resets") == 1
+
+    # A late observation of episode 1 is stale: dropped without a reply.
+    client.observe(observation, seq=2, episode=1)
+    wait_until(lambda: counter(server, "policy_stale_dropped") == 1, 5.0, "a stale drop")
+    assert client.next_reply(timeout_s=0.0) is None
+
+    # The late RESET of episode 1 is acknowledged and moves nothing back.
+    resets = len(factory.resets())
+    assert client.call(protocol.Reset(), episode=1).msg_type is protocol.MessageType.RESET
+    assert len(factory.resets()) == resets
+    client.observe(observation, seq=3, episode=2)
+    reply = client.next_reply()
+    assert (reply.msg_type, reply.episode) == (protocol.MessageType.ACTION_CHUNK, 2)
+    assert counter(server, "policy_implicit_resets") == 1
+    assert counter(server, "policy_stale_dropped") == 1
+    assert len(factory.predictions("episodes")) == 2
+
+
+@pytest.mark.parametrize("kind", ["local", "zmq"])
+def test_reset_never_runs_while_the_same_policy_predicts(env, kind, closing):
+    servers, clients = closing
+    factory = RecordingFactory(predict_s=0.05)
+    server, config = start_server(env, kind=kind, max_sessions=1, policy_factory=factory)
+    servers.append(server)
+    client = RawClient(config)
+    clients.append(client)
+    assert client.open(contract(env)).msg_type is OK
+    observation = tagged(env.reset(seed=0), "race")
+    stop = threading.Event()
+
+    def stream() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            client.observe(observation, seq=seq, episode=0)
+            client.next_reply(timeout_s=1.0)
+
+    streamer = threading.Thread(target=stream, name="test-streamer")
+    streamer.start()
+    try:
+        wait_until(lambda: len(factory.predictions("race")) >= 1, 5.0, "a first prediction")
+        for _ in range(20):
+            assert client.call(protocol.Reset()).msg_type is protocol.MessageType.RESET
+    finally:
+        stop.set()
+        streamer.join()
+    assert len(factory.predictions("race")) >= 2
+    assert len(factory.resets()) >= 20
+    assert [policy.overlaps for policy in factory.built] == [0] * len(factory.built)
