@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PEER_READY_TIMEOUT_S = 30.0
 CALL_TIMEOUT_S = 5.0
+STREAM_LOST_AFTER_S = 0.5
+"""A streamed round trip with no reply after this long counts as lost."""
 
 
 @dataclasses.dataclass
@@ -56,9 +58,14 @@ class BenchResult:
     """"raw" or "jpeg"."""
     request_bytes: int
     samples_ms: np.ndarray
+    """One per round trip; NaN for a round trip that was lost (best-effort stream path)."""
+
+    @property
+    def lost(self) -> int:
+        return int(np.isnan(self.samples_ms).sum())
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.samples_ms, q))
+        return float(np.nanpercentile(self.samples_ms, q))
 
 
 def realistic_observation(image_size: int = 224, seed: int = 0) -> protocol.Observation:
@@ -84,13 +91,14 @@ def observation_payloads(image_size: int, jpeg_quality: int) -> dict[str, bytes]
 
 
 def _time_calls(call: Callable[[], object], *, warmup: int, round_trips: int) -> np.ndarray:
+    """Milliseconds per call; NaN where `call` returned False (a lost round trip)."""
     for _ in range(warmup):
         call()
     samples = np.empty(round_trips)
     for i in range(round_trips):
         started = time.perf_counter_ns()
-        call()
-        samples[i] = (time.perf_counter_ns() - started) / 1e6
+        answered = call()
+        samples[i] = np.nan if answered is False else (time.perf_counter_ns() - started) / 1e6
     return samples
 
 
@@ -180,10 +188,12 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
     try:
         client.wait_ready(PEER_READY_TIMEOUT_S)
 
-        def stream_round_trip() -> None:
+        def stream_round_trip() -> bool:
+            """False if no reply came: the stream path is best-effort (zenoh drops a large
+            observation whose fragments miss its send queue's deadline under CPU load), so
+            a loss is counted, not fatal."""
             client.publish(payload)
-            if client.take_stream(timeout_s=CALL_TIMEOUT_S) is None:
-                raise TimeoutError(f"{config.kind}: no streamed reply within {CALL_TIMEOUT_S} s")
+            return client.take_stream(timeout_s=STREAM_LOST_AFTER_S) is not None
 
         return {
             "request": _time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
@@ -246,7 +256,7 @@ def result_rows(results: list[BenchResult]) -> list[dict[str, object]]:
         p50 = r.percentile(50)
         rows.append({
             "path": r.path, "payload": r.payload, "request_bytes": r.request_bytes,
-            "round_trips": len(r.samples_ms), "p50_ms": round(p50, 4),
+            "round_trips": len(r.samples_ms), "lost": r.lost, "p50_ms": round(p50, 4),
             "p95_ms": round(r.percentile(95), 4), "p99_ms": round(r.percentile(99), 4),
             "x_tcp_floor": round(p50 / tcp, 2) if tcp else None,
             "x_websocket": round(p50 / ws, 2) if ws else None,
@@ -263,8 +273,9 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
 
 def print_table(rows: list[dict[str, object]], console: Console) -> None:
     table = Table(title="round trip, observation -> 8x7 action chunk (ms; ratios of p50)")
-    columns = {"path": "path", "payload": "payload", "request_bytes": "bytes", "p50_ms": "p50",
-               "p95_ms": "p95", "p99_ms": "p99", "x_tcp_floor": "x tcp", "x_websocket": "x ws"}
+    columns = {"path": "path", "payload": "payload", "request_bytes": "bytes", "lost": "lost",
+               "p50_ms": "p50", "p95_ms": "p95", "p99_ms": "p99", "x_tcp_floor": "x tcp",
+               "x_websocket": "x ws"}
     for key, title in columns.items():
         table.add_column(title, no_wrap=True,
                          justify="left" if key in ("path", "payload") else "right")

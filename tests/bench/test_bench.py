@@ -5,6 +5,7 @@ Tiny round-trip counts: this checks what the benchmark computes, not how fast an
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness import protocol
@@ -39,3 +40,11 @@ def test_benchmark_rows_cover_every_path_with_ratios_to_the_floors():
             assert row["x_tcp_floor"] == 1.0
         if row["path"] == "websocket+msgpack":
             assert row["x_websocket"] == 1.0
+
+
+def test_a_lost_stream_round_trip_is_counted_not_fatal():
+    result = bench.BenchResult("zenoh stream", "raw", 10,
+                               np.array([1.0, np.nan, 2.0, 3.0, np.nan]))
+    assert result.lost == 2 and result.percentile(50) == 2.0
+    (row,) = bench.result_rows([result])
+    assert (row["round_trips"], row["lost"], row["p50_ms"]) == (5, 2, 2.0)
