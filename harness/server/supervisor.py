@@ -39,6 +39,15 @@ TAIL_LINES = 30
 DRAIN_TIMEOUT_S = 15.0
 
 
+def _proc_state(pid: int) -> str:
+    """The one-letter state of a process in /proc (R, S, T, Z, ...); "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""
+
+
 class ServerStartError(RuntimeError):
     """The server process exited, or did not report ready in time, at start-up."""
 
@@ -140,9 +149,17 @@ class ServerSupervisor:
         self._signal(signal.SIGKILL)
         self._wait()
 
-    def pause(self) -> None:
-        """SIGSTOP: the process stays, its sockets stay open, nothing answers (a stall)."""
+    def pause(self, timeout_s: float = 5.0) -> None:
+        """SIGSTOP: the process stays, its sockets stay open, nothing answers (a stall).
+        Returns once the kernel shows it stopped: a signal is delivered asynchronously, and
+        a harness that died between the signal and the stop would leave a server stopped
+        after its process group was checked for orphans, stopped for good."""
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout_s
+        while self.alive() and _proc_state(self.process.pid) not in ("T", "t"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server pid {self.pid} did not stop within {timeout_s} s")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT after `pause`."""
