@@ -10,7 +10,7 @@ import pytest
 from envs import make_env
 from harness import protocol
 from harness.client.config import EngineConfig
-from harness.client.engine import engine_for
+from harness.client.engine import ClientEngine, engine_for
 from harness.loop.latency import LatencyModel
 from harness.server.policy_server import PolicyServer
 from policies import make_policy
@@ -36,22 +36,32 @@ class Rig:
 
     def __init__(self, env, *, latency: LatencyModel | None, **config) -> None:
         self.env, self.name = env, f"loop-{uuid.uuid4().hex[:8]}"
+        self._others: list = []
         self.server = self._serve(oracle)
         self.client = make_client(LocalTransportConfig(name=self.name))
         self.engine = engine_for(env.spec, self.client, EngineConfig(**config), chunk_size=8,
                                  latency=latency)
 
-    def _serve(self, factory) -> PolicyServer:
-        server = PolicyServer(make_server(LocalTransportConfig(name=self.name)), factory)
+    def _serve(self, factory, max_sessions: int = 4) -> PolicyServer:
+        server = PolicyServer(make_server(LocalTransportConfig(name=self.name)), factory,
+                              max_sessions=max_sessions)
         server.start()
         return server
 
-    def restart(self, policy: str = "oracle", factory=None) -> None:
+    def restart(self, policy: str = "oracle", factory=None, max_sessions: int = 4) -> None:
         self.server.close()
-        self.server = self._serve(factory or (lambda: make_policy(policy, env=ENV)))
+        self.server = self._serve(factory or (lambda: make_policy(policy, env=ENV)),
+                                  max_sessions)
+
+    def second_engine(self, **config) -> ClientEngine:
+        """Another client's engine on the same server (closed with the rig)."""
+        client = make_client(LocalTransportConfig(name=self.name))
+        self._others.append(client)
+        return engine_for(self.env.spec, client, EngineConfig(**config), chunk_size=8)
 
     def close(self) -> None:
-        self.client.close()
+        for client in [self.client, *self._others]:
+            client.close()
         self.server.close()
 
 

@@ -15,11 +15,10 @@ from harness.client.config import EngineConfig
 from harness.client.engine import ClientEngine
 from harness.client.states import ActionSource, ClientState
 from harness.loop.runner import run_episode
-from harness.server.policy_server import PolicyServer
 from tests.conftest import wait_until
 from tests.loop.conftest import observation_of, oracle
 from tests.transports.test_conformance import config_for
-from transports import KINDS, LocalTransportConfig, make_client, make_server
+from transports import KINDS
 
 pytestmark = pytest.mark.network
 
@@ -193,14 +192,9 @@ def test_a_full_server_is_retried_until_a_slot_frees(env, rig):
     """max_sessions reached is not fatal: the engine retries with backoff and gets in when
     the other client leaves; only a contract mismatch is."""
     first = rig()
-    first.server.close()
-    first.server = PolicyServer(make_server(LocalTransportConfig(name=first.name)), oracle,
-                                max_sessions=1)
-    first.server.start()
+    first.restart(max_sessions=1)
     first.engine.reset(1)
-    second = ClientEngine(make_client(LocalTransportConfig(name=first.name)),
-                          first.engine.contract, EngineConfig(reject_retry_s=10.0), dt=0.05,
-                          gripper_index=3)
+    second = first.second_engine(reject_retry_s=10.0)
     leave = threading.Timer(0.5, first.engine.close)
     leave.start()
     try:
@@ -208,29 +202,20 @@ def test_a_full_server_is_retried_until_a_slot_frees(env, rig):
         assert second.state is not ClientState.DEAD and second.epoch > 0
     finally:
         leave.join()
-        second.transport.close()
 
 
 def test_a_full_server_past_the_retry_budget_ends_the_episode_dead_not_the_run(env, rig):
     first = rig()
-    first.server.close()
-    first.server = PolicyServer(make_server(LocalTransportConfig(name=first.name)), oracle,
-                                max_sessions=1)
-    first.server.start()
+    first.restart(max_sessions=1)
     first.engine.reset(1)
-    second = ClientEngine(make_client(LocalTransportConfig(name=first.name)),
-                          first.engine.contract, EngineConfig(reject_retry_s=0.3), dt=0.05,
-                          gripper_index=3)
-    try:
-        assert not second.open_session()
-        assert second.state is ClientState.DEAD
-        assert "session rejected for" in second.dead_reason
-        assert "max_sessions=1 reached" in second.dead_reason
-        first.engine.close()  # the slot frees: the next episode gets in
-        second.reset(2)
-        assert second.state is ClientState.STREAMING
-    finally:
-        second.transport.close()
+    second = first.second_engine(reject_retry_s=0.3)
+    assert not second.open_session()
+    assert second.state is ClientState.DEAD
+    assert "session rejected for" in second.dead_reason
+    assert "max_sessions=1 reached" in second.dead_reason
+    first.engine.close()  # the slot frees: the next episode gets in
+    second.reset(2)
+    assert second.state is ClientState.STREAMING
 
 
 class ExplodingOpen(ClientEngine):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -111,11 +112,12 @@ def test_a_chunk_is_first_executed_exactly_ceil_latency_over_dt_after_its_observ
         assert fresh[0].tick == 3  # sent at tick 0, ceil(0.12 / 0.05) = 3
 
 
-class SlowFirstChunk:
-    """The oracle, with its first prediction of an episode taking `delay_s` of real time."""
+class DelayedOracle:
+    """The oracle, with some predictions of an episode taking `delay_s` of real time: the
+    first one (`first=True`), or every one after it."""
 
-    def __init__(self, delay_s: float) -> None:
-        self.inner, self.delay_s, self.calls = oracle(), delay_s, 0
+    def __init__(self, delay_s: float, *, first: bool) -> None:
+        self.inner, self.delay_s, self.first, self.calls = oracle(), delay_s, first, 0
         self.spec = self.inner.spec
 
     def reset(self, *, seed: int) -> None:
@@ -123,17 +125,15 @@ class SlowFirstChunk:
         self.inner.reset(seed=seed)
 
     def predict(self, observation):
-        import time
-
         self.calls += 1
-        if self.calls == 1:
+        if (self.calls == 1) == self.first:
             time.sleep(self.delay_s)
         return self.inner.predict(observation)
 
 
 def test_a_reply_later_than_the_model_is_waited_for_at_real_time_and_merged_late(env, rig):
     loop = rig()
-    loop.restart(factory=lambda: SlowFirstChunk(0.3))
+    loop.restart(factory=lambda: DelayedOracle(0.3, first=True))
     wait_until(loop.client.server_present, 5.0, "restarted server")
     loop.engine.latency = LatencyModel("fixed", value_s=0.12)
     trace = run_episode(env, loop.engine, episode=1, seed=0)
@@ -143,29 +143,9 @@ def test_a_reply_later_than_the_model_is_waited_for_at_real_time_and_merged_late
     assert trace.breaches == []
 
 
-class GatedPolicy:
-    """The oracle, whose every prediction after the first of an episode takes 0.5 s."""
-
-    def __init__(self) -> None:
-        self.inner, self.calls = oracle(), 0
-        self.spec = self.inner.spec
-
-    def reset(self, *, seed: int) -> None:
-        self.calls = 0
-        self.inner.reset(seed=seed)
-
-    def predict(self, observation):
-        import time
-
-        self.calls += 1
-        if self.calls > 1:
-            time.sleep(0.5)
-        return self.inner.predict(observation)
-
-
 def test_requests_lost_while_the_queue_holds_actions_is_degraded_then_stalled(env, rig):
     loop = rig(measured=True, request_timeout_s=0.2, send_threshold=7, max_offline_s=0.6)
-    loop.restart(factory=GatedPolicy)
+    loop.restart(factory=lambda: DelayedOracle(0.5, first=False))
     wait_until(loop.client.server_present, 5.0, "restarted server")
     trace = run_episode(env, loop.engine, episode=1, seed=0)
     states = [t.state for t in trace.ticks]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,23 @@ import pytest
 from transports.loopback import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+@contextlib.contextmanager
+def external_server(kind: str, listen: str, tmp_path):
+    """`python -m harness.server` started by hand, as on a GPU box; SIGTERM at the end
+    (its exit status is then in `returncode`)."""
+    server = subprocess.Popen([sys.executable, "-m", "harness.server", f"transport={kind}",
+                               f"transport.listen={listen}", f"hydra.run.dir={tmp_path}/server"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in server.stdout:
+            if line.startswith("READY"):
+                break
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def harness(*overrides: str, cwd, module: str = "harness", **kwargs):
@@ -53,14 +71,7 @@ def test_loop_over_zmq_with_server_process_writes_every_result(tmp_path):
 
 def test_external_server_is_used_as_is(tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.server", "transport=zenoh",
-                               f"transport.listen=tcp/127.0.0.1:{port}",
-                               f"hydra.run.dir={tmp_path}/server"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        for line in server.stdout:
-            if line.startswith("READY"):
-                break
+    with external_server("zenoh", f"tcp/127.0.0.1:{port}", tmp_path) as server:
         # The robot side names only where it dials; its own listen address stays unused.
         result = harness("transport=zenoh", f"transport.connect=tcp/127.0.0.1:{port}",
                          "server=external",
@@ -70,9 +81,7 @@ def test_external_server_is_used_as_is(tmp_path):
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         assert summary["successes"] == 2
         assert server.poll() is None  # the harness did not own, so did not stop, it
-    finally:
-        server.terminate()
-        assert server.wait(timeout=20) == 0  # SIGTERM drains and exits cleanly
+    assert server.returncode == 0  # SIGTERM drains and exits cleanly
 
 
 def test_a_run_resumes_only_into_a_directory_of_the_same_config(tmp_path):
@@ -112,20 +121,10 @@ def test_external_server_absent_fails_in_one_line_naming_where_it_looked(tmp_pat
 
 def test_a_run_whose_sessions_are_all_rejected_exits_non_zero_with_the_reason(tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.server", "transport=zmq",
-                               f"transport.listen=tcp://127.0.0.1:{port}",
-                               f"hydra.run.dir={tmp_path}/server"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        for line in server.stdout:
-            if line.startswith("READY"):
-                break
+    with external_server("zmq", f"tcp://127.0.0.1:{port}", tmp_path):
         result = harness("transport=zmq", f"transport.connect=tcp://127.0.0.1:{port}",
                          "server=external", "policy.chunk_size=4", "env.episodes_per_task=3",
                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     assert result.returncode == 1
     assert ("the policy server rejected the session in 3 of 3 episodes: session rejected: "
             "contract mismatch: chunk_size: client expects 4, policy returns 8") in (
