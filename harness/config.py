@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from envs import EnvName, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
+from harness.faults.schedule import FaultsConfig
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
 from policies import PolicyName
@@ -29,6 +30,7 @@ from transports.config import (
     LocalTransportConfig,
     TransportConfig,
     TransportConfigError,
+    TransportKind,
     ZenohTransportConfig,
     ZmqTransportConfig,
 )
@@ -201,6 +203,7 @@ class HarnessConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     clock: Clock = Clock.virtual
     bench: BenchConfig = field(default_factory=BenchConfig)
+    faults: FaultsConfig = MISSING
     seed: int = 0
     resume: Optional[str] = None
     """A run directory to finish: its finished episodes are skipped, the rest written there.
@@ -209,6 +212,13 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
+        if not self.faults.empty and self.job is Job.loop and (
+                self.server.mode is not ServerMode.process
+                or self.transport.kind is TransportKind.local):
+            raise ConfigError(f"faults={self.faults.name}: process faults act on a server the "
+                              "harness supervises: server=process over zenoh, grpc or zmq "
+                              f"(not server.mode={self.server.mode}, transport.kind="
+                              f"{self.transport.kind})")
 
 
 def register_configs() -> None:
@@ -218,6 +228,7 @@ def register_configs() -> None:
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="policy", name="policy_schema", node=PolicyConfig)
     store.store(group="server", name="server_schema", node=ServerConfig)
+    store.store(group="faults", name="faults_schema", node=FaultsConfig)
     for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
                        ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
         store.store(group="transport", name=f"{name}_schema", node=node)

@@ -20,6 +20,8 @@ from envs import env_name, make_env, task_ids
 from harness.client.engine import engine_for
 from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
+from harness.faults.controller import FaultController
+from harness.faults.schedule import timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.results.store import ConfigMismatch, ResultsStore
@@ -49,8 +51,9 @@ def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_di
 
 
 def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int,
-              pending: list[int]) -> None:
-    """The task's pending episodes through one engine, each written as it ends."""
+              pending: list[int], server) -> None:
+    """The task's pending episodes through one engine, each written as it ends, each under
+    its own fault timeline (none unless `faults=` says so)."""
     engine = engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
                         latency=LatencyModel(config.latency.kind, value_s=config.latency.value_s,
                                              sigma=config.latency.sigma, seed=config.seed))
@@ -58,12 +61,23 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
     for i in tqdm(pending, desc=f"{config.env.name} task {task}"):
         episode = task * EPISODE_IDS_PER_TASK + i + 1
         init_state = i if is_libero else None
+        windows = timeline(config.faults, seed=config.seed, episode=episode,
+                           horizon_s=env.spec.max_steps * engine.dt)
+        faults = FaultController(windows, server) if windows else None
         trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
-                            init_state=init_state, clock=config.clock)
+                            init_state=init_state, clock=config.clock,
+                            on_tick=faults.on_tick if faults else None)
+        if faults:
+            faults.finish(trace.steps, trace.steps * engine.dt)
+        events = faults.events if faults else []
+        if engine.dead_reason:
+            events.append({"dead": engine.dead_reason})
         store.write_episode(task=task, seed=config.seed + i, init_state=init_state,
                             trace=trace, extra={"transport": config.transport.kind,
-                                                "client_state_end": engine.state.value},
-                            events=[{"dead": engine.dead_reason}] if engine.dead_reason else [])
+                                                "client_state_end": engine.state.value,
+                                                "faults": config.faults.name,
+                                                "faults_started": len(windows)},
+                            events=events)
     engine.close()
 
 
@@ -101,7 +115,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
             running.callback(client.close)
             if not _wait_for_server(config, client):
                 return 1
-            _run_task(config, store, env, client, task, pending)
+            _run_task(config, store, env, client, task, pending, server)
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(config, summary)

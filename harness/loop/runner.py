@@ -21,10 +21,12 @@ from harness.client.states import ClientState, EngineStats
 from harness.loop.clock import Clock, Pacer, wait_for_due_reply
 from harness.loop.invariants import InvariantChecker
 
-TickHook = Callable[[int, float, ClientState], None]
+TickHook = Callable[[int, float, ClientState], bool | None]
 """Called at the start of every tick, before the engine chooses the action, with the tick,
 its control time in seconds (tick x dt) and the engine's state: where tests look in and
-where a fault controller starts and ends its faults."""
+where a fault controller starts and ends its faults. A true return says a fault is active:
+the pacing rule then holds the tick to wall time as it does when the engine is not
+STREAMING."""
 
 
 @dataclass
@@ -76,11 +78,11 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
     next_tick_at = time.monotonic()
     pacer = Pacer(engine.dt)
     for tick in range(env.spec.max_steps):
-        if on_tick is not None:
-            on_tick(tick, tick * engine.dt, engine.state)
+        fault_active = bool(on_tick(tick, tick * engine.dt, engine.state)) if on_tick else False
         paced = False
         if clock is Clock.virtual:
-            paced = pacer.pace(tick, hold=engine.state is not ClientState.STREAMING)
+            paced = pacer.pace(tick, hold=fault_active
+                               or engine.state is not ClientState.STREAMING)
             wait_for_due_reply(engine, tick)
         body = protocol.Observation(observation.state, observation.images, observation.instruction)
         result = engine.tick(tick, body)

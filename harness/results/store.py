@@ -185,6 +185,8 @@ class ResultsStore:
             "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)
                                      for listed in listed_events),
             "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),
+            "faults_started": total("faults_started"),
+            "fault_mechanisms": sorted({e["mechanism"] for e in events if "mechanism" in e}),
         }
         _atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
         return summary
