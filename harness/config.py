@@ -212,7 +212,7 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
-        if not self.faults.empty and self.job is Job.loop and (
+        if self.faults.has_process_faults and self.job is Job.loop and (
                 self.server.mode is not ServerMode.process
                 or self.transport.kind is TransportKind.local):
             raise ConfigError(f"faults={self.faults.name}: process faults act on a server the "

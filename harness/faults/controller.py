@@ -19,6 +19,7 @@ import threading
 import time
 
 from harness.client.states import ClientState
+from harness.faults.messages import FaultyClient, MessageFault
 from harness.faults.schedule import FaultKind, FaultWindow
 from harness.server.supervisor import ServerSupervisor
 
@@ -36,9 +37,11 @@ class FaultController:
     """One episode's windows against one supervised server. Not thread-safe: the loop's
     thread calls `on_tick` and `finish`."""
 
-    def __init__(self, windows: list[FaultWindow], server: ServerSupervisor) -> None:
+    def __init__(self, windows: list[FaultWindow], server: ServerSupervisor | None,
+                 client: FaultyClient | None = None) -> None:
         self.windows = windows
         self.server = server
+        self.client = client
         self.events: list[dict] = []
         self._next = 0
         self._open: FaultWindow | None = None
@@ -67,6 +70,11 @@ class FaultController:
 
     def _begin(self, window: FaultWindow, tick: int, control_s: float) -> None:
         self._join_restart()  # a previous restart must be done before the server is hit again
+        if not window.kind.is_process:
+            self.client.fault = MessageFault(str(window.kind), window.probability, window.delay_s)
+            self._open = window
+            self._event(window, "start", tick, control_s, f"message {window.kind}")
+            return
         mechanism = MECHANISMS[window.kind][0]
         if window.kind is FaultKind.server_crash:
             self.server.kill()
@@ -79,6 +87,10 @@ class FaultController:
 
     def _end(self, tick: int, control_s: float) -> None:
         window, self._open = self._open, None
+        if not window.kind.is_process:
+            self.client.fault = None
+            self._event(window, "end", tick, control_s, f"message {window.kind}")
+            return
         mechanism = MECHANISMS[window.kind][1]
         if window.kind is FaultKind.server_stall:
             self.server.resume()

@@ -31,6 +31,24 @@ class FaultKind(enum.StrEnum):
     """SIGSTOP the server at the start, SIGCONT at the end."""
     server_drain = "server_drain"
     """SIGTERM (drain) at the start, start it again at the end."""
+    drop = "drop"
+    """Stream messages (observations out, chunks in) dropped, each with `probability`."""
+    corrupt = "corrupt"
+    """Stream messages with bytes flipped: the codecs must reject them, never crash."""
+    duplicate = "duplicate"
+    """Observations sent twice."""
+    delay = "delay"
+    """Incoming chunks held back `delay_s` of wall time."""
+    reorder = "reorder"
+    """An incoming chunk held back until the next one has been taken."""
+
+    @property
+    def is_process(self) -> bool:
+        return self in PROCESS_FAULTS
+
+
+PROCESS_FAULTS = frozenset({FaultKind.server_crash, FaultKind.server_stall,
+                            FaultKind.server_drain})
 
 
 class FaultApply(enum.StrEnum):
@@ -50,9 +68,16 @@ class TimedFault:
     duration_s: float = 2.0
     target: str = "client-server"
     """The link it acts on: the client<->server link (the model link comes with adapters)."""
+    probability: float = 1.0
+    """Message faults: the share of stream messages in the window it acts on."""
+    delay_s: float = 0.2
+    """Message fault `delay`: how long a chunk is held back (wall time)."""
 
     def __post_init__(self) -> None:
         self.kind = choice(FaultKind, self.kind, "faults.timed[].kind")
+        if not 0 < self.probability <= 1 or self.delay_s < 0:
+            raise ValueError(f"faults.timed[]: probability={self.probability} must be in "
+                             f"(0, 1] and delay_s={self.delay_s} >= 0")
         if self.start_s < 0 or self.duration_s <= 0:
             raise ValueError(f"faults.timed[]: start_s={self.start_s} must be >= 0 and "
                              f"duration_s={self.duration_s} > 0")
@@ -90,13 +115,23 @@ class FaultsConfig:
 
     def __post_init__(self) -> None:
         self.apply = choice(FaultApply, self.apply, "faults.apply")
-        if self.apply is FaultApply.modelled and (self.timed or self.random.rate_per_min):
-            raise ValueError("faults.apply=modelled: process faults can only be emulated "
-                             "(a modelled schedule comes with the network faults)")
+        if self.apply is FaultApply.modelled and not self.empty:
+            raise ValueError("faults.apply=modelled: not built yet; process and message faults "
+                             "are emulated (a modelled schedule comes with the network faults)")
 
     @property
     def empty(self) -> bool:
         return not self.timed and self.random.rate_per_min == 0
+
+    @property
+    def has_process_faults(self) -> bool:
+        return (any(f.kind.is_process for f in self.timed)
+                or (self.random.rate_per_min > 0 and self.random.kind.is_process))
+
+    @property
+    def has_message_faults(self) -> bool:
+        return (any(not f.kind.is_process for f in self.timed)
+                or (self.random.rate_per_min > 0 and not self.random.kind.is_process))
 
 
 @dataclass(frozen=True)
@@ -108,13 +143,16 @@ class FaultWindow:
     end_s: float
     source: str
     """"timed" or "random"."""
+    probability: float = 1.0
+    delay_s: float = 0.2
 
 
 def timeline(config: FaultsConfig, *, seed: int, episode: int,
              horizon_s: float) -> list[FaultWindow]:
     """The episode's fault windows within `horizon_s` of control time, sorted by start,
     never overlapping (a random outage that would overlap an earlier window is dropped)."""
-    windows = [FaultWindow(f.kind, f.start_s, f.start_s + f.duration_s, "timed")
+    windows = [FaultWindow(f.kind, f.start_s, f.start_s + f.duration_s, "timed",
+                           f.probability, f.delay_s)
                for f in config.timed if f.start_s < horizon_s]
     outages = config.random
     if outages.rate_per_min > 0:

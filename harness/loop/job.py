@@ -21,6 +21,7 @@ from harness.client.engine import engine_for
 from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
 from harness.faults.controller import FaultController
+from harness.faults.messages import FaultyClient
 from harness.faults.schedule import timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
@@ -63,7 +64,10 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
         init_state = i if is_libero else None
         windows = timeline(config.faults, seed=config.seed, episode=episode,
                            horizon_s=env.spec.max_steps * engine.dt)
-        faults = FaultController(windows, server) if windows else None
+        if isinstance(client, FaultyClient):
+            client.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
+        faults = FaultController(windows, server, client if isinstance(client, FaultyClient)
+                                 else None) if windows else None
         trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
                             init_state=init_state, clock=config.clock,
                             on_tick=faults.on_tick if faults else None)
@@ -112,6 +116,8 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
             if server is not None:
                 running.callback(server.stop)
             client = make_client(config.transport)
+            if config.faults.has_message_faults:
+                client = FaultyClient(client)
             running.callback(client.close)
             if not _wait_for_server(config, client):
                 return 1
