@@ -39,7 +39,7 @@ TAIL_LINES = 30
 DRAIN_TIMEOUT_S = 15.0
 
 
-def _proc_state(pid: int) -> str:
+def proc_state(pid: int) -> str:
     """The one-letter state of a process in /proc (R, S, T, Z, ...); "" if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -156,7 +156,7 @@ class ServerSupervisor:
         after its process group was checked for orphans, stopped for good."""
         self._signal(signal.SIGSTOP)
         deadline = time.monotonic() + timeout_s
-        while self.alive() and _proc_state(self.process.pid) not in ("T", "t"):
+        while self.alive() and proc_state(self.process.pid) not in ("T", "t"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server pid {self.pid} did not stop within {timeout_s} s")
             time.sleep(0.001)

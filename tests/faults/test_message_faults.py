@@ -3,9 +3,6 @@ a real (in-process) transport, and in the closed loop none costs an episode or a
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,8 +10,9 @@ import pytest
 from harness import protocol
 from harness.faults.messages import FaultyClient, MessageFault
 from tests.conftest import wait_until
+from tests.faults.conftest import run_faulted
 from transports import make_client, make_server
-from transports.loopback import free_port, loopback_config
+from transports.loopback import loopback_config
 
 
 @pytest.fixture
@@ -100,14 +98,7 @@ def test_an_unknown_action_is_refused():
 @pytest.mark.network
 @pytest.mark.parametrize("fault", ["corrupt", "reorder"])
 def test_a_message_fault_in_every_episode_costs_no_episode(tmp_path, fault):
-    run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "transport=zmq",
-         f"transport.listen=tcp://127.0.0.1:{free_port()}", f"faults={fault}",
-         "env.episodes_per_task=2", f"hydra.run.dir={run}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
-    summary = json.loads((run / "summary.json").read_text())
+    _, summary = run_faulted(tmp_path, fault)
     assert summary["dead_episodes"] == 0 and summary["invariant_breaches"] == 0
     assert summary["fault_mechanisms"] == [f"message {fault}"]
     assert summary["requests_lost"] >= 2  # the fault was felt: chunks that never counted

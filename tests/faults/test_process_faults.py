@@ -4,12 +4,10 @@ the robot holds still, reconnects, and no episode is lost; each fault is two eve
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from transports.loopback import free_port
+from tests.faults.conftest import run_faulted
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -17,14 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 @pytest.mark.parametrize(("fault", "mechanisms"), [
     ("server_stall", ["SIGSTOP", "SIGCONT"]), ("server_crash", ["SIGKILL", "restart"])])
 def test_a_process_fault_in_every_episode_costs_no_episode(tmp_path, fault, mechanisms):
-    run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "transport=zmq",
-         f"transport.listen=tcp://127.0.0.1:{free_port()}", f"faults={fault}",
-         "env.episodes_per_task=2", f"hydra.run.dir={run}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
-    summary = json.loads((run / "summary.json").read_text())
+    run, summary = run_faulted(tmp_path, fault)
     assert summary["episodes"] == 2 and summary["dead_episodes"] == 0
     assert summary["invariant_breaches"] == 0 and summary["faults_started"] == 2
     assert summary["fault_mechanisms"] == sorted(mechanisms)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import protocol
-from harness.server.supervisor import ServerStartError, ServerSupervisor
+from harness.server.supervisor import ServerStartError, ServerSupervisor, proc_state
 from tests.conftest import wait_until
 from transports import TransportError, make_client
 from transports.loopback import loopback_config
@@ -32,11 +32,7 @@ def status(client, timeout_s: float = 5.0) -> protocol.Message:
 
 def gone(pid: int) -> bool:
     """No such process, or only its zombie (this container's init may not reap orphans)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return proc_state(pid) in ("", "Z")
 
 
 @pytest.fixture
