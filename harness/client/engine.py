@@ -230,7 +230,9 @@ class ClientEngine:
                 self._in_flight = None  # answered, but with nothing the robot may execute
                 continue
             measured_s = (received_ns - flight.sent_ns) / 1e9
-            latency_s = self.latency.latency_for(flight.key, measured_s)
+            latency_s = self.latency.latency_for(flight.key, measured_s, sent_tick=flight.tick)
+            if math.isinf(latency_s):
+                continue  # lost on the modelled link: it expires as lost, like a real loss
             usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
             self._arrived.append((usable, flight.tick, reply, latency_s, measured_s))
             self._in_flight = None

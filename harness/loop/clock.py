@@ -38,7 +38,9 @@ def wait_for_due_reply(engine: ClientEngine, tick: int) -> None:
     entered_ns = time.monotonic_ns()
     while (pending := engine.reply_pending_until()) is not None:
         key, sent_tick, sent_ns = pending
-        model_s = engine.latency.latency_for(key)
+        model_s = engine.latency.latency_for(key, sent_tick=sent_tick)
+        if model_s is not None and math.isinf(model_s):
+            return  # lost on the modelled link: nothing to wait for
         if model_s is None:  # measured: usable now only if it comes back within the ticks
             deadline_ns = sent_ns + (tick - sent_tick) * engine.dt * 1e9
         elif tick >= sent_tick + max(1, math.ceil(model_s / engine.dt - 1e-9)):

@@ -28,10 +28,13 @@ class LatencyModel:
             raise ValueError(f"latency_model.value_s={value_s}: must be positive")
         self.kind, self.value_s, self.sigma, self.seed = kind, value_s, sigma, seed
 
-    def latency_for(self, key: tuple[int, int], measured_s: float | None = None) -> float | None:
-        """The latency to use for the request `key` = (episode, its index in the episode);
-        None if it is the (not yet) measured one. Keyed by episode, not by a run-wide
-        counter, so a resumed run or one episode run alone draws the same values."""
+    def latency_for(self, key: tuple[int, int], measured_s: float | None = None, *,
+                    sent_tick: int = 0) -> float | None:
+        """The latency to use for the request `key` = (episode, its index in the episode),
+        sent at control tick `sent_tick`; None if it is the (not yet) measured one, inf if
+        the request is lost (a modelled fault, `harness.faults.modelled`). Keyed by episode,
+        not by a run-wide counter, so a resumed run or one episode run alone draws the same
+        values."""
         if self.kind is LatencyKind.measured:
             return measured_s
         if self.kind is LatencyKind.fixed:
