@@ -64,5 +64,10 @@ class Env(Protocol):
         [action_low, action_high] are clipped.
         """
 
+    def ee_pos(self) -> np.ndarray | None:
+        """The end effector's position now (after the last reset or step): metres, world
+        frame, shape (3,); None if the env cannot say. A read: it never changes the
+        simulation, so recording it cannot change an episode (golden parity)."""
+
     def close(self) -> None:
         """Release the simulator and renderer. Idempotent."""

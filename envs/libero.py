@@ -115,6 +115,7 @@ class LiberoEnv:
                             action_high=(1.0,) * 7,
                             max_steps=max_steps if max_steps is not None else HORIZONS[suite])
         self._steps = 0
+        self._ee_pos: np.ndarray | None = None
 
     @property
     def instruction(self) -> str:
@@ -144,7 +145,13 @@ class LiberoEnv:
         done = success or self._steps >= self.spec.max_steps
         return StepResult(self._observation(raw), success, done, {"steps": self._steps})
 
+    def ee_pos(self) -> np.ndarray | None:
+        """robosuite's `robot0_eef_pos` of the last observation (the gripper's grip site,
+        metres, world frame); None before the first reset."""
+        return None if self._ee_pos is None else self._ee_pos.copy()
+
     def _observation(self, raw: dict) -> EnvObservation:
+        self._ee_pos = np.asarray(raw["robot0_eef_pos"], np.float64).copy()
         state = {k: np.asarray(raw[k], np.float32) for k in self.spec.contract.state}
         images = {c: upright(raw[CAMERAS[c]]) for c in self._cameras}
         return EnvObservation(state, images, self.instruction)

@@ -100,6 +100,13 @@ class MujocoTaskEnv:
     def hand_pos(self) -> np.ndarray:
         return self.data.qpos[self._hand_qpos].copy()
 
+    def ee_pos(self) -> np.ndarray:
+        """The hand's position, metres, world frame: the hand body sits at the world origin
+        on three slide joints along the world axes, so its joint positions are its world
+        position (read from qpos, which is current after a step; `data.xpos` is computed
+        before a step's last integration)."""
+        return self.hand_pos()
+
     def reset(self, *, seed: int, init_state: int | None = None) -> EnvObservation:
         """The layout is drawn from `init_state` when given (a fixed, numbered layout, like
         LIBERO's init states), else from `seed`; nothing else in these tasks is random."""

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from envs import EnvName, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
-from harness.faults.schedule import FaultsConfig
+from harness.faults.schedule import FaultApply, FaultsConfig
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
 from policies import PolicyName
@@ -131,6 +131,9 @@ class ServerConfig:
     """A session that sent nothing for this long (wall time) expires and frees its slot."""
     max_client_id_chars: int = 128
     """Longer client ids are rejected at session open (and never logged in full)."""
+    model_faults_path: Optional[str] = None
+    """A JSON file naming the model fault in force (`harness.server.model_faults`); the
+    harness sets it for the servers it starts when the schedule has model faults."""
 
     def __post_init__(self) -> None:
         self.mode = choice(ServerMode, self.mode, "server.mode")
@@ -212,7 +215,18 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
-        if self.faults.has_process_faults and self.job is Job.loop and (
+        if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
+            return  # a modelled schedule touches nothing real
+        faults = self.faults
+        if faults.has_network_faults and self.transport.kind is TransportKind.local:
+            raise ConfigError(f"faults={faults.name}: network faults act on the bytes of a "
+                              "networked transport (zenoh, grpc or zmq); transport=local has "
+                              "none (faults.apply=modelled applies them to the latency model)")
+        if faults.has_model_faults and self.server.mode is ServerMode.external:
+            raise ConfigError(f"faults={faults.name}: model faults act inside the predict of a "
+                              "server the harness starts (server=process or inprocess), not "
+                              "server=external")
+        if self.faults.has_process_faults and (
                 self.server.mode is not ServerMode.process
                 or self.transport.kind is TransportKind.local):
             raise ConfigError(f"faults={self.faults.name}: process faults act on a server the "
@@ -229,6 +243,7 @@ def register_configs() -> None:
     store.store(group="policy", name="policy_schema", node=PolicyConfig)
     store.store(group="server", name="server_schema", node=ServerConfig)
     store.store(group="faults", name="faults_schema", node=FaultsConfig)
+    store.store(group="client", name="client_schema", node=EngineConfig)
     for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
                        ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
         store.store(group="transport", name=f"{name}_schema", node=node)

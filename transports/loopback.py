@@ -30,6 +30,20 @@ def loopback_address(kind: str, port: int) -> str:
             TransportKind.zmq: f"tcp://127.0.0.1:{port}"}[TransportKind(kind)]
 
 
+def tcp_host_port(kind: str, address: str) -> tuple[str, int]:
+    """(host, port) of a TCP address in the syntax of backend `kind`; ValueError naming the
+    address if it is not TCP (a fault proxy can only sit on a TCP link)."""
+    kind = TransportKind(kind)
+    prefix = {TransportKind.zenoh: "tcp/", TransportKind.zmq: "tcp://",
+              TransportKind.grpc: ""}.get(kind)
+    if prefix is None or not address.startswith(prefix) or ":" not in address:
+        raise ValueError(f"{address!r}: not a TCP address of {kind}")
+    host, port = address[len(prefix):].rsplit(":", 1)
+    if not port.isdigit():
+        raise ValueError(f"{address!r}: no port number to put a proxy in front of")
+    return host.strip("[]"), int(port)
+
+
 def loopback_config(kind: str, **fields) -> TransportConfig:
     """A config of backend `kind` listening on a fresh loopback port (zenoh also in a fresh
     namespace, local under a fresh name); `fields` override any other field."""

@@ -1,5 +1,7 @@
 """Golden parity: the same seeded episodes must execute byte-identical actions and end in a
-byte-identical sim state over every transport and in-process.
+byte-identical sim state over every transport and in-process, without faults and under a
+fault schedule applied modelled (`faults.apply=modelled`: every loss and delay decided by the
+schedule and the seed).
 
 With a deterministic policy (the oracle), a seeded env, the virtual clock and a fixed latency
 model, nothing about an episode depends on the transport's speed, so any difference is a bug
@@ -21,6 +23,9 @@ from pathlib import Path
 from envs import make_env
 from harness.client.config import EngineConfig
 from harness.client.engine import engine_for
+from harness.faults.controller import FaultController, Mechanisms
+from harness.faults.modelled import ModelledLink, payload_sizes
+from harness.faults.schedule import FaultApply, FaultsConfig, load_preset, timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import EpisodeTrace, run_episode
 from harness.server.policy_server import PolicyServer
@@ -29,6 +34,9 @@ from transports import LocalTransportConfig, TransportConfig, make_client, make_
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden" / "parity.json"
 ENV, POLICY, EPISODES, LATENCY_S = "mujoco_pick_place", "oracle", 3, 0.1
+FAULTED_PRESET = "lte"
+"""Latency with jitter and burst loss: lost requests, DEGRADED and STALLED ticks, all
+decided by the schedule, so the digests must still match over every transport."""
 log = logging.getLogger(__name__)
 
 
@@ -36,17 +44,32 @@ def digest(trace: EpisodeTrace) -> str:
     return hashlib.sha256(trace.action_digest() + trace.final_sim_state).hexdigest()
 
 
-def run_parity_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
-    """The golden episodes over `transport`, with a policy server in this process."""
+def run_parity_episodes(transport: TransportConfig,
+                        faults: FaultsConfig | None = None) -> list[EpisodeTrace]:
+    """The golden episodes over `transport`, with a policy server in this process; under
+    `faults` (applied modelled) if given."""
     env = make_env(ENV)
     server = PolicyServer(make_server(transport), lambda: make_policy(POLICY, env=ENV))
     server.start()
     client = make_client(transport)
     try:
         client.wait_ready(10.0)
-        engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8,
-                            latency=LatencyModel("fixed", value_s=LATENCY_S))
-        traces = [run_episode(env, engine, episode=i + 1, seed=i) for i in range(EPISODES)]
+        latency = LatencyModel("fixed", value_s=LATENCY_S)
+        dt = 1.0 / env.spec.contract.control_hz
+        if faults is not None:
+            latency = ModelledLink(latency, dt=dt, seed=0,
+                                   request_bytes=payload_sizes(env.spec.contract, 8)[0],
+                                   reply_bytes=payload_sizes(env.spec.contract, 8)[1])
+        engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8, latency=latency)
+        traces = []
+        for i in range(EPISODES):
+            hook = None
+            if faults is not None:
+                windows = timeline(faults, seed=0, episode=i + 1,
+                                   horizon_s=env.spec.max_steps * dt)
+                latency.start_episode(i + 1, windows)
+                hook = FaultController(windows, Mechanisms(modelled=True)).on_tick
+            traces.append(run_episode(env, engine, episode=i + 1, seed=i, on_tick=hook))
         engine.close()
         return traces
     finally:
@@ -55,22 +78,31 @@ def run_parity_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
         env.close()
 
 
+def faulted_preset() -> FaultsConfig:
+    """The fault schedule of the faulted golden digests, applied modelled."""
+    return load_preset(FAULTED_PRESET, apply=FaultApply.modelled)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.parity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="regenerate tests/golden/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    traces = run_parity_episodes(LocalTransportConfig(name=f"parity-{uuid.uuid4().hex[:8]}"))
-    digests = {str(t.episode): digest(t) for t in traces}
+    local = LocalTransportConfig(name=f"parity-{uuid.uuid4().hex[:8]}")
+    digests = {str(t.episode): digest(t) for t in run_parity_episodes(local)}
+    faulted = {str(t.episode): digest(t) for t in run_parity_episodes(local, faulted_preset())}
     if args.write:
         GOLDEN.write_text(json.dumps({"env": ENV, "policy": POLICY, "latency_s": LATENCY_S,
-                                      "digests": digests}, indent=2) + "\n")
+                                      "digests": digests, "faulted_preset": FAULTED_PRESET,
+                                      "faulted_digests": faulted}, indent=2) + "\n")
         log.info("wrote %s", GOLDEN)
     else:
-        golden = json.loads(GOLDEN.read_text())["digests"]
-        log.info("in-process digests %s golden", "match" if golden == digests else "DIFFER from")
-
+        golden = json.loads(GOLDEN.read_text())
+        for name, got, key in (("clean", digests, "digests"),
+                               (f"faults={FAULTED_PRESET}", faulted, "faulted_digests")):
+            log.info("in-process %s digests %s golden", name,
+                     "match" if golden.get(key) == got else "DIFFER from")
 
 if __name__ == "__main__":
     main()

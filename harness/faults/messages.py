@@ -7,7 +7,7 @@ observations and incoming action chunks. Requests (session open, reset, close) p
 untouched: a control message lost is a different fault (a partition). Which message is hit
 is drawn from a generator seeded per episode; with the measured latency the number of
 messages in a window varies with timing, so an emulated message fault is reproducible in
-distribution, not byte for byte (the modelled mode of a later issue is).
+distribution, not byte for byte (`faults.apply=modelled` is: `harness.faults.modelled`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,30 @@ class MessageFault:
 ACTIONS = ("drop", "corrupt", "duplicate", "delay", "reorder")
 
 
+class GilbertElliott:
+    """Burst loss: a two-state chain per direction (good, bad), stepped once per message;
+    each state loses a message with its own probability. Bursts, not independent drops, are
+    what Wi-Fi and LTE links do to a stream."""
+
+    def __init__(self, p_good_bad: float, p_bad_good: float, loss_good: float,
+                 loss_bad: float) -> None:
+        self.p_good_bad, self.p_bad_good = p_good_bad, p_bad_good
+        self.loss_good, self.loss_bad = loss_good, loss_bad
+        self.bad = {"out": False, "in": False}
+
+    def lose(self, rng: np.random.Generator, way: str) -> bool:
+        bad = self.bad[way]
+        bad = (rng.random() >= self.p_bad_good) if bad else (rng.random() < self.p_good_bad)
+        self.bad[way] = bad
+        return bool(rng.random() < (self.loss_bad if bad else self.loss_good))
+
+
 @dataclass
 class MessageFaultStats:
     hit: int = 0
     """Messages the fault acted on."""
+    lost: int = 0
+    """Messages the burst loss took."""
 
 
 class FaultyClient:
@@ -55,6 +75,8 @@ class FaultyClient:
         self.fault_stats = MessageFaultStats()
         self.fault: MessageFault | None = None
         """The fault in force, or None (every message passes)."""
+        self.loss: GilbertElliott | None = None
+        """Burst loss in force (independent of `fault`), or None."""
         self._rng = np.random.default_rng(seed)
         self._held: list[tuple[float, bytes, int]] = []
         """Incoming messages held back: (release at, payload, arrival ns)."""
@@ -84,7 +106,15 @@ class FaultyClient:
 
     # ---- the stream path, where the faults act --------------------------------------------
 
+    def _lost(self, way: str) -> bool:
+        if self.loss is None or not self.loss.lose(self._rng, way):
+            return False
+        self.fault_stats.lost += 1
+        return True
+
     def publish(self, payload: bytes) -> None:
+        if self._lost("out"):
+            return
         fault = self._hits()
         if fault is None or fault.action in ("delay", "reorder"):  # those act on the way in
             self.inner.publish(payload)
@@ -109,6 +139,8 @@ class FaultyClient:
             return taken
 
     def _arriving(self, payload: bytes, arrival_ns: int) -> tuple[bytes, int] | None:
+        if self._lost("in"):
+            return None
         fault = self._hits()
         if fault is None:
             if self._reordered is not None:  # the held one comes after this one

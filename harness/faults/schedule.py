@@ -15,7 +15,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -25,12 +26,28 @@ from harness.choices import choice
 class FaultKind(enum.StrEnum):
     """Lower-case members: Hydra matches config values by name."""
 
+    # -- process faults, through the server supervisor
     server_crash = "server_crash"
     """SIGKILL the server at the start, start it again at the end."""
     server_stall = "server_stall"
     """SIGSTOP the server at the start, SIGCONT at the end."""
     server_drain = "server_drain"
     """SIGTERM (drain) at the start, start it again at the end."""
+    # -- network faults, on the link's real bytes (the fault proxy)
+    latency = "latency"
+    """`delay_s` one way per `direction`, plus a seeded `jitter_s` draw per chunk of bytes."""
+    bandwidth = "bandwidth"
+    """A token bucket of `bandwidth_bps` per direction: payload size matters."""
+    partition = "partition"
+    """Black hole, connections kept: nothing passes; bytes held are delivered at the end."""
+    reset = "reset"
+    """Every open connection reset (RST) at the start."""
+    slow_close = "slow_close"
+    """A close from either end reaches the other `delay_s` later."""
+    loss = "loss"
+    """Gilbert-Elliott burst loss of stream messages (message level: a proxy cannot lose
+    packets inside a TCP stream, and this kernel has no netem)."""
+    # -- message faults, a wrapper of the client's transport
     drop = "drop"
     """Stream messages (observations out, chunks in) dropped, each with `probability`."""
     corrupt = "corrupt"
@@ -41,43 +58,153 @@ class FaultKind(enum.StrEnum):
     """Incoming chunks held back `delay_s` of wall time."""
     reorder = "reorder"
     """An incoming chunk held back until the next one has been taken."""
+    # -- model faults, inside the server's predict
+    slow_model = "slow_model"
+    """Every prediction takes at least `predict_s` (plus a seeded `jitter_s` draw)."""
+    model_pause = "model_pause"
+    """The first prediction at or after the start stalls for `duration_s` (a GC pause)."""
 
     @property
     def is_process(self) -> bool:
         return self in PROCESS_FAULTS
 
+    @property
+    def is_network(self) -> bool:
+        return self in NETWORK_FAULTS
+
+    @property
+    def is_model(self) -> bool:
+        return self in MODEL_FAULTS
+
+    @property
+    def is_message(self) -> bool:
+        return self in MESSAGE_FAULTS
+
+    @property
+    def group(self) -> str:
+        """Windows of one group never overlap; windows of different groups may (a slow,
+        lossy link during a server stall)."""
+        if self.is_process:
+            return "process"
+        if self.is_model:
+            return "model"
+        if self in (FaultKind.drop, FaultKind.corrupt, FaultKind.duplicate, FaultKind.delay,
+                    FaultKind.reorder):
+            return "message"
+        return str(self)
+
+    @property
+    def paced(self) -> bool:
+        """Whether the fault acts through mechanisms that live in wall time (a restart, a
+        lease, TCP backoff, a stalled prediction): then the pacing rule holds the ticks to
+        wall time for the whole window. A delay or a loss needs no pacing: the measured
+        round trip and the request timeout already put it in control time."""
+        return self in PACED_FAULTS
+
 
 PROCESS_FAULTS = frozenset({FaultKind.server_crash, FaultKind.server_stall,
                             FaultKind.server_drain})
+NETWORK_FAULTS = frozenset({FaultKind.latency, FaultKind.bandwidth, FaultKind.partition,
+                            FaultKind.reset, FaultKind.slow_close})
+MODEL_FAULTS = frozenset({FaultKind.slow_model, FaultKind.model_pause})
+MESSAGE_FAULTS = frozenset({FaultKind.drop, FaultKind.corrupt, FaultKind.duplicate,
+                            FaultKind.delay, FaultKind.reorder, FaultKind.loss})
+PACED_FAULTS = PROCESS_FAULTS | {FaultKind.partition, FaultKind.reset, FaultKind.slow_close,
+                                 FaultKind.model_pause, FaultKind.drop, FaultKind.corrupt,
+                                 FaultKind.duplicate, FaultKind.delay, FaultKind.reorder}
+
+
+class Direction(enum.StrEnum):
+    """Which way a network fault acts: toward the server, toward the client, or both."""
+
+    both = "both"
+    to_server = "to_server"
+    to_client = "to_client"
+
+
+class JitterDist(enum.StrEnum):
+    normal = "normal"
+    """delay + N(0, jitter_s), cut at 0: symmetric around the delay, as netem's."""
+    pareto = "pareto"
+    """delay + a heavy tail (Pareto, shape 2, mean `jitter_s`): Wi-Fi's rare long stalls."""
 
 
 class FaultApply(enum.StrEnum):
     emulated = "emulated"
     """On the real system: signals to the real server process, real traffic."""
     modelled = "modelled"
-    """On the latency model and the engine's view of the link (a later issue)."""
+    """On the latency model and the engine's view of the link (`harness.faults.modelled`):
+    replayable byte for byte."""
+
+
+PARETO_SHAPE = 2.0
+"""With shape 2 the Pareto (Lomax) extra delay has mean `jitter_s` and a heavy tail."""
+
+
+def jittered(rng: np.random.Generator, base_s: float, dist: JitterDist, scale_s: float, *,
+             pareto_shape: float = PARETO_SHAPE) -> float:
+    """`base_s` with one seeded jitter draw: normal is symmetric, N(0, scale), cut at 0 (the
+    mean stays at `base_s`, as netem does it); pareto adds a one-sided heavy tail scaled by
+    `scale`. The fault proxy, the slowed predict and the modelled link all draw here, so
+    the emulated and the modelled runs of a schedule share one distribution."""
+    if scale_s == 0:
+        return base_s
+    if JitterDist(dist) is JitterDist.pareto:
+        return base_s + scale_s * float(rng.pareto(pareto_shape))
+    return max(0.0, base_s + float(rng.normal(0.0, scale_s)))
 
 
 @dataclass
 class TimedFault:
-    """One fault in every episode, at a fixed control time."""
+    """One fault in every episode, at a fixed control time. Only the fields of its kind
+    matter; the rest keep their defaults."""
 
     kind: FaultKind = FaultKind.server_stall
     start_s: float = 1.0
     """Control time since the episode began."""
     duration_s: float = 2.0
+    """.inf: to the end of the episode."""
     target: str = "client-server"
     """The link it acts on: the client<->server link (the model link comes with adapters)."""
+    direction: Direction = Direction.both
+    """Network faults: which way."""
     probability: float = 1.0
     """Message faults: the share of stream messages in the window it acts on."""
     delay_s: float = 0.2
-    """Message fault `delay`: how long a chunk is held back (wall time)."""
+    """`latency`: one-way delay; `delay`: how long a chunk is held back; `slow_close`: how
+    late a close arrives (wall time)."""
+    jitter_s: float = 0.0
+    """`latency`, `slow_model`: the scale of a seeded random extra delay."""
+    jitter_dist: JitterDist = JitterDist.normal
+    bandwidth_bps: float = 2e6
+    """`bandwidth`: bits per second each way."""
+    p_good_bad: float = 0.01
+    """`loss` (Gilbert-Elliott): chance per message of entering the bad (bursty) state."""
+    p_bad_good: float = 0.3
+    """`loss`: chance per message of leaving it."""
+    loss_good: float = 0.0
+    """`loss`: share of messages lost in the good state."""
+    loss_bad: float = 0.5
+    """`loss`: share of messages lost in the bad state."""
+    predict_s: float = 0.405
+    """`slow_model`: the least time a prediction takes (OpenVLA on an L4: ~405 ms)."""
 
     def __post_init__(self) -> None:
         self.kind = choice(FaultKind, self.kind, "faults.timed[].kind")
-        if not 0 < self.probability <= 1 or self.delay_s < 0:
-            raise ValueError(f"faults.timed[]: probability={self.probability} must be in "
-                             f"(0, 1] and delay_s={self.delay_s} >= 0")
+        self.direction = choice(Direction, self.direction, "faults.timed[].direction")
+        self.jitter_dist = choice(JitterDist, self.jitter_dist, "faults.timed[].jitter_dist")
+        if not 0 < self.probability <= 1:
+            raise ValueError(f"faults.timed[].probability={self.probability}: must be in (0, 1]")
+        for name in ("delay_s", "jitter_s", "predict_s"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"faults.timed[].{name}={getattr(self, name)}: must be a "
+                                 "finite number >= 0")
+        if not self.bandwidth_bps > 0:
+            raise ValueError(f"faults.timed[].bandwidth_bps={self.bandwidth_bps}: must be > 0")
+        for name in ("p_good_bad", "p_bad_good", "loss_good", "loss_bad"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"faults.timed[].{name}={getattr(self, name)}: must be in "
+                                 "[0, 1]")
         if self.start_s < 0 or self.duration_s <= 0:
             raise ValueError(f"faults.timed[]: start_s={self.start_s} must be >= 0 and "
                              f"duration_s={self.duration_s} > 0")
@@ -115,23 +242,32 @@ class FaultsConfig:
 
     def __post_init__(self) -> None:
         self.apply = choice(FaultApply, self.apply, "faults.apply")
-        if self.apply is FaultApply.modelled and not self.empty:
-            raise ValueError("faults.apply=modelled: not built yet; process and message faults "
-                             "are emulated (a modelled schedule comes with the network faults)")
 
     @property
     def empty(self) -> bool:
         return not self.timed and self.random.rate_per_min == 0
 
+    def _kinds(self) -> set[FaultKind]:
+        kinds = {f.kind for f in self.timed}
+        if self.random.rate_per_min > 0:
+            kinds.add(self.random.kind)
+        return kinds
+
     @property
     def has_process_faults(self) -> bool:
-        return (any(f.kind.is_process for f in self.timed)
-                or (self.random.rate_per_min > 0 and self.random.kind.is_process))
+        return any(kind.is_process for kind in self._kinds())
 
     @property
     def has_message_faults(self) -> bool:
-        return (any(not f.kind.is_process for f in self.timed)
-                or (self.random.rate_per_min > 0 and not self.random.kind.is_process))
+        return any(kind.is_message for kind in self._kinds())
+
+    @property
+    def has_network_faults(self) -> bool:
+        return any(kind.is_network for kind in self._kinds())
+
+    @property
+    def has_model_faults(self) -> bool:
+        return any(kind.is_model for kind in self._kinds())
 
 
 @dataclass(frozen=True)
@@ -143,16 +279,20 @@ class FaultWindow:
     end_s: float
     source: str
     """"timed" or "random"."""
-    probability: float = 1.0
-    delay_s: float = 0.2
+    spec: TimedFault = field(default_factory=TimedFault, compare=False)
+    """The fault's parameters (its kind's fields)."""
+
+    def active(self, t: float) -> bool:
+        return self.start_s <= t < self.end_s
 
 
 def timeline(config: FaultsConfig, *, seed: int, episode: int,
              horizon_s: float) -> list[FaultWindow]:
-    """The episode's fault windows within `horizon_s` of control time, sorted by start,
-    never overlapping (a random outage that would overlap an earlier window is dropped)."""
-    windows = [FaultWindow(f.kind, f.start_s, f.start_s + f.duration_s, "timed",
-                           f.probability, f.delay_s)
+    """The episode's fault windows within `horizon_s` of control time, sorted by start and
+    clipped at it. Windows of one group (`FaultKind.group`) never overlap: one that would
+    overlap an earlier one of its group is dropped."""
+    windows = [FaultWindow(f.kind, f.start_s, min(f.start_s + f.duration_s, horizon_s), "timed",
+                           f)
                for f in config.timed if f.start_s < horizon_s]
     outages = config.random
     if outages.rate_per_min > 0:
@@ -163,11 +303,14 @@ def timeline(config: FaultsConfig, *, seed: int, episode: int,
             if t >= horizon_s:
                 break
             length = float(outages.median_s * rng.lognormal(0.0, outages.sigma))
-            windows.append(FaultWindow(outages.kind, round(t, 6), round(t + length, 6),
-                                       "random"))
+            start, end = round(t, 6), round(min(t + length, horizon_s), 6)
+            windows.append(FaultWindow(outages.kind, start, end, "random",
+                                       TimedFault(outages.kind, start, end - start)))
     kept: list[FaultWindow] = []
-    for window in sorted(windows, key=lambda w: (w.start_s, w.source)):
-        if not kept or window.start_s >= kept[-1].end_s:
+    for window in sorted(windows, key=lambda w: (w.start_s, w.source, str(w.kind))):
+        group_end = max((w.end_s for w in kept if w.kind.group == window.kind.group),
+                        default=0.0)
+        if window.start_s >= group_end and window.end_s > window.start_s:
             kept.append(window)
     return kept
 
@@ -176,3 +319,21 @@ def timeline_digest(windows: list[FaultWindow]) -> str:
     """sha256 of the timeline's canonical JSON: what "the same timeline" means in tests."""
     text = json.dumps([asdict(w) for w in windows], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "conf" / "faults"
+
+
+def load_preset(name: str, *, apply: FaultApply | None = None) -> FaultsConfig:
+    """The preset conf/faults/<name>.yaml as a FaultsConfig, outside Hydra (benchmarks, the
+    parity check, tests); `apply` overrides how it is applied."""
+    from omegaconf import OmegaConf
+
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ValueError(f"faults={name!r}: no such preset; expected one of {known}")
+    values = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
+              if k != "defaults"}
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FaultsConfig), values))
+    return config if apply is None else replace(config, apply=apply)

@@ -20,20 +20,27 @@ from envs import env_name, make_env, task_ids
 from harness.client.engine import engine_for
 from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
-from harness.faults.controller import FaultController
+from harness.faults.controller import FaultController, Mechanisms
+from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient
-from harness.faults.schedule import timeline
+from harness.faults.modelled import ModelledLink, payload_sizes
+from harness.faults.proxy import FaultProxy
+from harness.faults.schedule import FaultApply, timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
+from harness.results.failsafe import failsafe_console_items
 from harness.results.store import ConfigMismatch, ResultsStore
+from harness.server.model_faults import write_model_fault
 from harness.server.supervisor import ServerSupervisor
 from transports import TransportKind, TransportTimeout, make_client
+from transports.loopback import loopback_address, tcp_host_port
 
 log = logging.getLogger(__name__)
 EPISODE_IDS_PER_TASK = 10_000
 
 
-def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_dir: Path):
+def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_dir: Path,
+                  model_faults_path: Path | None):
     """The task's policy server: a supervised child process, a thread, or None (external)."""
     mode = config.server.mode
     if config.transport.kind is TransportKind.local and mode is ServerMode.process:
@@ -44,30 +51,57 @@ def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_di
         from harness.server.serve import InProcessServer  # needs the [server] extra
 
         env = dataclasses.replace(config.env, tasks=str(task))
-        return InProcessServer(dataclasses.replace(config, env=env))
+        server = dataclasses.replace(config.server, model_faults_path=model_faults_path and
+                                     str(model_faults_path))
+        return InProcessServer(dataclasses.replace(config, env=env, server=server))
+    if model_faults_path is not None:
+        overrides = [*overrides, f"server.model_faults_path={model_faults_path}"]
     server = ServerSupervisor([*overrides, f"env.tasks={task}"], run_dir / f"server-task{task}",
                               startup_timeout_s=config.server.startup_timeout_s)
     server.start()
     return server
 
 
+def _start_proxy(config: HarnessConfig) -> tuple[FaultProxy, object]:
+    """A fault proxy in front of the server's address, and the transport config a client
+    dials it with."""
+    transport = config.transport
+    host, port = tcp_host_port(transport.kind, transport.connect_address)
+    proxy = FaultProxy(host, port, seed=config.seed)
+    proxy_port = proxy.start()
+    log.info("network faults through the user-space proxy 127.0.0.1:%d -> %s:%d (kernel "
+             "netem: %s)", proxy_port, host, port, "present" if kernel_support().netem
+             else "absent, " + kernel_support().reasons.get("netem", "?"))
+    return proxy, dataclasses.replace(transport,
+                                      connect=loopback_address(transport.kind, proxy_port))
+
+
 def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int,
-              pending: list[int], server) -> None:
+              pending: list[int], mechanisms: Mechanisms) -> None:
     """The task's pending episodes through one engine, each written as it ends, each under
     its own fault timeline (none unless `faults=` says so)."""
+    latency = LatencyModel(config.latency.kind, value_s=config.latency.value_s,
+                           sigma=config.latency.sigma, seed=config.seed)
+    dt = 1.0 / env.spec.contract.control_hz
+    if mechanisms.modelled:
+        request_bytes, reply_bytes = payload_sizes(env.spec.contract, config.policy.chunk_size)
+        latency = ModelledLink(latency, dt=dt, seed=config.seed, request_bytes=request_bytes,
+                               reply_bytes=reply_bytes)
     engine = engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
-                        latency=LatencyModel(config.latency.kind, value_s=config.latency.value_s,
-                                             sigma=config.latency.sigma, seed=config.seed))
+                        latency=latency)
     is_libero = env_name(config.env.name).is_libero
     for i in tqdm(pending, desc=f"{config.env.name} task {task}"):
         episode = task * EPISODE_IDS_PER_TASK + i + 1
         init_state = i if is_libero else None
         windows = timeline(config.faults, seed=config.seed, episode=episode,
                            horizon_s=env.spec.max_steps * engine.dt)
-        if isinstance(client, FaultyClient):
-            client.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
-        faults = FaultController(windows, server, client if isinstance(client, FaultyClient)
-                                 else None) if windows else None
+        if isinstance(latency, ModelledLink):
+            latency.start_episode(episode, windows)
+        if mechanisms.proxy is not None:
+            mechanisms.proxy.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
+        if mechanisms.client is not None:
+            mechanisms.client.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
+        faults = FaultController(windows, mechanisms) if windows else None
         trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
                             init_state=init_state, clock=config.clock,
                             on_tick=faults.on_tick if faults else None)
@@ -80,6 +114,7 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
                             trace=trace, extra={"transport": config.transport.kind,
                                                 "client_state_end": engine.state.value,
                                                 "faults": config.faults.name,
+                                                "faults_apply": str(config.faults.apply),
                                                 "faults_started": len(windows)},
                             events=events)
     engine.close()
@@ -112,16 +147,29 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                            image_size=(env_config.image_size, env_config.image_size),
                            max_steps=env_config.max_steps, task_id=task)
             running.callback(env.close)
-            server = _start_server(config, task, overrides, output_dir)
+            faults = config.faults
+            emulated = faults.apply is FaultApply.emulated
+            model_faults_path = None
+            if emulated and faults.has_model_faults:
+                model_faults_path = output_dir / f"server-task{task}" / "model_faults.json"
+                write_model_fault(model_faults_path, {})
+            server = _start_server(config, task, overrides, output_dir, model_faults_path)
             if server is not None:
                 running.callback(server.stop)
-            client = make_client(config.transport)
-            if config.faults.has_message_faults:
-                client = FaultyClient(client)
+            mechanisms = Mechanisms(server=server if isinstance(server, ServerSupervisor)
+                                    else None, model_faults_path=model_faults_path,
+                                    modelled=not emulated)
+            transport = config.transport
+            if emulated and faults.has_network_faults:
+                mechanisms.proxy, transport = _start_proxy(config)
+                running.callback(mechanisms.proxy.stop)
+            client = make_client(transport)
+            if emulated and faults.has_message_faults:
+                client = mechanisms.client = FaultyClient(client)
             running.callback(client.close)
             if not _wait_for_server(config, client):
                 return 1
-            _run_task(config, store, env, client, task, pending, server)
+            _run_task(config, store, env, client, task, pending, mechanisms)
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(config, summary)
@@ -175,4 +223,12 @@ def print_summary(config: HarnessConfig, summary: dict) -> None:
         "/".join(ms(summary[k]) for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s")),
         str(summary["latency_over_budget"]), str(summary["fallback_ticks"]),
         str(summary["invariant_breaches"]), str(summary["dead_episodes"]))
-    make_console().print(table)
+    console = make_console()
+    console.print(table)
+    if summary.get("faults_started"):
+        console.print(f"faults={config.faults.name} ({config.faults.apply}): "
+                      f"{summary['faults_started']} windows through "
+                      + "; ".join(summary["fault_mechanisms"]))
+    items = failsafe_console_items(summary)
+    if items:
+        console.print("fail-safe: " + ", ".join(f"{label} {value}" for label, value in items))

@@ -43,6 +43,9 @@ class TickRecord:
     """Virtual clock: this tick was held to wall time (the engine was not STREAMING)."""
     measured_latency_s: float | None = None
     """The same chunk's real round trip (differs from `latency_s` under a latency model)."""
+    ee_pos: list[float] | None = None
+    """End-effector position after this tick's step, metres, world frame (`Env.ee_pos`);
+    None if the env cannot say. What the fail-safe metrics measure motion with."""
 
 
 @dataclass
@@ -59,10 +62,24 @@ class EpisodeTrace:
     """Control period, seconds: ticks x dt is control time."""
     wire: EngineStats = field(default_factory=EngineStats)
     """The engine's requests, chunks, losses, re-opens and server errors in this episode."""
+    ee_pos_start: list[float] | None = None
+    """End-effector position after the reset: where tick 0's step starts from."""
+    max_age_ticks: int | None = None
+    """The invariant checker's limit on an executed action's age (`client.max_action_age_s`
+    in ticks), for counting stale actions from the trace alone."""
+    request_timeout_s: float | None = None
+    """`client.request_timeout_s`: how long after a fault the engine may take to notice."""
 
     def action_digest(self) -> bytes:
         """Executed actions as bytes, for parity checks."""
         return np.asarray([t.action for t in self.ticks], np.float32).tobytes()
+
+
+def _ee_pos(env: Env) -> list[float] | None:
+    """The env's end-effector position as plain floats; None if it cannot say (or has no
+    `ee_pos`, like an env written before it was part of the interface)."""
+    position = env.ee_pos() if hasattr(env, "ee_pos") else None
+    return None if position is None else [float(x) for x in position]
 
 
 def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
@@ -72,9 +89,12 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
     clock = Clock(clock)
     trace = EpisodeTrace(episode, dt=engine.dt)
     observation = env.reset(seed=seed, init_state=init_state)
+    trace.ee_pos_start = _ee_pos(env)
     engine.reset(episode)
     checker = InvariantChecker(
         max_age_ticks=math.floor(engine.config.max_action_age_s / engine.dt + 1e-9))
+    trace.max_age_ticks = checker.max_age_ticks
+    trace.request_timeout_s = engine.config.request_timeout_s
     next_tick_at = time.monotonic()
     pacer = Pacer(engine.dt)
     for tick in range(env.spec.max_steps):
@@ -92,7 +112,7 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
         trace.ticks.append(TickRecord(tick, result.source.value, result.state.value,
                                       result.age_ticks, result.seq, result.latency_s,
                                       [float(a) for a in result.action], paced,
-                                      result.measured_latency_s))
+                                      result.measured_latency_s, _ee_pos(env)))
         trace.steps = tick + 1
         observation = step.observation
         if step.success:

@@ -3,10 +3,12 @@
     config.json        the resolved config; a resumed run must match it
     episodes/          one JSON row per finished episode, written atomically when it ends
     traces/            one parquet per-step trace per episode (tick, source, age, state, ...)
-    events.jsonl       fail-safe events (breaches, errors, DEAD), rebuilt from the rows
+    events.jsonl       fail-safe events (breaches, errors, DEAD, fault starts and ends, each
+                       fault window's detection and recovery), rebuilt from the rows
     episodes.csv       all rows, rebuilt at the end of the run
     summary.json       success rate with Wilson 95% interval, latency percentiles against
-                       the budget, invariant breaches
+                       the budget, invariant breaches, fail-safe metrics
+                       (`harness.results.failsafe`)
 
 A killed run keeps every finished episode: its row, written last and atomically, holds its
 events too, so a kill never leaves an episode half recorded. Half-written temporary files of
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.loop.runner import EpisodeTrace
+from harness.results.failsafe import summarize_failsafe, trace_failsafe
 from harness.results.stats import wilson_interval
 
 
@@ -102,12 +105,15 @@ class ResultsStore:
                       trace: EpisodeTrace, extra: dict | None = None,
                       events: list[dict] | None = None) -> dict:
         """Write the episode's trace, then its row with its events (the row's presence
-        marks it done); each file atomically."""
+        marks it done); each file atomically. `events` are the episode's own (fault starts
+        and ends, DEAD); its fail-safe metrics (`harness.results.failsafe`) are computed from
+        them and the trace: columns of the row, and one `failsafe` event per fault window."""
         key = self.key(task, trace.episode)
         buffer = io.BytesIO()
         pd.DataFrame([t.__dict__ for t in trace.ticks]).to_parquet(buffer, index=False)
         _atomic_write(self.run_dir / "traces" / f"{key}.parquet", buffer.getvalue())
         latencies = [t.latency_s for t in trace.ticks if t.latency_s is not None]
+        failsafe = trace_failsafe(trace, events or [])
         states = pd.Series([t.state for t in trace.ticks]).value_counts()
         row = {
             "task": task, "episode": trace.episode, "seed": seed, "init_state": init_state,
@@ -126,12 +132,14 @@ class ResultsStore:
             "server_errors": len(trace.wire.errors),
             "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
             "reset_wait_s": round(trace.wire.reset_wait_s, 6),
+            **failsafe.columns(),
             **(extra or {}),
         }
         where = {"task": task, "episode": trace.episode}
         row["events"] = ([{**where, "breach": breach} for breach in trace.breaches]
                          + [{**where, "error": error} for error in trace.wire.errors]
-                         + [{**where, **event} for event in events or []])
+                         + [{**where, **event} for event in events or []]
+                         + [{**where, **event} for event in failsafe.events()])
         _atomic_write(self.run_dir / "episodes" / f"{key}.json",
                       json.dumps(row, sort_keys=True).encode())
         return row
@@ -187,6 +195,7 @@ class ResultsStore:
             "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),
             "faults_started": total("faults_started"),
             "fault_mechanisms": sorted({e["mechanism"] for e in events if "mechanism" in e}),
+            **summarize_failsafe(rows, events),
         }
         _atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
         return summary

@@ -32,6 +32,7 @@ import numpy as np
 from envs.base import EnvObservation
 from harness import protocol
 from harness.server.metrics import ServerMetrics
+from harness.server.model_faults import ModelFaults
 from harness.server.sessions import Session, SessionTable, short_id
 from policies.base import Policy
 from transports import StreamItem, TransportServer
@@ -93,7 +94,8 @@ class PolicyServer:
 
     def __init__(self, transport: TransportServer, make_policy: Callable[[], Policy], *,
                  max_sessions: int = 4, metrics: ServerMetrics | None = None,
-                 session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128) -> None:
+                 session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128,
+                 model_faults: ModelFaults | None = None) -> None:
         """Build the pool: `make_policy` is called `max_sessions` times, here and never again
         (a session open must not load a model), and every instance must declare one spec.
 
@@ -109,6 +111,8 @@ class PolicyServer:
                 raise ValueError(f"make_policy() call {index} declared {policy.spec}, call 0 "
                                  f"{self.spec}: the pool's instances must be interchangeable")
         self.max_sessions = max_sessions
+        self.model_faults = model_faults
+        """A slow model or a pause, inside predict (`harness.server.model_faults`)."""
         self.max_client_id_chars = max_client_id_chars
         self.metrics = metrics or ServerMetrics()
         self._transport = transport
@@ -304,8 +308,11 @@ class PolicyServer:
                     body = request.body
                     try:
                         self._adopt_episode(session, request.episode)
+                        predict_started = time.monotonic()
                         chunk = session.policy.predict(
                             EnvObservation(dict(body.state), dict(body.images), body.instruction))
+                        if self.model_faults is not None:
+                            self.model_faults.stretch(predict_started)
                     except Exception as exc:  # the model failing must not take the server down
                         failure = exc
         if refusal is not None:

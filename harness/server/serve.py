@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from envs import task_ids
 from harness.server.metrics import HealthEndpoint
+from harness.server.model_faults import ModelFaults
 from harness.server.policy_server import PolicyServer
 from harness.server.supervisor import LIFELINE_ENV
 from policies import Policy, make_policy
@@ -65,7 +66,10 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
     server = PolicyServer(make_server(config.transport), policy_factory(config),
                           max_sessions=config.server.max_sessions,
                           session_idle_timeout_s=config.server.session_idle_timeout_s,
-                          max_client_id_chars=config.server.max_client_id_chars)
+                          max_client_id_chars=config.server.max_client_id_chars,
+                          model_faults=ModelFaults(config.server.model_faults_path,
+                                                   seed=config.seed)
+                          if config.server.model_faults_path else None)
     # Bound before the server starts, so a health address that cannot be bound fails the
     # start-up without leaving a serving transport behind.
     health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,

@@ -62,6 +62,16 @@ def test_observation_carries_robot_and_privileged_object_state(object_env):
     assert "basket_1_pos" in state and "alphabet_soup_1_pos" in state
 
 
+def test_ee_pos_is_the_observed_eef_position_after_each_step(object_env):
+    observation = object_env.reset(seed=0, init_state=0)
+    np.testing.assert_array_equal(object_env.ee_pos().astype(np.float32),
+                                  observation.state["robot0_eef_pos"])
+    result = object_env.step(np.array([0.5, 0, 0, 0, 0, 0, -1.0]))
+    np.testing.assert_array_equal(object_env.ee_pos().astype(np.float32),
+                                  result.observation.state["robot0_eef_pos"])
+    assert object_env.ee_pos().shape == (3,)
+
+
 def test_bad_task_camera_and_init_state_are_rejected_by_name(object_env):
     with pytest.raises(ValueError, match="libero_object has tasks 0..9, not 99"):
         make_env("libero_object", task_id=99)

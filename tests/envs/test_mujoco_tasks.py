@@ -93,3 +93,20 @@ def test_unknown_camera_is_rejected_naming_the_field():
 def test_unknown_env_name_is_rejected():
     with pytest.raises(ValueError, match="env.name='mujoco_fly'"):
         make_env("mujoco_fly")
+
+
+def test_ee_pos_is_the_hand_in_the_world_and_follows_the_commanded_deltas(env):
+    """The fail-safe metrics measure motion with it: world frame, metres, a read only."""
+    env.reset(seed=0)
+    start = env.ee_pos()
+    assert start.shape == (3,) and start == pytest.approx([0.0, 0.0, 0.15], abs=1e-6)
+    action = np.zeros(env.spec.contract.action_dim)
+    action[0] = 1.0
+    for _ in range(10):
+        env.step(action)
+    before = env.sim_state()
+    moved = env.ee_pos() - start
+    assert env.sim_state() == before  # reading it changed nothing
+    assert 0.15 < moved[0] <= 10 * 0.02 + 1e-3  # the target: 0.02 m a step; the hand lags it
+    assert abs(moved[1]) < 1e-3 and abs(moved[2]) < 5e-3
+    np.testing.assert_allclose(env.ee_pos(), env.data.body("hand").xpos, atol=0.01)

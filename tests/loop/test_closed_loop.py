@@ -31,6 +31,18 @@ def test_every_transport_matches_the_golden_digests(kind):
     assert all(t.success and t.breaches == [] for t in traces)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_transport_matches_the_golden_digests_under_a_modelled_fault_schedule(kind):
+    """The lte preset applied modelled (jitter, burst loss: lost requests, fallback ticks)
+    executes the same actions over every transport: every loss is the schedule's."""
+    golden = json.loads(parity.GOLDEN.read_text())
+    assert golden["faulted_preset"] == parity.FAULTED_PRESET
+    traces = parity.run_parity_episodes(config_for(kind), parity.faulted_preset())
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden["faulted_digests"]
+    assert sum(t.wire.lost for t in traces) > 0  # the schedule's losses really happened
+    assert all(t.breaches == [] for t in traces)
+
+
 def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
     trace = run_episode(env, rig(measured=True).engine, episode=1, seed=0)
     sources = {t.source for t in trace.ticks}

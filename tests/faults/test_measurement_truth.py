@@ -1,0 +1,45 @@
+"""Measurement truth: what the fault proxy says it adds is what every transport measures.
+
+A fixed delay D each way must raise the measured round trip by 2D within max(1 ms, 5%); a
+bandwidth B must add P/B for a payload of P bytes within 10%. Medians of a few round trips,
+direct and through the proxy, in one test (this machine is noisy; a median of 9 is not).
+These are the checks that make a sweep over emulated delays mean what its axis says. The
+figures themselves: `python -m harness.bench.link`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.bench.link import ProxiedLink, median_round_trip_s
+from harness.faults.proxy import LinkShape
+from tests.transports.test_conformance import config_for
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+@pytest.fixture(params=["zenoh", "grpc", "zmq"])
+def link(request):
+    opened = ProxiedLink(config_for(request.param))
+    yield opened
+    opened.close()
+
+
+def test_a_fixed_delay_each_way_adds_twice_itself_to_the_round_trip(link):
+    payload = b"x" * 300
+    direct_s = median_round_trip_s(link.direct, payload, 9)
+    for delay_s in (0.025, 0.100):
+        link.proxy.set_shape(LinkShape(delay_s=delay_s))
+        added_s = median_round_trip_s(link.proxied, payload, 9) - direct_s
+        assert added_s == pytest.approx(2 * delay_s, abs=max(1e-3, 0.05 * 2 * delay_s)), \
+            (link.config.kind, delay_s, added_s)
+
+
+def test_a_bandwidth_adds_the_payload_over_the_rate(link):
+    payload = bytes(200_000)
+    bandwidth_bps = 8e6
+    unshaped_s = median_round_trip_s(link.proxied, payload, 5)
+    link.proxy.set_shape(LinkShape(bandwidth_bps=bandwidth_bps))
+    added_s = median_round_trip_s(link.proxied, payload, 5) - unshaped_s
+    expected_s = 8 * len(payload) / bandwidth_bps  # 0.2 s; the 300-byte reply adds 0.3 ms
+    assert added_s == pytest.approx(expected_s, rel=0.10), (link.config.kind, added_s)
