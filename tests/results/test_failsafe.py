@@ -85,7 +85,8 @@ def test_detect_recover_and_blind_motion_are_exact_on_a_hand_built_stall():
         "blind_path_m": 0.03, "blind_peak_speed_mps": 0.4, "stale_actions": 0})
     assert result.events()[0] == {"failsafe": "server_stall", "start_s": 0.2, "end_s": 0.5,
                                   "detect_s": pytest.approx(0.1),
-                                  "recover_s": pytest.approx(0.15)}
+                                  "recover_s": pytest.approx(0.15),
+                                  "to_episode_end": False}
 
 
 def test_a_fault_the_engine_never_noticed_has_no_time_to_detect():
@@ -94,6 +95,18 @@ def test_a_fault_the_engine_never_noticed_has_no_time_to_detect():
     assert [(w.detect_s, w.recover_s) for w in result.windows] == [(None, 0.0)]
     assert result.time_to_detect_s is None and result.time_to_recover_s == 0.0
     assert (result.blind_s, result.blind_path_m, result.blind_peak_speed_mps) == (0.0, 0.0, 0.0)
+
+
+def test_a_whole_episode_fault_is_neither_detected_by_the_first_tick_nor_unrecovered():
+    """A latency window from t=0 to the episode's end (wan_50ms): tick 0 is never STREAMING
+    (no chunk yet), which is no detection; and there is no after to recover in."""
+    ticks = [tick(0, "stalled", "fallback", 0.0)]
+    ticks += [tick(i, "streaming", "queued", 0.0) for i in range(1, 20)]
+    result = trace_failsafe(trace_of(ticks), fault("latency", 0, 19))
+    (window,) = result.windows
+    assert window.detect_s is None and window.recover_s == 0.0 and window.to_episode_end
+    ended_first = trace_failsafe(trace_of(ticks[:10]), fault("latency", 0, 19)).windows[0]
+    assert ended_first.recover_s is None and ended_first.to_episode_end
 
 
 @pytest.mark.parametrize(("request_timeout_s", "detect_s"), [(0.5, None), (1.0, 1.05)])
@@ -224,7 +237,7 @@ def test_console_items_name_every_figure_that_is_not_zero_or_none():
                "stale_actions": 3, "sessions_reopened": 0, "requests_lost": 2}
     assert failsafe_console_items(summary) == [
         ("time to detect p50", "0.15 s"), ("time to detect max", "0.20 s"),
-        ("faults unrecovered (episode ended first)", "1"),
+        ("faults unrecovered (the episode ended before it)", "1"),
         ("blind time (fallback actions)", "2.00 s"), ("path while blind, max", "0.215 m"),
         ("peak speed while blind, max", "0.400 m/s"),
         ("stale actions executed (must be 0)", "3"), ("requests lost", "2")]

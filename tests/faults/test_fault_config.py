@@ -1,0 +1,48 @@
+"""Fault schedules that cannot act on the configured system stop `python -m harness` at
+startup with exit 2, naming the fault and what would make it work; and a bad fault value
+names its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_main import run_harness
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["transport=local", "faults=wan_50ms"],
+     "faults=wan_50ms: network faults act on the bytes of a networked transport"),
+    (["transport=zmq", "server=external", "faults=gc_pause"],
+     "faults=gc_pause: model faults act inside the predict of a server the harness starts"),
+    (["transport=zmq", "faults=lte", "faults.timed.1.loss_bad=1.5"],
+     "faults.timed[].loss_bad=1.5: must be in [0, 1]"),
+])
+def test_a_fault_that_cannot_act_fails_at_startup_naming_it(tmp_path, overrides, message):
+    result = run_harness(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "run" / "episodes").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("faults.timed.0.jitter_dist=gauss", "Invalid value 'gauss', expected one of [normal, pareto]"),
+    ("faults.apply=simulated", "Invalid value 'simulated', expected one of [emulated, modelled]"),
+])
+def test_a_fault_value_outside_its_choices_is_refused_by_hydra_naming_them(tmp_path, override,
+                                                                          message):
+    result = run_harness("transport=zmq", "faults=wan_50ms", override,
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr  # Hydra's compose error
+    assert not (tmp_path / "run" / "episodes").exists()
+
+
+def test_the_same_network_schedule_applied_modelled_runs_over_the_local_transport(tmp_path):
+    result = run_harness("transport=local", "faults=partition_3s", "faults.apply=modelled",
+                         "latency.kind=fixed", "latency.value_s=0.1", "env.episodes_per_task=1",
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    assert "faults=partition_3s (modelled): 1 windows through modelled" in output
