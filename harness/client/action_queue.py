@@ -3,9 +3,10 @@
 A chunk predicted from the observation of tick t holds actions for ticks t, t+1, ... By the
 time it arrives (tick t + latency) its first actions are in the past: `merge` trims them
 instead of executing them late, and overlaps with what the queue already holds are combined
-by the configured ensembling. Every action remembers where it came from (observation sequence
-id, episode, session epoch, model), so the runner can check that nothing stale, foreign or
-out of order is ever executed.
+by the configured ensembling. A chunk merged on resume (the synchronous client, whose robot
+held still while it waited) starts at its arrival tick instead: nothing in it is stale.
+Every action remembers where it came from (observation sequence id, episode, session epoch,
+model), so the runner can check that nothing stale, foreign or out of order is ever executed.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ class QueuedAction:
     """Control tick this action is meant for."""
     action: np.ndarray
     obs_tick: int
-    """Tick of the observation the (newest contributing) chunk was predicted from."""
+    """Tick the (newest contributing) chunk's first action was meant for, which ages count
+    from: that of the observation it was predicted from, or for a chunk merged on resume the
+    tick the robot resumed at."""
     seq: int
     episode: int
     epoch: int
     model_id: str
+    observed_tick: int | None = None
+    """Tick of the observation itself: `obs_tick` but for a chunk merged on resume."""
 
 
 @dataclass
@@ -55,8 +60,12 @@ class ActionQueue:
         """Chunks dropped because a chunk of a newer observation was already merged."""
 
     def merge(self, chunk: np.ndarray, *, obs_tick: int, now_tick: int, seq: int, episode: int,
-              epoch: int, model_id: str) -> int:
+              epoch: int, model_id: str, resumed: bool = False) -> int:
         """Add a chunk predicted from the observation of `obs_tick`, arriving at `now_tick`.
+
+        `resumed`: the robot held still from `obs_tick` to `now_tick` (the synchronous
+        client), so the chunk starts at `now_tick`: its first action is meant for it,
+        nothing is trimmed, and ages count from `now_tick`.
 
         Returns how many of its actions were usable (not already in the past). A chunk
         answering an older observation than one already merged is dropped whole: sequence
@@ -67,13 +76,14 @@ class ActionQueue:
             return 0
         self.last_seq = seq
         usable = 0
+        start = now_tick if resumed else obs_tick
         for offset, action in enumerate(np.asarray(chunk, np.float32)):
-            tick = obs_tick + offset
+            tick = start + offset
             if tick < now_tick:
                 self.trimmed += 1
                 continue
             usable += 1
-            source = QueuedAction(tick, action, obs_tick, seq, episode, epoch, model_id)
+            source = QueuedAction(tick, action, start, seq, episode, epoch, model_id, obs_tick)
             slot = self._slots.get(tick)
             if slot is None or self.ensembling is Ensembling.newest:
                 self._slots[tick] = _Slot(action.copy(), 1, source)
@@ -96,7 +106,7 @@ class ActionQueue:
             return None
         s = slot.source
         return QueuedAction(tick, slot.action.astype(np.float32), s.obs_tick, s.seq, s.episode,
-                            s.epoch, s.model_id)
+                            s.epoch, s.model_id, s.observed_tick)
 
     def depth(self, tick: int) -> int:
         """Consecutive actions available from `tick` on: how long the robot can go on."""

@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Optional  # OmegaConf needs Optional, not "int | None"
 
 from harness.choices import choice
+
+
+class ClientMode(enum.StrEnum):
+    """When the client asks for a chunk, and what the robot does while it waits."""
+
+    asynchronous = "asynchronous"
+    """Ask when fewer than `send_threshold` queued actions remain and keep executing them
+    meanwhile; an arriving chunk is trimmed of the actions its round trip made stale (the
+    robot moved on) and merged by `ensembling`."""
+    synchronous = "synchronous"
+    """Ask only when the queue is empty and nothing is in flight, and hold still (zero
+    deltas, gripper kept: `ActionSource.WAIT`, still STREAMING) until the chunk comes, then
+    execute it from its first action: nothing in it is stale, a long round trip costs
+    episode time instead (openpi's and OpenVLA's LIBERO loops). `send_threshold` is ignored
+    and chunks never overlap, so `ensembling` has nothing to combine. Losses, timeouts and
+    outages are handled as in asynchronous mode: after a loss the ticks fall back, and the
+    chunk of a request sent while falling back is trimmed (the fallback may have moved the
+    robot)."""
 
 
 class Ensembling(enum.StrEnum):
@@ -36,8 +55,12 @@ class OutOfBounds(enum.StrEnum):
 
 @dataclass
 class EngineConfig:
+    mode: ClientMode = ClientMode.asynchronous
+    """asynchronous (stream ahead, trim stale actions) or synchronous (ask when the queue is
+    empty, hold still while waiting): see `ClientMode`."""
     send_threshold: int = 4
-    """Send a new observation when fewer than this many queued actions remain."""
+    """Send a new observation when fewer than this many queued actions remain
+    (asynchronous mode; synchronous mode ignores it and sends when the queue is empty)."""
     ensembling: Ensembling = Ensembling.newest
     request_timeout_s: float = 1.0
     """A chunk not back within this long counts as lost (control time)."""
@@ -53,10 +76,17 @@ class EngineConfig:
     reject_retry_s: float = 30.0
     """How long (wall time) to keep retrying a session the server rejects for a reason that
     may clear (draining, max_sessions reached) before the episode ends DEAD."""
+    jpeg_quality: Optional[int] = None
+    """Camera images travel as JPEG of this quality (1..100); None: raw. What a bandwidth
+    fault bites on: a 128x128 frame is 49 KB raw, a few KB as JPEG."""
 
     def __post_init__(self) -> None:
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"client.jpeg_quality={self.jpeg_quality}: must be in 1..100 "
+                             "(or null: raw images)")
         if self.send_threshold < 1:
             raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
+        self.mode = choice(ClientMode, self.mode, "client.mode")
         self.ensembling = choice(Ensembling, self.ensembling, "client.ensembling")
         self.fallback = choice(Fallback, self.fallback, "client.fallback")
         self.out_of_bounds = choice(OutOfBounds, self.out_of_bounds, "client.out_of_bounds")

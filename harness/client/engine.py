@@ -6,7 +6,10 @@ chunks are collected without blocking, and re-opening the session after a server
 on a thread of its own while the ticks go on with the fallback action. Only episode
 boundaries (`reset`, `close`) wait for the server. It sends the observation when its queue of
 future actions runs low, merges each arriving chunk after trimming the actions its latency
-made stale, and when chunks stop coming it degrades in steps:
+made stale (`client.mode=asynchronous`, the default). In `client.mode=synchronous` it asks
+only when the queue is empty, holds still while it waits (`ActionSource.WAIT`, still
+STREAMING) and executes the chunk from its first action: the robot did not move, so nothing
+in it is stale. In either mode, when chunks stop coming it degrades in steps:
 
     CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
                             -> STALLED (queue empty or actions too old: fallback action)
@@ -33,7 +36,7 @@ import numpy as np
 from envs.base import EnvSpec
 from harness import protocol
 from harness.client.action_queue import ActionQueue
-from harness.client.config import EngineConfig, Fallback, OutOfBounds
+from harness.client.config import ClientMode, EngineConfig, Fallback, OutOfBounds
 from harness.client.session import RejectBackoff, Reopen, session_unknown
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
 from harness.loop.latency import LatencyModel
@@ -80,6 +83,11 @@ class ClientEngine:
         # (usable tick, observation tick, reply, latency_s the clock uses, measured_s).
         self._arrived: list[tuple[int, int, protocol.Message, float, float]] = []
         self._last_action = np.zeros(contract.action_dim, np.float32)
+        self._held = False
+        """Synchronous mode: every tick since the pending request's observation was a WAIT
+        tick, so its chunk starts when it is merged. False once a tick fell back (the
+        fallback may move the robot: repeat_last): that chunk is trimmed as in asynchronous
+        mode."""
         self._last_chunk_tick: int | None = None
         self._last_contact_tick: int | None = None
         self._last_loss_tick: int | None = None
@@ -287,7 +295,12 @@ class ClientEngine:
             self._last_action = queued.action
             return TickResult(queued.action, ActionSource.FRESH if fresh else ActionSource.QUEUED,
                               self.state, tick - queued.obs_tick, queued.seq, queued.episode,
-                              queued.epoch, queued.model_id, latency_s, measured_s)
+                              queued.epoch, queued.model_id, latency_s, measured_s,
+                              queued.observed_tick)
+        if queued is None and self._waiting():
+            return TickResult(self._hold(), ActionSource.WAIT, self.state, None,
+                              latency_s=latency_s, measured_latency_s=measured_s)
+        self._held = False
         if self.state in (ClientState.STREAMING, ClientState.DEGRADED):
             self.state = ClientState.STALLED
         return TickResult(self._fallback(), ActionSource.FALLBACK, self.state, None,
@@ -306,7 +319,8 @@ class ClientEngine:
                           f"opened with {self.model_id!r}", for_good=True)
                 return None, None
             self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
-                             episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id)
+                             episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id,
+                             resumed=self._held)
             self._last_chunk_tick = self._last_contact_tick = tick
             latency_s, measured_s = latency, measured
         return latency_s, measured_s
@@ -317,6 +331,18 @@ class ClientEngine:
             self._in_flight = None
             self._last_loss_tick = tick
             self.stats.lost += 1
+
+    def _waiting(self) -> bool:
+        """Synchronous mode: the healthy wait for the chunk just asked for (STREAMING, a
+        request in flight or its reply not yet usable, no loss since the last chunk). After
+        a loss, a re-open or a rejected chunk the ticks fall back as in asynchronous mode."""
+        if (self.config.mode is not ClientMode.synchronous
+                or self.state is not ClientState.STREAMING):
+            return False
+        if self._in_flight is None and not self._arrived:
+            return False
+        return self._last_loss_tick is None or (
+            self._last_chunk_tick is not None and self._last_chunk_tick >= self._last_loss_tick)
 
     def _update_state(self, tick: int) -> None:
         if self.state is ClientState.DEAD:
@@ -370,27 +396,37 @@ class ClientEngine:
     def _maybe_send(self, tick: int, observation: protocol.Observation) -> None:
         if self._in_flight is not None or self._arrived:
             return
-        if self.queue.depth(tick) >= self.config.send_threshold:
+        threshold = 1 if self.config.mode is ClientMode.synchronous else self.config.send_threshold
+        if self.queue.depth(tick) >= threshold:
             return
         if self.state in (ClientState.CONNECTING, ClientState.RECONNECTING):
             return  # no session to send in
         self._seq += 1
         sent_ns = time.monotonic_ns()
         payload = protocol.encode(protocol.Message(observation, seq=self._seq, episode=self.episode,
-                                           epoch=self.epoch, client_ns=sent_ns))
+                                                   epoch=self.epoch, client_ns=sent_ns),
+                                  jpeg_quality=self.config.jpeg_quality if observation.images
+                                  else None)
         try:
             self.transport.publish(payload)
         except TransportError as exc:
             self.stats.errors.append(f"publish: {exc}")
             return
         self._in_flight = _InFlight(self._seq, tick, sent_ns, (self.episode, self.stats.sent))
+        self._held = self.config.mode is ClientMode.synchronous
         self.stats.sent += 1
 
     def _fallback(self) -> np.ndarray:
         if self.config.fallback is Fallback.repeat_last:
             return self._last_action.copy()
+        if self.config.fallback is Fallback.hold:
+            return self._hold()
+        return np.zeros_like(self._last_action)
+
+    def _hold(self) -> np.ndarray:
+        """Zero deltas, gripper kept as it is."""
         action = np.zeros_like(self._last_action)
-        if self.config.fallback is Fallback.hold and self._gripper_index is not None:
+        if self._gripper_index is not None:
             action[self._gripper_index] = self._last_action[self._gripper_index]
         return action
 

@@ -23,6 +23,9 @@ class ActionSource(enum.Enum):
     """The first action executed from a chunk that just arrived."""
     QUEUED = "queued"
     FALLBACK = "fallback"
+    WAIT = "wait"
+    """Holding still by design while the synchronous client waits: not a fallback. The
+    hold action (zero deltas, gripper kept as it is), whatever `client.fallback` says."""
 
 
 @dataclass
@@ -31,7 +34,9 @@ class TickResult:
     source: ActionSource
     state: ClientState
     age_ticks: int | None
-    """Ticks between the observation the action was predicted from and now (None: fallback)."""
+    """Ticks between the observation the action was predicted from and now (None: fallback
+    or wait). For a chunk merged on resume (synchronous mode) they count from the tick the
+    robot resumed at: it held still since the observation, so nothing aged."""
     seq: int | None = None
     episode: int | None = None
     epoch: int | None = None
@@ -41,7 +46,10 @@ class TickResult:
     measured_latency_s: float | None = None
     """The same chunk's real, measured round trip (equal to `latency_s` unless a latency
     model replaced it)."""
-
+    observed_tick: int | None = None
+    """Tick of the observation the action was predicted from (None: fallback or wait).
+    `tick - age_ticks` unless the chunk was merged on resume: then earlier, and every tick
+    in between was a WAIT tick, which the invariant checker verifies."""
 
 
 @dataclass

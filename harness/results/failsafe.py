@@ -257,7 +257,7 @@ def summarize_failsafe(rows, events: Iterable[dict]) -> dict[str, object]:
 CONSOLE_FIGURES: list[tuple[str, str, str]] = [
     ("time_to_detect_s_p50", "time to detect p50", "{:.2f} s"),
     ("time_to_detect_s_max", "time to detect max", "{:.2f} s"),
-    ("faults_undetected", "faults undetected", "{:d}"),
+    ("faults_undetected", "faults the engine never noticed", "{:d}"),
     ("time_to_recover_s_p50", "time to recover p50", "{:.2f} s"),
     ("time_to_recover_s_max", "time to recover max", "{:.2f} s"),
     ("faults_unrecovered", "faults unrecovered (the episode ended before it)", "{:d}"),

@@ -1,0 +1,140 @@
+"""The latency sweep: success rate against an added one-way delay, emulated on real traffic.
+
+Every point is one `python -m harness` run (the fault proxy adds `faults=fixed_delay
+faults.timed.0.delay_s=D` each way, measured latency, virtual clock) in a run directory of
+its own under `--out`, so a killed sweep resumes where it stopped (finished points are
+skipped, a half-finished one resumes its episodes). Points run `--workers` at a time: most of
+a delayed episode is waiting on the wire, not computing.
+
+    python -m harness.bench.sweep --out sweeps/mujoco --env mujoco_pick_place \\
+        --transports zmq,zenoh --clients synchronous,async_newest,async_exponential \\
+        --chunks 8,32 --delays-ms 0,25,50,100,200,400 --episodes 50
+    python -m harness.bench.sweep --out sweeps/mujoco --table   # the table of what ran
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from transports.loopback import free_port, loopback_address
+
+log = logging.getLogger(__name__)
+
+
+def point_name(transport: str, client: str, chunk: int, delay_ms: float) -> str:
+    return f"{transport}-{client}-chunk{chunk}-delay{delay_ms:g}ms"
+
+
+def run_point(out: Path, env: str, episodes: int, extra: list[str], transport: str,
+              client: str, chunk: int, delay_ms: float) -> dict:
+    """One point of the grid; its summary with the point's coordinates."""
+    run_dir = out / point_name(transport, client, chunk, delay_ms)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        command = [sys.executable, "-m", "harness", f"env={env}", f"transport={transport}",
+                   f"transport.listen={loopback_address(transport, free_port())}",
+                   f"client={client}", f"policy.chunk_size={chunk}",
+                   "faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}",
+                   f"env.episodes_per_task={episodes}", f"hydra.run.dir={run_dir}", *extra]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{run_dir.name}: exit {result.returncode}: "
+                               f"{(result.stdout + result.stderr)[-1500:]}")
+    summary = json.loads(summary_path.read_text())
+    return {"transport": transport, "client": client, "chunk": chunk, "delay_ms": delay_ms,
+            **{k: summary[k] for k in ("episodes", "success_rate", "success_wilson95",
+                                        "latency_p50_s", "measured_latency_p50_s",
+                                        "fallback_ticks", "dead_episodes",
+                                        "invariant_breaches", "stale_actions")
+               if k in summary}}
+
+
+def collect(out: Path) -> list[dict]:
+    """Every finished point under `out`, from its run directory (coordinates from its
+    config.json)."""
+    rows = []
+    for summary_path in sorted(out.glob("*/summary.json")):
+        config = json.loads((summary_path.parent / "config.json").read_text())
+        summary = json.loads(summary_path.read_text())
+        rows.append({"transport": config["transport"]["kind"],
+                     "client": client_name(config["client"]),
+                     "chunk": config["policy"]["chunk_size"],
+                     "delay_ms": round(config["faults"]["timed"][0]["delay_s"] * 1e3, 3),
+                     **summary})
+    return sorted(rows, key=lambda r: (r["transport"], r["client"], r["chunk"], r["delay_ms"]))
+
+
+def client_name(client: dict) -> str:
+    if client.get("mode") == "synchronous":
+        return "synchronous"
+    return f"async_{client.get('ensembling', 'newest')}"
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """Success (Wilson 95%) per client setting and chunk size, one column per delay."""
+    delays = sorted({r["delay_ms"] for r in rows})
+    table = Table(title=title)
+    table.add_column("transport / client / chunk")
+    for delay in delays:
+        table.add_column(f"{delay:g} ms", justify="right")
+    for key, group in itertools.groupby(rows, key=lambda r: (r["transport"], r["client"],
+                                                             r["chunk"])):
+        by_delay = {r["delay_ms"]: r for r in group}
+        cells = []
+        for delay in delays:
+            row = by_delay.get(delay)
+            if row is None:
+                cells.append("-")
+                continue
+            low, high = row["success_wilson95"]
+            cells.append(f"{row['success_rate']:.0%} ({low:.0%}-{high:.0%})")
+        table.add_row(" / ".join(str(k) for k in key), *cells)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--env", default="mujoco_pick_place")
+    parser.add_argument("--transports", default="zmq")
+    parser.add_argument("--clients", default="synchronous,async_newest,async_exponential")
+    parser.add_argument("--chunks", default="8")
+    parser.add_argument("--delays-ms", default="0,25,50,100,200,400")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--extra", default="", help="more overrides, space-separated")
+    parser.add_argument("--table", action="store_true", help="only print what ran")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.table:
+        grid = list(itertools.product(args.transports.split(","), args.clients.split(","),
+                                      [int(c) for c in args.chunks.split(",")],
+                                      [float(d) for d in args.delays_ms.split(",")]))
+        args.out.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(grid),
+                                                            desc="sweep points") as bar:
+            futures = [pool.submit(run_point, args.out, args.env, args.episodes,
+                                   args.extra.split(), *point) for point in grid]
+            for future in futures:
+                try:
+                    future.result()
+                except RuntimeError as exc:  # one bad point must not lose the others
+                    log.error("%s", exc)
+                bar.update()
+    print_table(collect(args.out), f"success vs added one-way delay: {args.env}")
+
+
+if __name__ == "__main__":
+    main()
