@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from envs import EnvName, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
-from harness.faults.schedule import FaultApply, FaultsConfig
+from harness.faults.schedule import FaultApply, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
 from policies import PolicyName
@@ -222,6 +222,11 @@ class HarnessConfig:
             raise ConfigError(f"faults={faults.name}: network faults act on the bytes of a "
                               "networked transport (zenoh, grpc or zmq); transport=local has "
                               "none (faults.apply=modelled applies them to the latency model)")
+        if (faults.has_network_faults and faults.network is NetworkPath.kernel
+                and self.server.mode is not ServerMode.process):
+            raise ConfigError(f"faults.network=kernel: the server must run in a network "
+                              f"namespace, so in a process the harness starts (server=process,"
+                              f" not server.mode={self.server.mode})")
         if faults.has_model_faults and self.server.mode is ServerMode.external:
             raise ConfigError(f"faults={faults.name}: model faults act inside the predict of a "
                               "server the harness starts (server=process or inprocess), not "

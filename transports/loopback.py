@@ -24,10 +24,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tcp_address(kind: str, host: str, port: int) -> str:
+    """`host:port` in the address syntax of backend `kind`."""
+    return {TransportKind.zenoh: f"tcp/{host}:{port}", TransportKind.grpc: f"{host}:{port}",
+            TransportKind.zmq: f"tcp://{host}:{port}"}[TransportKind(kind)]
+
+
 def loopback_address(kind: str, port: int) -> str:
     """`127.0.0.1:port` in the address syntax of backend `kind`."""
-    return {TransportKind.zenoh: f"tcp/127.0.0.1:{port}", TransportKind.grpc: f"127.0.0.1:{port}",
-            TransportKind.zmq: f"tcp://127.0.0.1:{port}"}[TransportKind(kind)]
+    return tcp_address(kind, "127.0.0.1", port)
 
 
 def tcp_host_port(kind: str, address: str) -> tuple[str, int]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.client.states import ClientState
+from harness.faults.kernel import NetnsLink
+from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient, GilbertElliott, MessageFault
 from harness.faults.proxy import Direction as ProxyDirection
 from harness.faults.proxy import FaultProxy, LinkShape
@@ -56,6 +58,9 @@ class Mechanisms:
     proxy: FaultProxy | None = None
     client: FaultyClient | None = None
     model_faults_path: Path | None = None
+    kernel: NetnsLink | None = None
+    """faults.network=kernel: partitions and bandwidth on the server's veth link (and delay
+    in netem where the kernel has it); the proxy keeps the rest."""
     modelled: bool = False
     """faults.apply=modelled: act on nothing, pace nothing."""
 
@@ -160,8 +165,21 @@ class FaultController:
 
     def _shape_proxy(self, window: FaultWindow, *, starting: bool) -> str:
         """Set the proxy to what the open network windows add up to."""
-        proxy = self._need("proxy", window.kind)
         kind, spec = window.kind, window.spec
+        kernel = self.mechanisms.kernel
+        if kernel is not None and kind is FaultKind.partition:
+            kernel.set_partition(starting)
+            return ("kernel: veth link down (TCP retransmits)" if starting
+                    else "kernel: veth link up")
+        if kernel is not None and kind is FaultKind.bandwidth:
+            kernel.set_bandwidth(spec.bandwidth_bps if starting else None)
+            return f"kernel: tbf {spec.bandwidth_bps / 1e6:g} Mbit/s" if starting \
+                else "kernel: tbf off"
+        if kernel is not None and kind is FaultKind.latency and kernel_support().netem:
+            kernel.set_netem(spec.delay_s if starting else 0.0,
+                             spec.jitter_s if starting else 0.0)
+            return f"kernel: netem {spec.delay_s * 1e3:g} ms" if starting else "kernel: netem off"
+        proxy = self._need("proxy", window.kind)
         if kind is FaultKind.partition:
             proxy.set_partition(starting)
             return "proxy black hole" if starting else "proxy heals (held bytes released)"
@@ -191,7 +209,7 @@ class FaultController:
                 continue
             if window.kind is FaultKind.latency:
                 delay, jitter, dist = spec.delay_s, spec.jitter_s, str(spec.jitter_dist)
-            elif window.kind is FaultKind.bandwidth:
+            elif window.kind is FaultKind.bandwidth and self.mechanisms.kernel is None:
                 bandwidth = spec.bandwidth_bps
         return LinkShape(delay_s=delay, jitter_s=jitter, jitter_dist=dist,
                          bandwidth_bps=bandwidth)

@@ -154,6 +154,19 @@ def jittered(rng: np.random.Generator, base_s: float, dist: JitterDist, scale_s:
     return max(0.0, base_s + float(rng.normal(0.0, scale_s)))
 
 
+class NetworkPath(enum.StrEnum):
+    """What carries emulated network faults."""
+
+    proxy = "proxy"
+    """The user-space TCP proxy (`harness.faults.proxy`): works anywhere, partitions are
+    hold-and-release (optimistic: no TCP retransmission backoff after the heal)."""
+    kernel = "kernel"
+    """The server in a network namespace of its own behind a veth pair
+    (`harness.faults.kernel`): partitions cut the link (TCP retransmits with backoff),
+    bandwidth is tbf, delay and jitter netem where the kernel has it (else the proxy).
+    Needs root, `ip` and `tc`; the run fails at start-up naming what is missing."""
+
+
 @dataclass
 class TimedFault:
     """One fault in every episode, at a fixed control time. Only the fields of its kind
@@ -237,11 +250,14 @@ class FaultsConfig:
 
     name: str = "none"
     apply: FaultApply = FaultApply.emulated
+    network: NetworkPath = NetworkPath.proxy
+    """Emulated network faults: through the user-space proxy or the kernel."""
     timed: list[TimedFault] = field(default_factory=list)
     random: RandomOutages = field(default_factory=RandomOutages)
 
     def __post_init__(self) -> None:
         self.apply = choice(FaultApply, self.apply, "faults.apply")
+        self.network = choice(NetworkPath, self.network, "faults.network")
 
     @property
     def empty(self) -> bool:

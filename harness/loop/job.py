@@ -21,11 +21,12 @@ from harness.client.engine import engine_for
 from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
 from harness.faults.controller import FaultController, Mechanisms
+from harness.faults.kernel import NetnsLink
 from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient
 from harness.faults.modelled import ModelledLink, payload_sizes
 from harness.faults.proxy import FaultProxy
-from harness.faults.schedule import FaultApply, timeline
+from harness.faults.schedule import FaultApply, NetworkPath, timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.results.failsafe import failsafe_console_items
@@ -33,14 +34,14 @@ from harness.results.store import ConfigMismatch, ResultsStore
 from harness.server.model_faults import write_model_fault
 from harness.server.supervisor import ServerSupervisor
 from transports import TransportKind, TransportTimeout, make_client
-from transports.loopback import loopback_address, tcp_host_port
+from transports.loopback import loopback_address, tcp_address, tcp_host_port
 
 log = logging.getLogger(__name__)
 EPISODE_IDS_PER_TASK = 10_000
 
 
 def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_dir: Path,
-                  model_faults_path: Path | None):
+                  model_faults_path: Path | None, *, command_prefix: tuple[str, ...] = ()):
     """The task's policy server: a supervised child process, a thread, or None (external)."""
     mode = config.server.mode
     if config.transport.kind is TransportKind.local and mode is ServerMode.process:
@@ -57,15 +58,15 @@ def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_di
     if model_faults_path is not None:
         overrides = [*overrides, f"server.model_faults_path={model_faults_path}"]
     server = ServerSupervisor([*overrides, f"env.tasks={task}"], run_dir / f"server-task{task}",
-                              startup_timeout_s=config.server.startup_timeout_s)
+                              startup_timeout_s=config.server.startup_timeout_s,
+                              command_prefix=command_prefix)
     server.start()
     return server
 
 
-def _start_proxy(config: HarnessConfig) -> tuple[FaultProxy, object]:
-    """A fault proxy in front of the server's address, and the transport config a client
-    dials it with."""
-    transport = config.transport
+def _start_proxy(config: HarnessConfig, transport) -> tuple[FaultProxy, object]:
+    """A fault proxy in front of `transport`'s server address, and the transport config a
+    client dials it with."""
     host, port = tcp_host_port(transport.kind, transport.connect_address)
     proxy = FaultProxy(host, port, seed=config.seed)
     proxy_port = proxy.start()
@@ -74,6 +75,27 @@ def _start_proxy(config: HarnessConfig) -> tuple[FaultProxy, object]:
              else "absent, " + kernel_support().reasons.get("netem", "?"))
     return proxy, dataclasses.replace(transport,
                                       connect=loopback_address(transport.kind, proxy_port))
+
+
+class KernelUnavailable(RuntimeError):
+    """faults.network=kernel on a machine that cannot give it (not root, no ip/tc, ...)."""
+
+
+def _open_kernel_link(config: HarnessConfig) -> tuple[NetnsLink, object]:
+    """A namespace for the server behind a veth pair, and the transport config with the
+    server listening on its side of the link (same port)."""
+    support = kernel_support()
+    if not (support.netns and support.tbf):
+        raise KernelUnavailable("faults.network=kernel: " + "; ".join(
+            f"{feature}: {reason}" for feature, reason in support.reasons.items()
+            if feature in ("netns", "tbf")))
+    link = NetnsLink()
+    transport = config.transport
+    _, port = tcp_host_port(transport.kind, transport.listen)
+    address = tcp_address(transport.kind, link.ns_ip, port)
+    log.info("network faults in the kernel: the server in namespace %s at %s (netem %s)",
+             link.name, address, "present" if support.netem else "absent: delay in the proxy")
+    return link, dataclasses.replace(transport, listen=address, connect=None)
 
 
 def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int,
@@ -149,19 +171,32 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
             running.callback(env.close)
             faults = config.faults
             emulated = faults.apply is FaultApply.emulated
+            network = emulated and faults.has_network_faults
             model_faults_path = None
             if emulated and faults.has_model_faults:
                 model_faults_path = output_dir / f"server-task{task}" / "model_faults.json"
                 write_model_fault(model_faults_path, {})
-            server = _start_server(config, task, overrides, output_dir, model_faults_path)
+            transport, kernel, prefix, server_overrides = config.transport, None, (), overrides
+            if network and faults.network is NetworkPath.kernel:
+                try:
+                    kernel, transport = _open_kernel_link(config)
+                except KernelUnavailable as exc:
+                    log.error("%s", exc)
+                    return 2
+                running.callback(kernel.close)  # after the server has stopped
+                prefix = tuple(kernel.exec_prefix())
+                server_overrides = [*(o for o in overrides
+                                      if not o.startswith("transport.listen=")),
+                                    f"transport.listen={transport.listen}"]
+            server = _start_server(config, task, server_overrides, output_dir, model_faults_path,
+                                   command_prefix=prefix)
             if server is not None:
                 running.callback(server.stop)
             mechanisms = Mechanisms(server=server if isinstance(server, ServerSupervisor)
                                     else None, model_faults_path=model_faults_path,
-                                    modelled=not emulated)
-            transport = config.transport
-            if emulated and faults.has_network_faults:
-                mechanisms.proxy, transport = _start_proxy(config)
+                                    kernel=kernel, modelled=not emulated)
+            if network:
+                mechanisms.proxy, transport = _start_proxy(config, transport)
                 running.callback(mechanisms.proxy.stop)
             client = make_client(transport)
             if emulated and faults.has_message_faults:

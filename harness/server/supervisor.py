@@ -58,8 +58,12 @@ class ServerSupervisor:
     Not thread-safe: one thread (the loop job, a test, the fault controller) drives it.
     """
 
-    def __init__(self, overrides: list[str], run_dir: Path, *, startup_timeout_s: float) -> None:
+    def __init__(self, overrides: list[str], run_dir: Path, *, startup_timeout_s: float,
+                 command_prefix: tuple[str, ...] = ()) -> None:
         self.overrides = list(overrides)
+        self.command_prefix = list(command_prefix)
+        """Run the server through this, e.g. `ip netns exec <ns>` (which execs, so the pid
+        the signals go to is the server's)."""
         self.run_dir = Path(run_dir)
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[str] | None = None
@@ -95,7 +99,7 @@ class ServerSupervisor:
         self._tail.clear()
         self.health_port = None
         read_end, self._lifeline = os.pipe()
-        command = [sys.executable, "-m", "harness.server", *self.overrides,
+        command = [*self.command_prefix, sys.executable, "-m", "harness.server", *self.overrides,
                    f"hydra.run.dir={self.run_dir}", "hydra.output_subdir=null"]
         try:
             self.process = subprocess.Popen(

@@ -4,9 +4,16 @@ names its field."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from harness.faults.kernel import detect as kernel_support
+from tests.faults.conftest import events_of, run_faulted
 from tests.test_main import run_harness
+from transports.loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +53,33 @@ def test_the_same_network_schedule_applied_modelled_runs_over_the_local_transpor
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-2000:]
     assert "faults=partition_3s (modelled): 1 windows through modelled" in output
+
+
+@pytest.mark.network
+def test_kernel_network_faults_on_a_machine_without_ip_fail_at_startup_naming_why(tmp_path):
+    """`ip` and `tc` unreachable (PATH holds neither): detection says so, the run exits 2
+    before a server starts, in one line."""
+    env = {**os.environ, "PATH": str(tmp_path)}  # python runs by absolute path
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "transport=zmq",
+         f"transport.listen=tcp://127.0.0.1:{free_port()}", "faults=partition_3s",
+         "faults.network=kernel", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "faults.network=kernel: netns: ip not found on PATH" in output
+    assert "Traceback" not in output and not (tmp_path / "run" / "server-task0").exists()
+
+
+@pytest.mark.network
+def test_without_netem_the_kernel_path_still_delays_in_the_proxy(tmp_path):
+    """faults.network=kernel with a delay: netem where the kernel has it, else (this
+    machine) the user-space proxy, and the event says which ran."""
+    if not kernel_support().netns:
+        pytest.skip(f"no network namespaces here: {kernel_support().reasons}")
+    run, summary = run_faulted(tmp_path, "wan_50ms", episodes=1,
+                               extra=("faults.network=kernel",))
+    starts = [e["mechanism"] for e in events_of(run) if e.get("phase") == "start"]
+    expected = "kernel: netem 25 ms" if kernel_support().netem else "proxy delay 25 ms both"
+    assert starts and starts[0].startswith(expected), starts
+    assert summary["measured_latency_p50_s"] >= 0.050
