@@ -77,6 +77,9 @@ class FaultController:
         self._open: list[FaultWindow] = []
         self._restart: threading.Thread | None = None
         self._restart_error: BaseException | None = None
+        self._restarted: tuple[FaultWindow, float] | None = None
+        """The window whose server restart is running, and when it began (monotonic)."""
+        self._restart_s = 0.0
         self._pauses = 0
 
     def on_tick(self, tick: int, control_s: float, state: ClientState) -> bool:
@@ -84,6 +87,8 @@ class FaultController:
         server is still restarting)."""
         for window in [w for w in self._open if control_s >= w.end_s]:
             self._end(window, tick, control_s)
+        if self._restarted is not None and not self._restarting():
+            self._report_ready(tick, control_s)
         while self._next < len(self.windows) and control_s >= self.windows[self._next].start_s:
             window = self.windows[self._next]
             self._next += 1
@@ -98,7 +103,7 @@ class FaultController:
         so the next episode starts against a serving server over a clean link."""
         for window in list(self._open):
             self._end(window, tick, control_s)
-        self._join_restart()
+        self._join_restart(tick, control_s)
 
     # ---- start and end ----------------------------------------------------------------------
 
@@ -150,6 +155,7 @@ class FaultController:
             else:
                 self._restart = threading.Thread(target=self._start_server,
                                                  name="fault-restart", daemon=True)
+                self._restarted = (window, time.monotonic())
                 self._restart.start()
             return PROCESS_MECHANISMS[kind][1]
         if kind.is_network:
@@ -231,12 +237,24 @@ class FaultController:
             self.mechanisms.server.start()
         except BaseException as exc:  # raised on the loop's thread by _join_restart
             self._restart_error = exc
+        self._restart_s = time.monotonic() - self._restarted[1]
 
-    def _join_restart(self) -> None:
+    def _report_ready(self, tick: int, control_s: float) -> None:
+        """The restarted server serves again: an event, so that recovery can be split into
+        the server's start-up and what the client needs after it."""
+        window, _ = self._restarted
+        self._restarted = None
+        if self._restart_error is None:
+            self._event(window, "ready", tick, control_s,
+                        f"server serving again, {self._restart_s:.2f} s after the restart")
+
+    def _join_restart(self, tick: int | None = None, control_s: float | None = None) -> None:
         """Wait for a restart; raise its error (ServerStartError) if it failed."""
         if self._restart is not None:
             self._restart.join()
             self._restart = None
+        if self._restarted is not None and tick is not None:
+            self._report_ready(tick, control_s)
         if self._restart_error is not None:
             error, self._restart_error = self._restart_error, None
             raise error

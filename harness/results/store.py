@@ -196,7 +196,8 @@ class ResultsStore:
                                      for listed in listed_events),
             "first_dead_reason": next((e["dead"] for e in events if e.get("dead")), None),
             "faults_started": total("faults_started"),
-            "fault_mechanisms": sorted({e["mechanism"] for e in events if "mechanism" in e}),
+            "fault_mechanisms": sorted({e["mechanism"] for e in events if "mechanism" in e
+                                        and e.get("phase") != "ready"}),
             **summarize_failsafe(rows, events),
         }
         _atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())

@@ -22,8 +22,13 @@ def test_a_process_fault_in_every_episode_costs_no_episode(tmp_path, fault, mech
     events = [json.loads(line) for line in open(run / "events.jsonl")]
     for episode in (1, 2):
         mine = [e for e in events if e.get("episode") == episode and "fault" in e]
+        ready = [e for e in mine if e["phase"] == "ready"]
+        mine = [e for e in mine if e["phase"] != "ready"]
         assert [(e["phase"], e["tick"], e["mechanism"]) for e in mine] == [
             ("start", 20, mechanisms[0]), ("end", 60, mechanisms[1])]  # 1 s and 3 s at 20 Hz
+        if mechanisms[1] == "restart":  # a restart reports when the server serves again
+            assert len(ready) == 1 and ready[0]["tick"] > 60
+            assert ready[0]["mechanism"].startswith("server serving again")
         assert mine[1]["wall_s"] - mine[0]["wall_s"] >= 1.9  # held to wall time: 2 s is 2 s
     rows = [json.loads(p.read_text()) for p in sorted((run / "episodes").glob("*.json"))]
     assert all(row["paced_ticks"] >= 39 for row in rows)  # the whole window, paced
