@@ -67,7 +67,7 @@ def collect(out: Path) -> list[dict]:
     for summary_path in sorted(out.glob("*/summary.json")):
         config = json.loads((summary_path.parent / "config.json").read_text())
         summary = json.loads(summary_path.read_text())
-        rows.append({"transport": config["transport"]["kind"],
+        rows.append({"env": config["env"]["name"], "transport": config["transport"]["kind"],
                      "client": client_name(config["client"]),
                      "chunk": config["policy"]["chunk_size"],
                      "delay_ms": round(config["faults"]["timed"][0]["delay_s"] * 1e3, 3),
@@ -81,13 +81,10 @@ def client_name(client: dict) -> str:
     return f"async_{client.get('ensembling', 'newest')}"
 
 
-def print_table(rows: list[dict], title: str) -> None:
-    """Success (Wilson 95%) per client setting and chunk size, one column per delay."""
+def success_grid(rows: list[dict]) -> tuple[list[float], list[tuple[str, list[str]]]]:
+    """(delays, [(transport / client / chunk, cells)]): success and Wilson 95% per delay."""
     delays = sorted({r["delay_ms"] for r in rows})
-    table = Table(title=title)
-    table.add_column("transport / client / chunk")
-    for delay in delays:
-        table.add_column(f"{delay:g} ms", justify="right")
+    lines = []
     for key, group in itertools.groupby(rows, key=lambda r: (r["transport"], r["client"],
                                                              r["chunk"])):
         by_delay = {r["delay_ms"]: r for r in group}
@@ -99,8 +96,28 @@ def print_table(rows: list[dict], title: str) -> None:
                 continue
             low, high = row["success_wilson95"]
             cells.append(f"{row['success_rate']:.0%} ({low:.0%}-{high:.0%})")
-        table.add_row(" / ".join(str(k) for k in key), *cells)
-    Console().print(table)
+        lines.append((" / ".join(str(k) for k in key), cells))
+    return delays, lines
+
+
+def print_table(rows: list[dict], *, markdown: bool = False) -> None:
+    """Success (Wilson 95%) per client setting and chunk size, one column per delay."""
+    delays, lines = success_grid(rows)
+    envs = sorted({r["env"] for r in rows})
+    title = f"success vs added one-way delay: {', '.join(envs)}"
+    if markdown:
+        text = ["| transport / client / chunk | " + " | ".join(f"{d:g} ms" for d in delays)
+                + " |", "|---|" + "---:|" * len(delays)]
+        text += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in lines]
+        Console().print("\n".join(text), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(title=title)
+    table.add_column("transport / client / chunk")
+    for delay in delays:
+        table.add_column(f"{delay:g} ms", justify="right")
+    for name, cells in lines:
+        table.add_row(name, *cells)
+    Console(width=200).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--extra", default="", help="more overrides, space-separated")
     parser.add_argument("--table", action="store_true", help="only print what ran")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.table:
@@ -133,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                 except RuntimeError as exc:  # one bad point must not lose the others
                     log.error("%s", exc)
                 bar.update()
-    print_table(collect(args.out), f"success vs added one-way delay: {args.env}")
+    print_table(collect(args.out), markdown=args.markdown)
 
 
 if __name__ == "__main__":

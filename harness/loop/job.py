@@ -26,7 +26,7 @@ from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient
 from harness.faults.modelled import ModelledLink, payload_sizes
 from harness.faults.proxy import FaultProxy
-from harness.faults.schedule import FaultApply, NetworkPath, timeline
+from harness.faults.schedule import FaultApply, FaultKind, NetworkPath, timeline
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.results.failsafe import failsafe_console_items
@@ -155,6 +155,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
         except ConfigMismatch as exc:
             log.error("%s", exc)
             return 2
+    _warn_if_presence_will_trip(config)
     env_config = config.env
     overrides = [o for o in overrides if not o.startswith(("env.tasks=", "job=", "hydra."))]
     for task in task_ids(env_config.name, env_config.tasks):
@@ -209,6 +210,25 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                               clock_latency=config.latency.kind)
     print_summary(config, summary)
     return _exit_status(summary)
+
+
+def _warn_if_presence_will_trip(config: HarnessConfig) -> None:
+    """A heartbeat slower than `transport.heartbeat_timeout_s` counts as the server gone
+    (grpc, zmq): a schedule adding more round trip than that measures the presence check,
+    not control under delay. Say so before the run, not in a table of DEAD episodes."""
+    faults = config.faults
+    if faults.apply is not FaultApply.emulated or config.transport.kind not in (
+            TransportKind.grpc, TransportKind.zmq):
+        return
+    added_s = max([(2 if f.direction == "both" else 1) * (f.delay_s + 3 * f.jitter_s)
+                   for f in faults.timed if f.kind is FaultKind.latency]
+                  + [f.predict_s for f in faults.timed if f.kind is FaultKind.slow_model]
+                  + [0.0])
+    if added_s >= config.transport.heartbeat_timeout_s:
+        log.warning("faults=%s adds up to %.0f ms to a round trip, more than transport."
+                    "heartbeat_timeout_s=%g s: the client will take the slow server for an "
+                    "absent one (RECONNECTING); raise it to measure control under this delay",
+                    faults.name, added_s * 1e3, config.transport.heartbeat_timeout_s)
 
 
 def _wait_for_server(config: HarnessConfig, client) -> bool:

@@ -83,3 +83,19 @@ def test_without_netem_the_kernel_path_still_delays_in_the_proxy(tmp_path):
     expected = "kernel: netem 25 ms" if kernel_support().netem else "proxy delay 25 ms both"
     assert starts and starts[0].startswith(expected), starts
     assert summary["measured_latency_p50_s"] >= 0.050
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(("heartbeat_timeout_s", "warned"), [(0.5, True), (2.0, False)])
+def test_a_delay_past_the_heartbeat_timeout_is_warned_about_before_the_run(tmp_path,
+                                                                          heartbeat_timeout_s,
+                                                                          warned):
+    result = run_harness("transport=zmq", f"transport.listen=tcp://127.0.0.1:{free_port()}",
+                         "faults=fixed_delay", "faults.timed.0.delay_s=0.3",
+                         f"transport.heartbeat_timeout_s={heartbeat_timeout_s}",
+                         "env.episodes_per_task=1", "env.max_steps=5",
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    assert ("adds up to 600 ms to a round trip, more than transport.heartbeat_timeout_s"
+            in output) is warned
