@@ -93,9 +93,10 @@ def test_a_delay_past_the_heartbeat_timeout_is_warned_about_before_the_run(tmp_p
     result = run_harness("transport=zmq", f"transport.listen=tcp://127.0.0.1:{free_port()}",
                          "faults=fixed_delay", "faults.timed.0.delay_s=0.3",
                          f"transport.heartbeat_timeout_s={heartbeat_timeout_s}",
-                         "env.episodes_per_task=1", "env.max_steps=5",
+                         "env.episodes_per_task=1", "env.max_steps=30",
                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-2000:]
+    if not warned:  # then chunks arrive, 0.6 s late: the run measured something
+        assert result.returncode == 0, output[-2000:]
     assert ("adds up to 600 ms to a round trip, more than transport.heartbeat_timeout_s"
             in output) is warned
