@@ -100,5 +100,5 @@ def test_an_unknown_action_is_refused():
 def test_a_message_fault_in_every_episode_costs_no_episode(tmp_path, fault):
     _, summary = run_faulted(tmp_path, fault)
     assert summary["dead_episodes"] == 0 and summary["invariant_breaches"] == 0
-    assert summary["fault_mechanisms"] == [f"message {fault}"]
+    assert summary["fault_mechanisms"] == [f"message {fault}", f"message {fault} off"]
     assert summary["requests_lost"] >= 2  # the fault was felt: chunks that never counted
