@@ -97,17 +97,23 @@ def test_server_restarted_with_another_model_is_a_contract_change(rig):
 
 
 def test_ticks_go_on_with_the_fallback_while_a_slow_session_reopen_is_pending(env, rig):
-    """The restarted server builds each session's policy behind a gate the test holds shut:
-    the re-open cannot finish, yet every tick returns (fallback, RECONNECTING)."""
+    """The restarted server resets a session's policy at session open behind a gate the
+    test holds shut: the re-open cannot finish, yet every tick returns (fallback,
+    RECONNECTING)."""
     loop = rig(max_offline_s=30.0, control_timeout_s=10.0)
     engine, body = loop.engine, observation_of(env)
-    gate, warmed = threading.Event(), threading.Event()
+    gate = threading.Event()
 
     def gated_policy():
-        if warmed.is_set():  # the first call is the server's warm-up; sessions wait
+        policy = oracle()
+        reset = policy.reset
+
+        def gated_reset(*args, **kwargs):
             gate.wait(20.0)
-        warmed.set()
-        return oracle()
+            return reset(*args, **kwargs)
+
+        policy.reset = gated_reset
+        return policy
 
     try:
         engine.reset(1)
