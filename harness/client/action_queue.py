@@ -47,11 +47,14 @@ class ActionQueue:
     """Not thread-safe: the engine calls it from the control loop's thread only."""
 
     def __init__(self, ensembling: Ensembling = Ensembling.newest,
-                 exponential_weight: float = 0.5) -> None:
+                 exponential_weight: float = 0.5, *, max_age_ticks: int | None = None) -> None:
         if not 0.0 < exponential_weight <= 1.0:
             raise ValueError(f"client.exponential_weight={exponential_weight}: must be in (0, 1]")
         self.ensembling = choice(Ensembling, ensembling, "client.ensembling")
         self.exponential_weight = exponential_weight
+        self.max_age_ticks = max_age_ticks
+        """An action older than this at its tick will not be executed (the engine's
+        `max_action_age_s`): `depth` does not count it."""
         self._slots: dict[int, _Slot] = {}
         self.last_seq = -1
         self.trimmed = 0
@@ -109,9 +112,13 @@ class ActionQueue:
                             s.epoch, s.model_id, s.observed_tick)
 
     def depth(self, tick: int) -> int:
-        """Consecutive actions available from `tick` on: how long the robot can go on."""
+        """Consecutive actions available from `tick` on that are young enough to execute:
+        how long the robot can go on. A long chunk's tail past `max_age_ticks` does not
+        count, so the engine asks again in time instead of waiting it out on fallback."""
         n = 0
-        while tick + n in self._slots:
+        while (slot := self._slots.get(tick + n)) is not None and (
+                self.max_age_ticks is None
+                or tick + n - slot.source.obs_tick <= self.max_age_ticks):
             n += 1
         return n
 

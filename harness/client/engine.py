@@ -66,7 +66,8 @@ class ClientEngine:
         it expects and, if not "", the model it insists on."""
         self.config = config
         self.dt = dt
-        self.queue = ActionQueue(config.ensembling)
+        self.queue = ActionQueue(config.ensembling, max_age_ticks=math.floor(
+            config.max_action_age_s / dt + 1e-9))
         self.state = ClientState.CONNECTING
         self.stats = EngineStats()
         self.dead_reason = ""
@@ -297,7 +298,7 @@ class ClientEngine:
                               self.state, tick - queued.obs_tick, queued.seq, queued.episode,
                               queued.epoch, queued.model_id, latency_s, measured_s,
                               queued.observed_tick)
-        if queued is None and self._waiting():
+        if self._waiting():  # nothing executable queued (none, or a tail past max age)
             return TickResult(self._hold(), ActionSource.WAIT, self.state, None,
                               latency_s=latency_s, measured_latency_s=measured_s)
         self._held = False
