@@ -88,6 +88,9 @@ class ActionQueue:
             usable += 1
             source = QueuedAction(tick, action, start, seq, episode, epoch, model_id, obs_tick)
             slot = self._slots.get(tick)
+            if slot is not None and self.max_age_ticks is not None and (
+                    tick - slot.source.obs_tick > self.max_age_ticks):
+                slot = None  # too old to execute there: nothing to blend with, replace it
             if slot is None or self.ensembling is Ensembling.newest:
                 self._slots[tick] = _Slot(action.copy(), 1, source)
             elif self.ensembling is Ensembling.average:

@@ -405,25 +405,30 @@ def test_loop_job_runs_synchronous_episodes_without_a_fallback_tick(tmp_path):
 
 
 @network
-@pytest.mark.parametrize(("mode", "latency_s"), [("synchronous", 0.4), ("asynchronous", 0.1)])
+@pytest.mark.parametrize(("mode", "ensembling", "latency_s"), [
+    ("synchronous", "newest", 0.4), ("asynchronous", "newest", 0.1),
+    ("asynchronous", "exponential", 0.05)])
 def test_a_chunk_longer_than_the_age_limit_is_asked_again_when_its_young_part_runs_out(
-        env, mode, latency_s):
+        env, mode, ensembling, latency_s):
     """Chunk 32 at 20 Hz with max_action_age_s=0.5 (10 ticks): only a chunk's first 11
     actions may run. The queue's depth counts only those, so the engine asks again in time
-    (synchronous: holds still for it) instead of waiting the stale tail out on fallback.
-    Before: synchronous 0/1, the tail's 21 ticks on fallback after every chunk."""
+    (synchronous: holds still for it) instead of waiting the stale tail out on fallback, and
+    an arriving chunk replaces the tail it overlaps instead of blending with it.
+    Before: synchronous 0/1 (the tail's 21 ticks on fallback after every chunk); then,
+    with depth fixed but the blend not, exponential ensembling 0/50 at 0 ms."""
     from harness.client.engine import engine_for
     from harness.server.policy_server import PolicyServer
     from policies import make_policy
     from transports import LocalTransportConfig, make_client, make_server
 
-    transport = LocalTransportConfig(name=f"long-chunk-{mode}")
+    transport = LocalTransportConfig(name=f"long-chunk-{mode}-{ensembling}")
     server = PolicyServer(make_server(transport),
                           lambda: make_policy("oracle", env=ENV, chunk_size=32))
     server.start()
     client = make_client(transport)
     try:
-        engine = engine_for(env.spec, client, EngineConfig(mode=mode), chunk_size=32,
+        engine = engine_for(env.spec, client, EngineConfig(mode=mode, ensembling=ensembling),
+                            chunk_size=32,
                             latency=LatencyModel("fixed", value_s=latency_s))
         trace = run_episode(env, engine, episode=1, seed=0)
         engine.close()
