@@ -36,6 +36,15 @@ def point_name(transport: str, client: str, chunk: int, delay_ms: float) -> str:
     return f"{transport}-{client}-chunk{chunk}-delay{delay_ms:g}ms"
 
 
+def _listen_address(run_dir: Path, transport: str) -> str:
+    """The address a half-finished point ran on (the run directory's config must match to
+    resume it), else a fresh loopback port."""
+    config = run_dir / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text())["transport"]["listen"]
+    return loopback_address(transport, free_port())
+
+
 def run_point(out: Path, env: str, episodes: int, extra: list[str], transport: str,
               client: str, chunk: int, delay_ms: float) -> dict:
     """One point of the grid; its summary with the point's coordinates."""
@@ -43,7 +52,7 @@ def run_point(out: Path, env: str, episodes: int, extra: list[str], transport: s
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         command = [sys.executable, "-m", "harness", f"env={env}", f"transport={transport}",
-                   f"transport.listen={loopback_address(transport, free_port())}",
+                   f"transport.listen={_listen_address(run_dir, transport)}",
                    f"client={client}", f"policy.chunk_size={chunk}",
                    "faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}",
                    f"env.episodes_per_task={episodes}", f"hydra.run.dir={run_dir}", *extra]
