@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,22 +23,17 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from harness.bench.sweep import run_harness
 from harness.results.stats import wilson_interval
 from transports.loopback import free_port, loopback_address
 
 log = logging.getLogger(__name__)
 
 
-def run_harness(run_dir: Path, overrides: list[str]) -> dict:
-    """One `python -m harness` run; its summary and its episode rows' tick totals."""
-    command = [sys.executable, "-m", "harness", *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: "
-                           f"{(result.stdout + result.stderr)[-1500:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    rows = pd.read_csv(run_dir / "episodes.csv")
-    summary["ticks"] = int(rows["steps"].sum())
+def run_with_ticks(run_dir: Path, overrides: list[str]) -> dict:
+    """One `python -m harness` run's summary, with the total of its episodes' ticks."""
+    summary = run_harness(run_dir, overrides)
+    summary["ticks"] = int(pd.read_csv(run_dir / "episodes.csv")["steps"].sum())
     return summary
 
 
@@ -50,12 +43,12 @@ def compare(preset: str, *, episodes: int, transport: str, env: str, work: Path)
                 f"transport.listen={loopback_address(transport, free_port())}", f"env={env}",
                 f"env.episodes_per_task={episodes}", *extra]
 
-    clean = run_harness(work / f"{preset}-clean", overrides("faults=none",
+    clean = run_with_ticks(work / f"{preset}-clean", overrides("faults=none",
                                                              "env.episodes_per_task=10"))
     base_s = clean["measured_latency_p50_s"]
     runs = {
-        "emulated": run_harness(work / f"{preset}-emulated", overrides(f"faults={preset}")),
-        "modelled": run_harness(work / f"{preset}-modelled", overrides(
+        "emulated": run_with_ticks(work / f"{preset}-emulated", overrides(f"faults={preset}")),
+        "modelled": run_with_ticks(work / f"{preset}-modelled", overrides(
             f"faults={preset}", "faults.apply=modelled", "latency.kind=fixed",
             f"latency.value_s={base_s:.6f}")),
     }

@@ -23,9 +23,9 @@ from pathlib import Path
 from envs import make_env
 from harness.client.config import EngineConfig
 from harness.client.engine import engine_for
-from harness.faults.controller import FaultController, Mechanisms
-from harness.faults.modelled import ModelledLink, payload_sizes
-from harness.faults.schedule import FaultApply, FaultsConfig, load_preset, timeline
+from harness.faults.controller import Mechanisms, episode_faults
+from harness.faults.modelled import ModelledLink
+from harness.faults.schedule import FaultApply, FaultsConfig, load_preset
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import EpisodeTrace, run_episode
 from harness.server.policy_server import PolicyServer
@@ -55,20 +55,18 @@ def run_parity_episodes(transport: TransportConfig,
     try:
         client.wait_ready(10.0)
         latency = LatencyModel("fixed", value_s=LATENCY_S)
-        dt = 1.0 / env.spec.contract.control_hz
         if faults is not None:
-            latency = ModelledLink(latency, dt=dt, seed=0,
-                                   request_bytes=payload_sizes(env.spec.contract, 8)[0],
-                                   reply_bytes=payload_sizes(env.spec.contract, 8)[1])
+            latency = ModelledLink.for_contract(latency, env.spec.contract, chunk_size=8, seed=0)
         engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8, latency=latency)
         traces = []
         for i in range(EPISODES):
             hook = None
             if faults is not None:
-                windows = timeline(faults, seed=0, episode=i + 1,
-                                   horizon_s=env.spec.max_steps * dt)
-                latency.start_episode(i + 1, windows)
-                hook = FaultController(windows, Mechanisms(modelled=True)).on_tick
+                controller = episode_faults(faults, seed=0, episode=i + 1,
+                                            horizon_s=env.spec.max_steps * engine.dt,
+                                            mechanisms=Mechanisms(modelled=True),
+                                            latency=latency)
+                hook = controller.on_tick if controller else None
             traces.append(run_episode(env, engine, episode=i + 1, seed=i, on_tick=hook))
         engine.close()
         return traces

@@ -45,28 +45,27 @@ def _listen_address(run_dir: Path, transport: str) -> str:
     return loopback_address(transport, free_port())
 
 
+def run_harness(run_dir: Path, overrides: list[str]) -> dict:
+    """`python -m harness <overrides>` into `run_dir` (finishing what a killed run left
+    there); its summary. RuntimeError with the run's last output if it failed."""
+    command = [sys.executable, "-m", "harness", *overrides, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{run_dir.name}: exit {result.returncode}: "
+                           f"{(result.stdout + result.stderr)[-1500:]}")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
 def run_point(out: Path, env: str, episodes: int, extra: list[str], transport: str,
-              client: str, chunk: int, delay_ms: float) -> dict:
-    """One point of the grid; its summary with the point's coordinates."""
+              client: str, chunk: int, delay_ms: float) -> None:
+    """One point of the grid, unless its run directory already holds its summary."""
     run_dir = out / point_name(transport, client, chunk, delay_ms)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        command = [sys.executable, "-m", "harness", f"env={env}", f"transport={transport}",
-                   f"transport.listen={_listen_address(run_dir, transport)}",
-                   f"client={client}", f"policy.chunk_size={chunk}",
-                   "faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}",
-                   f"env.episodes_per_task={episodes}", f"hydra.run.dir={run_dir}", *extra]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{run_dir.name}: exit {result.returncode}: "
-                               f"{(result.stdout + result.stderr)[-1500:]}")
-    summary = json.loads(summary_path.read_text())
-    return {"transport": transport, "client": client, "chunk": chunk, "delay_ms": delay_ms,
-            **{k: summary[k] for k in ("episodes", "success_rate", "success_wilson95",
-                                        "latency_p50_s", "measured_latency_p50_s",
-                                        "fallback_ticks", "dead_episodes",
-                                        "invariant_breaches", "stale_actions")
-               if k in summary}}
+    if not (run_dir / "summary.json").is_file():
+        run_harness(run_dir, [f"env={env}", f"transport={transport}",
+                              f"transport.listen={_listen_address(run_dir, transport)}",
+                              f"client={client}", f"policy.chunk_size={chunk}",
+                              "faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}",
+                              f"env.episodes_per_task={episodes}", *extra])
 
 
 def collect(out: Path) -> list[dict]:

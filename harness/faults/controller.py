@@ -34,9 +34,10 @@ from harness.client.states import ClientState
 from harness.faults.kernel import NetnsLink
 from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient, GilbertElliott, MessageFault
+from harness.faults.modelled import ModelledLink
 from harness.faults.proxy import Direction as ProxyDirection
 from harness.faults.proxy import FaultProxy, LinkShape
-from harness.faults.schedule import Direction, FaultKind, FaultWindow
+from harness.faults.schedule import Direction, FaultKind, FaultsConfig, FaultWindow, timeline
 from harness.server.model_faults import write_model_fault
 from harness.server.supervisor import ServerSupervisor
 
@@ -63,6 +64,22 @@ class Mechanisms:
     in netem where the kernel has it); the proxy keeps the rest."""
     modelled: bool = False
     """faults.apply=modelled: act on nothing, pace nothing."""
+
+
+def episode_faults(config: FaultsConfig, *, seed: int, episode: int, horizon_s: float,
+                   mechanisms: Mechanisms, latency: object = None) -> FaultController | None:
+    """Put the episode's timeline in force: tell a modelled link its windows, restart the
+    proxy's and the faulty client's draws from the episode's key (so a resumed run or one
+    episode alone draws the same), and return the controller for the runner's per-tick hook
+    (None: no window in this episode)."""
+    windows = timeline(config, seed=seed, episode=episode, horizon_s=horizon_s)
+    if isinstance(latency, ModelledLink):
+        latency.start_episode(episode, windows)
+    key = seed * 10_000_000 + episode
+    for drawing in (mechanisms.proxy, mechanisms.client):
+        if drawing is not None:
+            drawing.reseed(key)
+    return FaultController(windows, mechanisms) if windows else None
 
 
 class FaultController:
@@ -126,7 +143,7 @@ class FaultController:
              FaultKind.server_drain: server.drain}[kind]()
             return PROCESS_MECHANISMS[kind][0]
         if kind.is_network:
-            return self._shape_proxy(window, starting=True)
+            return self._shape_link(window, starting=True)
         if kind is FaultKind.loss:
             self._need("client", kind).loss = GilbertElliott(
                 spec.p_good_bad, spec.p_bad_good, spec.loss_good, spec.loss_bad)
@@ -159,7 +176,7 @@ class FaultController:
                 self._restart.start()
             return PROCESS_MECHANISMS[kind][1]
         if kind.is_network:
-            return self._shape_proxy(window, starting=False)
+            return self._shape_link(window, starting=False)
         if kind is FaultKind.loss:
             self.mechanisms.client.loss = None
             return "message loss off"
@@ -169,8 +186,10 @@ class FaultController:
         write_model_fault(self.mechanisms.model_faults_path, {})
         return "predict as fast as the model"
 
-    def _shape_proxy(self, window: FaultWindow, *, starting: bool) -> str:
-        """Set the proxy to what the open network windows add up to."""
+    def _shape_link(self, window: FaultWindow, *, starting: bool) -> str:
+        """Apply a network window's start or end: on the kernel's link where it carries that
+        kind, else on the proxy (set to what the open delay and bandwidth windows add up
+        to)."""
         kind, spec = window.kind, window.spec
         kernel = self.mechanisms.kernel
         if kernel is not None and kind is FaultKind.partition:

@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 
+from harness.faults.messages import GilbertElliott
 from harness.faults.schedule import Direction, FaultKind, FaultWindow, jittered
 from harness.loop.latency import LatencyModel
 
@@ -56,13 +57,23 @@ class ModelledLink:
         self.request_bytes, self.reply_bytes = request_bytes, reply_bytes
         self.windows: list[FaultWindow] = []
         self._episode = 0
-        self._lost_by_chain: dict[int, bool] = {}
+        self._chains: dict[int, tuple[GilbertElliott, np.random.Generator, list[bool]]] = {}
+        """Window index -> its loss chain, generator and the losses drawn so far."""
         self._first_in: dict[int, int] = {}
         """Window index -> index of the first request sent in it."""
 
+    @classmethod
+    def for_contract(cls, base: LatencyModel, contract, *, chunk_size: int,
+                     seed: int) -> ModelledLink:
+        """The modelled link of a robot of `contract` (a `protocol.Contract`): its control
+        period, and its messages' encoded sizes for the bandwidth fault."""
+        request_bytes, reply_bytes = payload_sizes(contract, chunk_size)
+        return cls(base, dt=1.0 / contract.control_hz, seed=seed, request_bytes=request_bytes,
+                   reply_bytes=reply_bytes)
+
     def start_episode(self, episode: int, windows: list[FaultWindow]) -> None:
         self._episode, self.windows = episode, windows
-        self._lost_by_chain, self._first_in = {}, {}
+        self._chains, self._first_in = {}, {}
 
     def _rng(self, index: int, salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self._episode, index, salt])
@@ -87,7 +98,8 @@ class ModelledLink:
                 if window.active(t) and self._rng(index, 100 + salt).random() < \
                         window.spec.probability:
                     return math.inf
-            elif kind is FaultKind.loss and window.active(t) and self._chain_loses(window, index):
+            elif kind is FaultKind.loss and window.active(t) and self._chain_loses(
+                    salt, window, index):
                 return math.inf
         return latency
 
@@ -113,32 +125,27 @@ class ModelledLink:
             elif kind is FaultKind.slow_model:
                 added += jittered(self._rng(index, salt), spec.predict_s, spec.jitter_dist,
                                   spec.jitter_s)
-            elif kind is FaultKind.model_pause and self._first_request_in(window, index):
+            elif kind is FaultKind.model_pause and self._first_in.setdefault(salt, index) == index:
+                # the first request sent in the window (the engine asks in the order it sends)
                 added += window.end_s - window.start_s
             elif kind is FaultKind.delay:
                 added += spec.delay_s
         return added
 
-    def _first_request_in(self, window: FaultWindow, index: int) -> bool:
-        """Whether request `index` is the first one sent in `window` (remembered per window:
-        the engine asks in the order it sends)."""
-        return self._first_in.setdefault(self.windows.index(window), index) == index
-
-    def _chain_loses(self, window: FaultWindow, index: int) -> bool:
-        """Gilbert-Elliott, each way: the chain's state per request is drawn from the
-        request's index alone (state carried over the episode's requests in order)."""
-        if index not in self._lost_by_chain:
+    def _chain_loses(self, salt: int, window: FaultWindow, index: int) -> bool:
+        """Gilbert-Elliott each way (`messages.GilbertElliott`, the emulated loss's chain),
+        stepped once per request in the order the engine asks (each request is asked about
+        once it is sent, so the chain grows to `index` and no further)."""
+        if salt not in self._chains:
             spec = window.spec
-            rng = np.random.default_rng([self.seed, self._episode, 0x6E])
-            bad = [False, False]
-            for i in range(index + 1):  # short episodes: a few hundred requests at most
-                lost = False
-                for way in range(2):
-                    bad[way] = (rng.random() >= spec.p_bad_good) if bad[way] else \
-                        (rng.random() < spec.p_good_bad)
-                    lost |= rng.random() < (spec.loss_bad if bad[way] else spec.loss_good)
-                self._lost_by_chain.setdefault(i, lost)
-        return self._lost_by_chain[index]
+            self._chains[salt] = (GilbertElliott(spec.p_good_bad, spec.p_bad_good,
+                                                 spec.loss_good, spec.loss_bad),
+                                  np.random.default_rng([self.seed, self._episode, 0x6E]), [])
+        chain, rng, lost = self._chains[salt]
+        while len(lost) <= index:
+            out, back = chain.lose(rng, "out"), chain.lose(rng, "in")
+            lost.append(out or back)
+        return lost[index]
 
 
 def payload_sizes(contract, chunk_size: int) -> tuple[int, int]:
@@ -146,8 +153,7 @@ def payload_sizes(contract, chunk_size: int) -> tuple[int, int]:
     what the modelled bandwidth fault charges each request for."""
     from harness import protocol
 
-    state = {k: np.zeros(f.shape, f.dtype) for k, f in contract.state.items()}
-    images = {c: np.zeros((h, w, 3), np.uint8) for c, (h, w) in contract.images.items()}
+    state, images = contract.zero_arrays()
     request = protocol.encode(protocol.Message(protocol.Observation(state, images, ""), seq=1))
     chunk = protocol.ActionChunk(np.zeros((chunk_size, contract.action_dim), np.float32), 1,
                                  0, 0, contract.model_id)

@@ -20,13 +20,13 @@ from envs import env_name, make_env, task_ids
 from harness.client.engine import engine_for
 from harness.config import HarnessConfig, ServerMode
 from harness.console import make_console
-from harness.faults.controller import FaultController, Mechanisms
+from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.kernel import NetnsLink
 from harness.faults.kernel import detect as kernel_support
 from harness.faults.messages import FaultyClient
-from harness.faults.modelled import ModelledLink, payload_sizes
+from harness.faults.modelled import ModelledLink
 from harness.faults.proxy import FaultProxy
-from harness.faults.schedule import FaultApply, FaultKind, NetworkPath, timeline
+from harness.faults.schedule import FaultApply, FaultKind, NetworkPath
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.results.failsafe import failsafe_console_items
@@ -70,9 +70,10 @@ def _start_proxy(config: HarnessConfig, transport) -> tuple[FaultProxy, object]:
     host, port = tcp_host_port(transport.kind, transport.connect_address)
     proxy = FaultProxy(host, port, seed=config.seed)
     proxy_port = proxy.start()
+    support = kernel_support()
     log.info("network faults through the user-space proxy 127.0.0.1:%d -> %s:%d (kernel "
-             "netem: %s)", proxy_port, host, port, "present" if kernel_support().netem
-             else "absent, " + kernel_support().reasons.get("netem", "?"))
+             "netem: %s)", proxy_port, host, port, "present" if support.netem
+             else "absent, " + support.reasons.get("netem", "?"))
     return proxy, dataclasses.replace(transport,
                                       connect=loopback_address(transport.kind, proxy_port))
 
@@ -81,14 +82,24 @@ class KernelUnavailable(RuntimeError):
     """faults.network=kernel on a machine that cannot give it (not root, no ip/tc, ...)."""
 
 
-def _open_kernel_link(config: HarnessConfig) -> tuple[NetnsLink, object]:
-    """A namespace for the server behind a veth pair, and the transport config with the
-    server listening on its side of the link (same port)."""
+def _check_kernel_path(config: HarnessConfig) -> None:
+    """faults.network=kernel needs namespaces and tbf: say which is missing and why before
+    anything starts (an env, a server)."""
+    faults = config.faults
+    if not (faults.apply is FaultApply.emulated and faults.has_network_faults
+            and faults.network is NetworkPath.kernel):
+        return
     support = kernel_support()
     if not (support.netns and support.tbf):
         raise KernelUnavailable("faults.network=kernel: " + "; ".join(
             f"{feature}: {reason}" for feature, reason in support.reasons.items()
             if feature in ("netns", "tbf")))
+
+
+def _open_kernel_link(config: HarnessConfig) -> tuple[NetnsLink, object]:
+    """A namespace for the server behind a veth pair, and the transport config with the
+    server listening on its side of the link (same port)."""
+    support = kernel_support()
     link = NetnsLink()
     transport = config.transport
     _, port = tcp_host_port(transport.kind, transport.listen)
@@ -104,26 +115,19 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
     its own fault timeline (none unless `faults=` says so)."""
     latency = LatencyModel(config.latency.kind, value_s=config.latency.value_s,
                            sigma=config.latency.sigma, seed=config.seed)
-    dt = 1.0 / env.spec.contract.control_hz
     if mechanisms.modelled:
-        request_bytes, reply_bytes = payload_sizes(env.spec.contract, config.policy.chunk_size)
-        latency = ModelledLink(latency, dt=dt, seed=config.seed, request_bytes=request_bytes,
-                               reply_bytes=reply_bytes)
+        latency = ModelledLink.for_contract(latency, env.spec.contract,
+                                            chunk_size=config.policy.chunk_size,
+                                            seed=config.seed)
     engine = engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
                         latency=latency)
     is_libero = env_name(config.env.name).is_libero
     for i in tqdm(pending, desc=f"{config.env.name} task {task}"):
         episode = task * EPISODE_IDS_PER_TASK + i + 1
         init_state = i if is_libero else None
-        windows = timeline(config.faults, seed=config.seed, episode=episode,
-                           horizon_s=env.spec.max_steps * engine.dt)
-        if isinstance(latency, ModelledLink):
-            latency.start_episode(episode, windows)
-        if mechanisms.proxy is not None:
-            mechanisms.proxy.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
-        if mechanisms.client is not None:
-            mechanisms.client.reseed(config.seed * EPISODE_IDS_PER_TASK * 1000 + episode)
-        faults = FaultController(windows, mechanisms) if windows else None
+        faults = episode_faults(config.faults, seed=config.seed, episode=episode,
+                                horizon_s=env.spec.max_steps * engine.dt,
+                                mechanisms=mechanisms, latency=latency)
         trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
                             init_state=init_state, clock=config.clock,
                             on_tick=faults.on_tick if faults else None)
@@ -137,7 +141,8 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
                                                 "client_state_end": engine.state.value,
                                                 "faults": config.faults.name,
                                                 "faults_apply": str(config.faults.apply),
-                                                "faults_started": len(windows)},
+                                                "faults_started": len(faults.windows)
+                                                if faults else 0},
                             events=events)
     engine.close()
 
@@ -156,6 +161,11 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
             log.error("%s", exc)
             return 2
     _warn_if_presence_will_trip(config)
+    try:
+        _check_kernel_path(config)
+    except KernelUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     env_config = config.env
     overrides = [o for o in overrides if not o.startswith(("env.tasks=", "job=", "hydra."))]
     for task in task_ids(env_config.name, env_config.tasks):
@@ -179,11 +189,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                 write_model_fault(model_faults_path, {})
             transport, kernel, prefix, server_overrides = config.transport, None, (), overrides
             if network and faults.network is NetworkPath.kernel:
-                try:
-                    kernel, transport = _open_kernel_link(config)
-                except KernelUnavailable as exc:
-                    log.error("%s", exc)
-                    return 2
+                kernel, transport = _open_kernel_link(config)
                 running.callback(kernel.close)  # after the server has stopped
                 prefix = tuple(kernel.exec_prefix())
                 server_overrides = [*(o for o in overrides

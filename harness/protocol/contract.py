@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 DTYPE_NAMES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                "float16", "float32", "float64")
 """Array dtypes a contract may declare and the wire may carry."""
@@ -51,6 +53,13 @@ class Contract:
     @property
     def action_dim(self) -> int:
         return len(self.action_names)
+
+    def zero_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(state, images) of this contract's shapes, all zeros: an observation to warm a
+        model with or to size a message by."""
+        state = {k: np.zeros(f.shape, f.dtype) for k, f in self.state.items()}
+        images = {c: np.zeros((h, w, 3), np.uint8) for c, (h, w) in self.images.items()}
+        return state, images
 
 
 def check_contract(model: Contract, robot: Contract) -> None:

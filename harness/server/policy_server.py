@@ -152,8 +152,7 @@ class PolicyServer:
         return self._inference.is_alive() and not self._stopped.is_set()
 
     def _blank_observation(self) -> EnvObservation:
-        state = {k: np.zeros(f.shape, f.dtype) for k, f in self.spec.state.items()}
-        images = {c: np.zeros((h, w, 3), np.uint8) for c, (h, w) in self.spec.images.items()}
+        state, images = self.spec.zero_arrays()
         return EnvObservation(state, images, "")
 
     # ---- control path -----------------------------------------------------------------------
