@@ -17,13 +17,20 @@ from harness.protocol.contract import Contract
 
 class Policy(Protocol):
     spec: Contract
-    """The model's side of the contract: `model_id`, `chunk_size`, the state and images it reads."""
+    """The model's side of the contract: `model_id`, `chunk_size`, the state and images it
+    reads, and `delay_aware`: whether it plans from a committed prefix."""
 
     def reset(self, *, seed: int) -> None:
         """Called once before each episode; clears any per-episode state."""
 
-    def predict(self, observation: EnvObservation) -> np.ndarray:
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
         """Return an action chunk of shape (chunk_size, action_dim), float32.
+
+        `committed` (delay-aware policies only; the server passes it to no other): the
+        (d, action_dim) actions the robot executes after `observation` and before this
+        chunk's first action. The chunk is planned from the state they lead to, and starts
+        d ticks after the observation. None or empty: it starts at the observation.
 
         May keep per-episode state (a scripted plan's phase); the server therefore gives
         each session its own instance.

@@ -203,6 +203,19 @@ def plan_step(s: Scene) -> tuple[np.ndarray, float, float]:
     return grasp, s.yaw, CLOSE
 
 
+def roll_forward(s: Scene, committed: np.ndarray) -> Scene:
+    """The scene after the committed actions, by the arm model a chunk is planned with: the
+    hand moves `MOVE_PER_STEP_M` per unit of action and turns `TURN_PER_STEP_RAD`, the last
+    wrist joint turns the other way, a held object moves with the hand. The fingers are left
+    as observed (their speed under load is not modelled): a grasp or a release shows in the
+    next observation, as phase changes do anyway."""
+    move = np.clip(committed[:, :3], -1, 1).sum(axis=0) * MOVE_PER_STEP_M
+    turn = float(np.clip(committed[:, 5], -1, 1).sum()) * TURN_PER_STEP_RAD
+    obj = s.obj + move if s.holding() else s.obj
+    return dataclasses.replace(s, hand=s.hand + move, yaw=s.yaw + turn, wrist=s.wrist - turn,
+                               obj=obj)
+
+
 class LiberoOracle:
     """Privileged pick-and-place planner for the LIBERO suites (libero_object, _spatial)."""
 
@@ -212,7 +225,7 @@ class LiberoOracle:
         from envs.libero import task_contract
 
         self.spec = dataclasses.replace(task_contract(suite, task_id), chunk_size=chunk_size,
-                                        model_id=model_id)
+                                        model_id=model_id, delay_aware=True)
         self._warned: set[str] = set()
         self._task: tuple[str, tuple[str, str]] | None = None
         self._start_z = 0.0
@@ -223,9 +236,11 @@ class LiberoOracle:
         """Forget the episode's (object, receptacle) and start height; all else is observed."""
         self._task = None
 
-    def predict(self, observation: EnvObservation) -> np.ndarray:
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
         """A (chunk_size, 7) float32 chunk in [-1, 1]: [dx, dy, dz, droll, dpitch, dyaw,
-        gripper]. Holds still with the gripper open if the instruction is not understood."""
+        gripper]. Holds still with the gripper open if the instruction is not understood.
+        Given the committed prefix, it plans from the scene rolled through it."""
         state = {k: np.asarray(v, np.float64) for k, v in observation.state.items()}
         actions = np.zeros((self.spec.chunk_size, 7), np.float32)
         actions[:, 6] = OPEN
@@ -239,6 +254,8 @@ class LiberoOracle:
                             observation.instruction)
             return actions
         scene = self._scene(state, positions, *task, support_z=self._start_z)
+        if committed is not None and len(committed):
+            scene = roll_forward(scene, np.asarray(committed, np.float64))
         target, yaw, grip = plan_step(scene)
         hand, hand_yaw = scene.hand, scene.yaw
         for step in range(self.spec.chunk_size):

@@ -86,24 +86,49 @@ def pick_place_target(s: PickPlaceState) -> tuple[np.ndarray, float]:
     return at(s.box, GRASP_Z), CLOSE
 
 
+def roll_forward(s: PickPlaceState, delta: np.ndarray, grip: float) -> PickPlaceState:
+    """The state after one step of `delta` (in [-1, 1] per axis) and gripper command `grip`,
+    assuming the hand follows it exactly: how a chunk is planned and a committed prefix
+    rolled through."""
+    held = s.holding()
+    closing = grip > 0.0
+    hand = s.hand + np.clip(delta, -1.0, 1.0) * MOVE_PER_STEP_M
+    if closing:
+        floor = 2 * BOX_HALF_M if s.box_between_fingers() else 0.0
+        gap = max(floor, s.gap - FINGER_SPEED_M)
+    else:
+        gap = min(OPEN_GAP_M, s.gap + FINGER_SPEED_M)
+    box = hand - np.array([0, 0, HELD_OFFSET_Z]) if held and closing else s.box
+    if not (held and closing) and s.box[2] > BOX_HALF_M:
+        box = np.array([box[0], box[1], BOX_HALF_M])  # released: it lands
+    return PickPlaceState(hand, gap, box, s.goal)
+
+
 class MujocoOracle:
-    """Privileged planner for `mujoco_reach` and `mujoco_pick_place`."""
+    """Privileged planner for `mujoco_reach` and `mujoco_pick_place`. Delay-aware: given
+    the committed prefix, it rolls its state through it and plans from where the hand will
+    be when the chunk starts."""
 
     def __init__(self, task: str, *, chunk_size: int = 8, model_id: str = "oracle"):
         if task not in TASKS:
             raise ValueError(f"env: the MuJoCo oracle cannot solve {task!r}")
         self._pick_place = task == "mujoco_pick_place"
         self.spec = dataclasses.replace(TASKS[task].contract(), chunk_size=chunk_size,
-                                        model_id=model_id)
+                                        model_id=model_id, delay_aware=True)
 
     def reset(self, *, seed: int) -> None:
         """Nothing to clear: every decision is a function of the observation."""
 
-    def predict(self, observation: EnvObservation) -> np.ndarray:
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
         state = {k: np.asarray(v, np.float64) for k, v in observation.state.items()}
+        prefix = np.zeros((0, len(self.spec.action_names))) if committed is None else (
+            np.asarray(committed, np.float64))
         actions = np.zeros((self.spec.chunk_size, len(self.spec.action_names)), np.float32)
         if not self._pick_place:
             hand = state["hand_pos"]
+            for delta in prefix:
+                hand = hand + np.clip(delta, -1.0, 1.0) * MOVE_PER_STEP_M
             for step in range(self.spec.chunk_size):
                 delta = np.clip((state["target_pos"] - hand) / MOVE_PER_STEP_M, -1.0, 1.0)
                 hand = hand + delta * MOVE_PER_STEP_M
@@ -111,20 +136,11 @@ class MujocoOracle:
             return actions
         sim = PickPlaceState(state["hand_pos"], float(state["gripper_opening"][0]),
                              state["object_pos"], state["goal_pos"])
+        for action in prefix:
+            sim = roll_forward(sim, action[:3], float(action[3]))
         for step in range(self.spec.chunk_size):
             target, grip = pick_place_target(sim)
             delta = np.clip((target - sim.hand) / MOVE_PER_STEP_M, -1.0, 1.0)
             actions[step] = [*delta, grip]
-            # Roll the plan forward assuming every command is followed exactly.
-            held = sim.holding()
-            hand = sim.hand + delta * MOVE_PER_STEP_M
-            if grip == CLOSE:
-                floor = 2 * BOX_HALF_M if sim.box_between_fingers() else 0.0
-                gap = max(floor, sim.gap - FINGER_SPEED_M)
-            else:
-                gap = min(OPEN_GAP_M, sim.gap + FINGER_SPEED_M)
-            box = hand - np.array([0, 0, HELD_OFFSET_Z]) if held and grip == CLOSE else sim.box
-            if not (held and grip == CLOSE) and sim.box[2] > BOX_HALF_M:
-                box = np.array([box[0], box[1], BOX_HALF_M])  # released: it lands
-            sim = PickPlaceState(hand, gap, box, sim.goal)
+            sim = roll_forward(sim, delta, grip)
         return actions

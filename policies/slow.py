@@ -74,11 +74,13 @@ class SlowPolicy:
         self.delays_s = []
         self.inner.reset(seed=seed)
 
-    def predict(self, observation: EnvObservation) -> np.ndarray:
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
         delay = self.latency.sample(self._rng)
         self.delays_s.append(delay)
         started = time.monotonic()
-        chunk = self.inner.predict(observation)
+        chunk = (self.inner.predict(observation) if committed is None
+                 else self.inner.predict(observation, committed))
         remaining = delay - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)

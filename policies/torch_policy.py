@@ -60,7 +60,10 @@ class TorchPolicy:
     def reset(self, *, seed: int) -> None:
         """Stateless between steps: nothing to clear."""
 
-    def predict(self, observation: EnvObservation) -> np.ndarray:
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
+        """Not delay-aware (`spec.delay_aware` is False): trained on chunks that start at
+        their observation, it has no input for a committed prefix; the server gives it none."""
         state = torch.from_numpy(flatten_state(observation.state, self._keys))
         with torch.inference_mode():
             chunk = self.model(((state - self._mean) / self._std).unsqueeze(0))[0]

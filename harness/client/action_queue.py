@@ -4,7 +4,9 @@ A chunk predicted from the observation of tick t holds actions for ticks t, t+1,
 time it arrives (tick t + latency) its first actions are in the past: `merge` trims them
 instead of executing them late, and overlaps with what the queue already holds are combined
 by the configured ensembling. A chunk merged on resume (the synchronous client, whose robot
-held still while it waited) starts at its arrival tick instead: nothing in it is stale.
+held still while it waited) starts at its arrival tick instead: nothing in it is stale. A
+chunk of a delay-aware policy names its own start (after the committed prefix): it is merged
+from there, and ticks before it keep the queued prefix.
 Every action remembers where it came from (observation sequence id, episode, session epoch,
 model), so the runner can check that nothing stale, foreign or out of order is ever executed.
 """
@@ -63,12 +65,16 @@ class ActionQueue:
         """Chunks dropped because a chunk of a newer observation was already merged."""
 
     def merge(self, chunk: np.ndarray, *, obs_tick: int, now_tick: int, seq: int, episode: int,
-              epoch: int, model_id: str, resumed: bool = False) -> int:
+              epoch: int, model_id: str, resumed: bool = False,
+              start_tick: int | None = None) -> int:
         """Add a chunk predicted from the observation of `obs_tick`, arriving at `now_tick`.
 
         `resumed`: the robot held still from `obs_tick` to `now_tick` (the synchronous
         client), so the chunk starts at `now_tick`: its first action is meant for it,
         nothing is trimmed, and ages count from `now_tick`.
+        `start_tick`: the chunk's first action is for this tick (a delay-aware policy's,
+        planned past the committed prefix); ages count from it, and only ticks already past
+        are trimmed.
 
         Returns how many of its actions were usable (not already in the past). A chunk
         answering an older observation than one already merged is dropped whole: sequence
@@ -79,7 +85,7 @@ class ActionQueue:
             return 0
         self.last_seq = seq
         usable = 0
-        start = now_tick if resumed else obs_tick
+        start = now_tick if resumed else obs_tick if start_tick is None else start_tick
         for offset, action in enumerate(np.asarray(chunk, np.float32)):
             tick = start + offset
             if tick < now_tick:
@@ -113,6 +119,15 @@ class ActionQueue:
         s = slot.source
         return QueuedAction(tick, slot.action.astype(np.float32), s.obs_tick, s.seq, s.episode,
                             s.epoch, s.model_id, s.observed_tick)
+
+    def executable(self, tick: int) -> np.ndarray | None:
+        """The action `pop(tick)` would return if young enough to execute, else None;
+        nothing is removed (what the committed prefix is read from)."""
+        slot = self._slots.get(tick)
+        if slot is None or (self.max_age_ticks is not None
+                            and tick - slot.source.obs_tick > self.max_age_ticks):
+            return None
+        return slot.action
 
     def depth(self, tick: int) -> int:
         """Consecutive actions available from `tick` on that are young enough to execute:

@@ -25,6 +25,16 @@ class ClientMode(enum.StrEnum):
     outages are handled as in asynchronous mode: after a loss the ticks fall back, and the
     chunk of a request sent while falling back is trimmed (the fallback may have moved the
     robot)."""
+    delay_aware = "delay_aware"
+    """Asynchronous, and each observation carries the expected delay d (ticks, the largest
+    of the last `delay_window` round trips, or the latency model's before the first) and the
+    committed prefix: the d actions the robot executes before the reply can be used (queued
+    ones, then holding still). A delay-aware policy plans from where they lead and its chunk
+    starts at tick t + d, so nothing in it is stale unless the reply is later than d; only
+    that excess is trimmed. Asks when fewer than max(send_threshold, d + 1) actions remain.
+    Ages count from the chunk's start (the invariant checker verifies the robot executed the
+    prefix exactly). With a policy that is not delay-aware it runs asynchronously and says so
+    (`execution` in the results)."""
 
 
 class Ensembling(enum.StrEnum):
@@ -76,6 +86,10 @@ class EngineConfig:
     reject_retry_s: float = 30.0
     """How long (wall time) to keep retrying a session the server rejects for a reason that
     may clear (draining, max_sessions reached) before the episode ends DEAD."""
+    delay_window: int = 8
+    """delay_aware: the expected delay is the largest of this many latest round trips (the
+    ones the clock used): a reply later than expected costs trimmed actions, an earlier one
+    only waits in the queue."""
     jpeg_quality: Optional[int] = None
     """Camera images travel as JPEG of this quality (1..100); None: raw. What a bandwidth
     fault bites on: a 128x128 frame is 49 KB raw, a few KB as JPEG."""
@@ -84,6 +98,8 @@ class EngineConfig:
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"client.jpeg_quality={self.jpeg_quality}: must be in 1..100 "
                              "(or null: raw images)")
+        if self.delay_window < 1:
+            raise ValueError(f"client.delay_window={self.delay_window}: must be >= 1")
         if self.send_threshold < 1:
             raise ValueError(f"client.send_threshold={self.send_threshold}: must be >= 1")
         self.mode = choice(ClientMode, self.mode, "client.mode")

@@ -9,7 +9,12 @@ future actions runs low, merges each arriving chunk after trimming the actions i
 made stale (`client.mode=asynchronous`, the default). In `client.mode=synchronous` it asks
 only when the queue is empty, holds still while it waits (`ActionSource.WAIT`, still
 STREAMING) and executes the chunk from its first action: the robot did not move, so nothing
-in it is stale. In either mode, when chunks stop coming it degrades in steps:
+in it is stale. In `client.mode=delay_aware` it streams ahead as in asynchronous mode but tells
+the policy what the robot will do while it waits: each observation carries the expected delay
+d and the committed prefix (the next d actions, queued or holding still), a delay-aware policy
+plans from where they lead, and its chunk is merged at the tick it names (t + d), so only a
+reply later than expected loses actions. In every mode, when chunks stop coming it degrades in
+steps:
 
     CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
                             -> STALLED (queue empty or actions too old: fallback action)
@@ -29,7 +34,8 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +58,24 @@ class _InFlight:
     sent_ns: int
     key: tuple[int, int]
     """(episode, index of the request in the episode): what latency models draw by."""
+    delay_ticks: int = 0
+    """The delay the observation announced (delay_aware): its chunk may start at `tick` or
+    at `tick + delay_ticks`, nowhere else."""
+
+
+@dataclass
+class _Commitment:
+    """The prefix the robot promised with its last delay-aware observation: `actions[i]`
+    is executed at tick `tick + i`, whatever arrives (queued actions, then holding still)."""
+    tick: int
+    actions: np.ndarray = field(repr=False)
+
+    @property
+    def end(self) -> int:
+        return self.tick + len(self.actions)
+
+    def row(self, tick: int) -> np.ndarray | None:
+        return self.actions[tick - self.tick] if self.tick <= tick < self.end else None
 
 
 class ClientEngine:
@@ -98,6 +122,12 @@ class ClientEngine:
         self._dead_for_good = False
         """DEAD because the contract changed or was refused: no later episode can fix that.
         Any other DEAD (offline too long) ends only its episode."""
+        self._round_trips: deque[float] = deque(maxlen=config.delay_window)
+        """The latest round trips the clock used, across episodes: the delay estimate."""
+        self._commitment: _Commitment | None = None
+        self.execution = str(config.mode)
+        """How chunks are executed: the mode, unless delay_aware met a model that is not
+        (then asynchronous, and this says why). Reported per episode in `stats.execution`."""
 
     # ---- session ----------------------------------------------------------------------------
 
@@ -119,6 +149,10 @@ class ClientEngine:
         while True:
             try:
                 reply = self._request_open()
+            except protocol.UnsupportedVersion as exc:
+                self._die(f"{protocol.REJECT_VERSION}: the server speaks {exc.version}, this "
+                          f"client {protocol.SCHEMA_VERSION}", for_good=True)
+                return False
             except (TransportError, protocol.WireError) as exc:
                 log.info("session open failed: %s", exc)
                 return False
@@ -152,10 +186,26 @@ class ClientEngine:
         self._server_contract = reply.body.contract
         self.model_id = reply.body.contract.model_id
         self.epoch = reply.epoch
+        self._forget_pending()
+        self.execution = str(self.config.mode)
+        if self.config.mode is ClientMode.delay_aware and not reply.body.contract.delay_aware:
+            self.execution = (f"{ClientMode.asynchronous} (delay_aware asked; model "
+                              f"{self.model_id!r} is not delay-aware)")
+            log.warning("model %r is not delay-aware: executing asynchronously", self.model_id)
+        return True
+
+    def _forget_pending(self) -> None:
+        """Drop every queued action, request in flight, arrived reply and commitment."""
         self.queue.clear()
         self._in_flight = None
         self._arrived.clear()
-        return True
+        self._commitment = None
+
+    @property
+    def _plans_delay(self) -> bool:
+        """delay_aware execution against a delay-aware model."""
+        return (self.config.mode is ClientMode.delay_aware and self._server_contract is not None
+                and self._server_contract.delay_aware)
 
     def reset(self, episode: int) -> None:
         """Start an episode: tell the server, forget every queued action. Unlike a tick, this
@@ -171,9 +221,7 @@ class ClientEngine:
     def _start_episode(self, episode: int) -> None:
         self._finish_reopen()
         self.episode = episode
-        self.queue.clear()
-        self._in_flight = None
-        self._arrived.clear()
+        self._forget_pending()
         self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
         if self.state is ClientState.DEAD:
             if self._dead_for_good:
@@ -195,6 +243,7 @@ class ClientEngine:
             self.stats.errors.append(f"reset: {exc}")
         if self.state is not ClientState.DEAD:
             self.state = ClientState.STREAMING
+        self.stats.execution = self.execution
 
     def close(self) -> None:
         self._finish_reopen()
@@ -226,7 +275,7 @@ class ClientEngine:
                 if (session_unknown(reply) and reply.epoch == self.epoch
                         and self.state is not ClientState.DEAD):
                     # The server restarted (or dropped us) faster than presence showed it.
-                    self._in_flight = None
+                    self._in_flight = self._commitment = None
                     self.state = ClientState.RECONNECTING
                 continue
             flight = self._in_flight
@@ -234,29 +283,40 @@ class ClientEngine:
                     or reply.seq != flight.seq or reply.epoch != self.epoch
                     or reply.episode != self.episode):
                 continue  # late, foreign or from another episode: never executed
-            reply = self._checked_chunk(reply, tick)
-            if reply is None:
-                self._in_flight = None  # answered, but with nothing the robot may execute
+            reply = self._checked_chunk(reply, tick, flight)
+            if reply is None:  # answered, but with nothing the robot may execute
+                self._in_flight = self._commitment = None
                 continue
             measured_s = (received_ns - flight.sent_ns) / 1e9
             latency_s = self.latency.latency_for(flight.key, measured_s, sent_tick=flight.tick)
             if math.isinf(latency_s):
                 continue  # lost on the modelled link: it expires as lost, like a real loss
-            usable = flight.tick + max(1, math.ceil(latency_s / self.dt - 1e-9))
+            usable = flight.tick + self._ticks_for(latency_s)
+            self._round_trips.append(latency_s)
             self._arrived.append((usable, flight.tick, reply, latency_s, measured_s))
             self._in_flight = None
             self.stats.chunks += 1
 
-    def _checked_chunk(self, reply: protocol.Message, tick: int) -> protocol.Message | None:
+    def _ticks_for(self, latency_s: float) -> int:
+        """Ticks after sending at which a reply of this round trip is usable (at least 1)."""
+        return max(1, math.ceil(latency_s / self.dt - 1e-9))
+
+    def _checked_chunk(self, reply: protocol.Message, tick: int,
+                       flight: _InFlight) -> protocol.Message | None:
         """The chunk as the robot may execute it, or None (counted, an error) if it must not:
-        wrong shape, a non-finite value, or out of bounds under out_of_bounds=reject."""
+        wrong shape, a non-finite value, a start other than its observation's tick or the end
+        of the prefix it was sent, or out of bounds under out_of_bounds=reject."""
         actions = reply.body.actions
         chunk_size = (self._server_contract.chunk_size if self._server_contract
                       else self.contract.chunk_size)
         expected = (chunk_size or actions.shape[0], self.contract.action_dim)
+        starts = {flight.tick, flight.tick + flight.delay_ticks}
         problem = ""
         if actions.shape != expected:
             problem = f"shape {list(actions.shape)}, expected {list(expected)}"
+        elif reply.body.start_tick not in starts:
+            problem = (f"start_tick {reply.body.start_tick}, expected one of {sorted(starts)} "
+                       f"(observation tick {flight.tick}, delay {flight.delay_ticks})")
         elif not np.isfinite(actions).all():
             problem = "non-finite actions"
         elif self._bounds is not None:
@@ -287,8 +347,13 @@ class ClientEngine:
         latency_s, measured_s = self._merge_usable(tick)
         self._expire_in_flight(tick)
         self._update_state(tick)
-        if self.state is not ClientState.DEAD:
-            self._maybe_send(tick, observation)
+        sent = self._maybe_send(tick, observation) if self.state is not ClientState.DEAD else None
+        result = self._choose(tick, latency_s, measured_s)
+        result.committed = sent
+        return result
+
+    def _choose(self, tick: int, latency_s: float | None,
+                measured_s: float | None) -> TickResult:
         queued = self.queue.pop(tick) if self.state is not ClientState.DEAD else None
         max_age = math.floor(self.config.max_action_age_s / self.dt + 1e-9)
         if queued is not None and tick - queued.obs_tick <= max_age:
@@ -298,6 +363,10 @@ class ClientEngine:
                               self.state, tick - queued.obs_tick, queued.seq, queued.episode,
                               queued.epoch, queued.model_id, latency_s, measured_s,
                               queued.observed_tick)
+        committed = self._committed_row(tick)
+        if committed is not None:  # the prefix promised to hold still here: it does
+            return TickResult(committed, ActionSource.WAIT, self.state, None,
+                              latency_s=latency_s, measured_latency_s=measured_s)
         if self._waiting():  # nothing executable queued (none, or a tail past max age)
             return TickResult(self._hold(), ActionSource.WAIT, self.state, None,
                               latency_s=latency_s, measured_latency_s=measured_s)
@@ -319,9 +388,11 @@ class ClientEngine:
                 self._die(f"contract changed: chunk from model {chunk.model_id!r}, session "
                           f"opened with {self.model_id!r}", for_good=True)
                 return None, None
+            trimmed = self.queue.trimmed
             self.queue.merge(chunk.actions, obs_tick=obs_tick, now_tick=tick, seq=reply.seq,
                              episode=reply.episode, epoch=reply.epoch, model_id=chunk.model_id,
-                             resumed=self._held)
+                             resumed=self._held, start_tick=chunk.start_tick)
+            self.stats.trimmed += self.queue.trimmed - trimmed
             self._last_chunk_tick = self._last_contact_tick = tick
             latency_s, measured_s = latency, measured
         return latency_s, measured_s
@@ -330,8 +401,20 @@ class ClientEngine:
         flight = self._in_flight
         if flight is not None and (tick - flight.tick) * self.dt >= self.config.request_timeout_s:
             self._in_flight = None
+            self._commitment = None
             self._last_loss_tick = tick
             self.stats.lost += 1
+
+    def _committed_row(self, tick: int) -> np.ndarray | None:
+        """The committed action for `tick` when the queue has none to execute (a prefix
+        padded with holding still), while its request is pending and not DEAD."""
+        commitment = self._commitment
+        if commitment is None or self.state is ClientState.DEAD:
+            return None
+        if tick >= commitment.end:
+            self._commitment = None
+            return None
+        return commitment.row(tick)
 
     def _waiting(self) -> bool:
         """Synchronous mode: the healthy wait for the chunk just asked for (STREAMING, a
@@ -394,14 +477,44 @@ class ClientEngine:
             self._reopen.join()
             self._reopen = None
 
-    def _maybe_send(self, tick: int, observation: protocol.Observation) -> None:
+    def _expected_delay_ticks(self) -> int:
+        """Ticks until a reply is expected usable: the largest recent round trip, or before
+        any the latency model's (1 tick if it has none)."""
+        expected_s = max(self._round_trips) if self._round_trips else self.latency.expected_s()
+        return self._ticks_for(expected_s) if expected_s else 1
+
+    def _committed_prefix(self, tick: int, delay_ticks: int) -> np.ndarray:
+        """The `delay_ticks` actions the robot executes from `tick` on: the queued ones still
+        young enough, then holding still (zero deltas, the gripper of the action before)."""
+        rows, last = [], self._last_action
+        for offset in range(delay_ticks):
+            action = self.queue.executable(tick + offset)
+            if action is None:
+                action = np.zeros_like(last)
+                if self._gripper_index is not None:
+                    action[self._gripper_index] = last[self._gripper_index]
+            rows.append(action.astype(np.float32))
+            last = rows[-1]
+        return np.stack(rows).astype(np.float32)
+
+    def _maybe_send(self, tick: int, observation: protocol.Observation) -> np.ndarray | None:
+        """Send `observation` if the queue runs low; the committed prefix it carried (empty
+        if none), or None if nothing was sent."""
         if self._in_flight is not None or self._arrived:
-            return
-        threshold = 1 if self.config.mode is ClientMode.synchronous else self.config.send_threshold
+            return None
+        if self._commitment is not None and tick < self._commitment.end:
+            return None  # the last chunk has not started yet
+        delay_ticks = self._expected_delay_ticks() if self._plans_delay else 0
+        threshold = (1 if self.config.mode is ClientMode.synchronous
+                     else max(self.config.send_threshold, delay_ticks + 1))
         if self.queue.depth(tick) >= threshold:
-            return
+            return None
         if self.state in (ClientState.CONNECTING, ClientState.RECONNECTING):
-            return  # no session to send in
+            return None  # no session to send in
+        committed = (self._committed_prefix(tick, delay_ticks) if delay_ticks
+                     else protocol.NO_PREFIX)
+        observation = dataclasses.replace(observation, tick=tick, delay_ticks=delay_ticks,
+                                          committed=committed)
         self._seq += 1
         sent_ns = time.monotonic_ns()
         payload = protocol.encode(protocol.Message(observation, seq=self._seq, episode=self.episode,
@@ -412,10 +525,14 @@ class ClientEngine:
             self.transport.publish(payload)
         except TransportError as exc:
             self.stats.errors.append(f"publish: {exc}")
-            return
-        self._in_flight = _InFlight(self._seq, tick, sent_ns, (self.episode, self.stats.sent))
+            return None
+        self._in_flight = _InFlight(self._seq, tick, sent_ns, (self.episode, self.stats.sent),
+                                    delay_ticks)
         self._held = self.config.mode is ClientMode.synchronous
         self.stats.sent += 1
+        if delay_ticks:
+            self._commitment = _Commitment(tick, committed)
+        return committed
 
     def _fallback(self) -> np.ndarray:
         if self.config.fallback is Fallback.repeat_last:

@@ -49,7 +49,12 @@ class TickResult:
     observed_tick: int | None = None
     """Tick of the observation the action was predicted from (None: fallback or wait).
     `tick - age_ticks` unless the chunk was merged on resume: then earlier, and every tick
-    in between was a WAIT tick, which the invariant checker verifies."""
+    in between was a WAIT tick, which the invariant checker verifies. For a delay-aware
+    chunk they count from its start tick, and the checker verifies that the ticks in between
+    executed the prefix the observation committed to."""
+    committed: np.ndarray | None = None
+    """The committed prefix of the observation sent at this tick (empty: it carried none;
+    None: nothing was sent)."""
 
 
 @dataclass
@@ -69,5 +74,11 @@ class EngineStats:
     an action outside the env's bounds. None of them was executed."""
     clipped: int = 0
     """Chunks with actions outside the env's bounds, saturated at them (out_of_bounds=clip)."""
+    trimmed: int = 0
+    """Chunk actions dropped on arrival because their tick had passed: the ones the round
+    trip made stale (asynchronous), or only a reply later than expected (delay_aware)."""
+    execution: str = ""
+    """How chunks were executed this episode: the client mode, or for delay_aware with a
+    model that is not, "asynchronous (...)" saying so."""
     errors: list[str] = field(default_factory=list)
     """ERROR replies from the server and local decode/publish failures, as text."""

@@ -78,6 +78,10 @@ class ModelledLink:
     def _rng(self, index: int, salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self._episode, index, salt])
 
+    def expected_s(self) -> float | None:
+        """The base model's: a client expects the fault-free round trip."""
+        return self.base.expected_s()
+
     def latency_for(self, key: tuple[int, int], measured_s: float | None = None, *,
                     sent_tick: int = 0) -> float | None:
         base = self.base.latency_for(key, measured_s)

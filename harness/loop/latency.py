@@ -28,6 +28,11 @@ class LatencyModel:
             raise ValueError(f"latency_model.value_s={value_s}: must be positive")
         self.kind, self.value_s, self.sigma, self.seed = kind, value_s, sigma, seed
 
+    def expected_s(self) -> float | None:
+        """The round trip to expect before any was measured: the configured value (the
+        median for lognormal), None when latencies are measured."""
+        return None if self.kind is LatencyKind.measured else self.value_s
+
     def latency_for(self, key: tuple[int, int], measured_s: float | None = None, *,
                     sent_tick: int = 0) -> float | None:
         """The latency to use for the request `key` = (episode, its index in the episode),

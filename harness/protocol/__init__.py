@@ -26,8 +26,10 @@ from harness.protocol.messages import (
     ERROR_PROTOCOL,
     HEADER,
     MAGIC,
+    NO_PREFIX,
     REJECT_CLIENT_ID,
     REJECT_CONTRACT,
+    REJECT_VERSION,
     SCHEMA_VERSION,
     SESSION_UNKNOWN,
     ActionChunk,
@@ -54,8 +56,9 @@ from harness.protocol.messages import (
 
 __all__ = [
     "ALLOWED_DTYPES", "DEFAULT_MAX_BODY_BYTES", "DTYPE_NAMES", "ERROR_CONTRACT", "ERROR_PROTOCOL",
-    "HEADER", "MAGIC", "MAX_IMAGE_SIDE", "MAX_NDIM", "REJECT_CLIENT_ID", "REJECT_CONTRACT",
-    "SCHEMA_VERSION", "SESSION_UNKNOWN", "ActionChunk", "ArraySpec", "Body", "Close", "Contract",
+    "HEADER", "MAGIC", "MAX_IMAGE_SIDE", "MAX_NDIM", "NO_PREFIX", "REJECT_CLIENT_ID",
+    "REJECT_CONTRACT", "REJECT_VERSION", "SCHEMA_VERSION", "SESSION_UNKNOWN", "ActionChunk",
+    "ArraySpec", "Body", "Close", "Contract",
     "ContractMismatch", "DecodeError", "EncodeError", "Error", "Flags", "Header", "Message",
     "MessageTooLarge", "MessageType", "Observation", "Reset", "SessionOk", "SessionOpen",
     "SessionReject", "Status", "UnsupportedVersion", "WireError", "check_contract", "decode",

@@ -79,12 +79,14 @@ _PATH_OF = {msg_type: msg_type.name.lower() for msg_type in MessageType}
 """The root of every error path: "observation", "session_open", ..."""
 _KEYS = {
     "contract": frozenset({"model_id", "action_names", "state", "images", "control_hz",
-                           "chunk_size"}),
+                           "chunk_size", "delay_aware"}),
     "session_open": frozenset({"client_id", "contract"}),
     "session_ok": frozenset({"session_id", "contract"}),
     "session_reject": frozenset({"reason", "active_sessions", "max_sessions"}),
-    "observation": frozenset({"state", "images", "instruction"}),
-    "action_chunk": frozenset({"actions", "obs_seq", "queue_wait_ns", "infer_ns", "model_id"}),
+    "observation": frozenset({"state", "images", "instruction", "tick", "delay_ticks",
+                              "committed"}),
+    "action_chunk": frozenset({"actions", "obs_seq", "queue_wait_ns", "infer_ns", "model_id",
+                               "start_tick"}),
     "reset": frozenset({"reason"}), "status": frozenset({"fields"}),
     "error": frozenset({"code", "detail"}), "close": frozenset({"reason"}),
 }
@@ -108,7 +110,14 @@ def _pack_contract(contract: Any, path: str) -> dict[str, Any]:
     return {"model_id": model_id, "action_names": action_names, "state": packed_state,
             "images": packed_images,
             "control_hz": check_rate(contract.control_hz, f"{path}.control_hz", EncodeError),
-            "chunk_size": check_count(contract.chunk_size, f"{path}.chunk_size", EncodeError)}
+            "chunk_size": check_count(contract.chunk_size, f"{path}.chunk_size", EncodeError),
+            "delay_aware": _check_bool(contract.delay_aware, f"{path}.delay_aware", EncodeError)}
+
+
+def _check_bool(value: Any, path: str, error: type[WireError]) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{path}: expected a bool, got {got(value)}")
+    return bool(value)
 
 
 def _unpack_contract(raw: Any, path: str) -> Contract:
@@ -126,7 +135,8 @@ def _unpack_contract(raw: Any, path: str) -> Contract:
         action_names=tuple(action_names), state=unpacked_state, images=unpacked_images,
         control_hz=check_rate(item["control_hz"], f"{path}.control_hz", DecodeError),
         chunk_size=check_count(item["chunk_size"], f"{path}.chunk_size", DecodeError),
-        model_id=model_id)
+        model_id=model_id,
+        delay_aware=_check_bool(item["delay_aware"], f"{path}.delay_aware", DecodeError))
 
 
 # ---- one pair per message type, in MessageType order ----------------------------------------
@@ -179,8 +189,26 @@ def _pack_observation(body: Observation, path: str, jpeg_quality: int | None) ->
     images = check_map(body.images, f"{path}.images", EncodeError)
     packed_images = {camera: pack_image(image, f"{path}.images[{camera!r}]", jpeg_quality)
                      for camera, image in images.items()}
+    delay_ticks = check_count(body.delay_ticks, f"{path}.delay_ticks", EncodeError)
     return {"state": packed_state, "images": packed_images,
-            "instruction": check_str(body.instruction, f"{path}.instruction", EncodeError)}
+            "instruction": check_str(body.instruction, f"{path}.instruction", EncodeError),
+            "tick": check_count(body.tick, f"{path}.tick", EncodeError),
+            "delay_ticks": delay_ticks,
+            "committed": pack_array(_checked_prefix(body.committed, delay_ticks, path,
+                                                    EncodeError), f"{path}.committed")}
+
+
+def _checked_prefix(committed: Any, delay_ticks: int, path: str,
+                    error: type[WireError]) -> np.ndarray:
+    """The committed prefix is float32 (steps, action_dim) with one row per tick of delay."""
+    if not isinstance(committed, np.ndarray) or committed.ndim != 2 or (
+            committed.dtype != np.float32):
+        raise error(f"{path}.committed: expected a 2-D float32 (steps, action_dim) array, "
+                    f"got {got(committed)}")
+    if committed.shape[0] != delay_ticks:
+        raise error(f"{path}.committed: {committed.shape[0]} actions for delay_ticks="
+                    f"{delay_ticks} (one per tick of the expected delay)")
+    return committed
 
 
 def _unpack_observation(raw: Any, path: str, jpeg: bool) -> Observation:
@@ -190,11 +218,15 @@ def _unpack_observation(raw: Any, path: str, jpeg: bool) -> Observation:
     unpacked_state = {key: unpack_array(array, f"{path}.state[{key!r}]")
                       for key, array in state.items()}
     images = check_map(item["images"], f"{path}.images", DecodeError)
+    delay_ticks = check_count(item["delay_ticks"], f"{path}.delay_ticks", DecodeError)
     return Observation(
         state=unpacked_state,
         images={camera: unpack_image(image, f"{path}.images[{camera!r}]", jpeg)
                 for camera, image in images.items()},
-        instruction=check_str(item["instruction"], f"{path}.instruction", DecodeError))
+        instruction=check_str(item["instruction"], f"{path}.instruction", DecodeError),
+        tick=check_count(item["tick"], f"{path}.tick", DecodeError), delay_ticks=delay_ticks,
+        committed=_checked_prefix(unpack_array(item["committed"], f"{path}.committed"),
+                                  delay_ticks, path, DecodeError))
 
 
 _ACTIONS = "a 2-D (steps, action_dim) array"
@@ -208,7 +240,8 @@ def _pack_action_chunk(body: ActionChunk, path: str) -> dict[str, Any]:
             "queue_wait_ns": check_count(body.queue_wait_ns, f"{path}.queue_wait_ns",
                                          EncodeError),
             "infer_ns": check_count(body.infer_ns, f"{path}.infer_ns", EncodeError),
-            "model_id": check_str(body.model_id, f"{path}.model_id", EncodeError)}
+            "model_id": check_str(body.model_id, f"{path}.model_id", EncodeError),
+            "start_tick": check_count(body.start_tick, f"{path}.start_tick", EncodeError)}
 
 
 def _unpack_action_chunk(raw: Any, path: str) -> ActionChunk:
@@ -221,7 +254,8 @@ def _unpack_action_chunk(raw: Any, path: str) -> ActionChunk:
         obs_seq=check_count(item["obs_seq"], f"{path}.obs_seq", DecodeError),
         queue_wait_ns=check_count(item["queue_wait_ns"], f"{path}.queue_wait_ns", DecodeError),
         infer_ns=check_count(item["infer_ns"], f"{path}.infer_ns", DecodeError),
-        model_id=check_str(item["model_id"], f"{path}.model_id", DecodeError))
+        model_id=check_str(item["model_id"], f"{path}.model_id", DecodeError),
+        start_tick=check_count(item["start_tick"], f"{path}.start_tick", DecodeError))
 
 
 def _pack_reset(body: Reset, path: str) -> dict[str, Any]:
@@ -347,7 +381,8 @@ def _parse_header(view: memoryview, max_body_bytes: int) -> Header:
     if magic != MAGIC:
         raise DecodeError(f"header.magic: {magic!r}, expected {MAGIC!r}")
     if version != SCHEMA_VERSION:
-        raise UnsupportedVersion(f"header.version: {version}, this code speaks {SCHEMA_VERSION}")
+        raise UnsupportedVersion(f"header.version: {version}, this code speaks {SCHEMA_VERSION}",
+                                 version=version, msg_type=msg_type)
     if msg_type not in _MESSAGE_TYPES:
         raise DecodeError(f"header.msg_type: unknown message type {msg_type}")
     if flags & ~KNOWN_FLAGS:

@@ -49,6 +49,11 @@ class Contract:
     """Actions per chunk; chunk k is meant for ticks t, t+1, ..., t+chunk_size-1. A model's
     is >= 1; 0 on the robot's side accepts any."""
     model_id: str = ""
+    delay_aware: bool = False
+    """A model's: it plans from the committed prefix an observation carries (where the robot
+    will be when its chunk starts), and its chunk starts after that prefix. A robot's: it
+    sends the prefix. Not compared by `check_contract`: a client asking for delay-aware
+    execution of a model that is not runs asynchronously and says so."""
 
     @property
     def action_dim(self) -> int:

@@ -15,7 +15,11 @@ import numpy as np
 
 from harness.protocol.contract import Contract
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: observations carry their tick, the client's expected delay and the committed action
+prefix, chunks the tick of their first action, contracts whether the model is delay-aware
+(issue 12). Version 1 messages are not decoded: a session open of another version is
+refused with `REJECT_VERSION`, and a client whose server answers in another version stops."""
 MAGIC = b"RH"
 HEADER = struct.Struct("<2sBBHQIIQI")
 """magic, version, message type, flags, seq, episode, epoch, client monotonic ns, body length."""
@@ -31,7 +35,14 @@ class DecodeError(WireError):
 
 
 class UnsupportedVersion(DecodeError):
-    """The header's schema version is not one this code speaks."""
+    """The header's schema version is not one this code speaks. Carries the version and
+    the raw message type byte, so a server can refuse a session open of another version with
+    a reject naming both versions rather than a bare decode error."""
+
+    def __init__(self, message: str, *, version: int = -1, msg_type: int = -1) -> None:
+        super().__init__(message)
+        self.version = version
+        self.msg_type = msg_type
 
 
 class MessageTooLarge(DecodeError):
@@ -101,6 +112,20 @@ class Observation:
     images: dict[str, np.ndarray]
     """camera -> HxWx3 uint8 RGB."""
     instruction: str
+    tick: int = 0
+    """Control tick (of the episode) the observation was taken at; `ActionChunk.start_tick`
+    counts in the same ticks."""
+    delay_ticks: int = 0
+    """How many ticks after `tick` the client expects the reply to be usable (from the round
+    trips it measured, or the configured latency model); 0: it does not say."""
+    committed: np.ndarray = field(default_factory=lambda: NO_PREFIX)
+    """(delay_ticks, action_dim) float32: the committed prefix, the actions the robot will
+    execute at ticks `tick` .. `tick + delay_ticks - 1` whatever the reply says. A
+    delay-aware policy plans from the state they lead to; any other ignores them."""
+
+
+NO_PREFIX = np.zeros((0, 0), np.float32)
+NO_PREFIX.flags.writeable = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +139,9 @@ class ActionChunk:
     """Durations measured by the server; it never sends instants of its own clock."""
     infer_ns: int
     model_id: str
+    start_tick: int = 0
+    """The tick its first action is meant for: the observation's tick, or for a delay-aware
+    policy the first tick after the committed prefix (`tick + delay_ticks`)."""
 
 
 @dataclass(frozen=True)
@@ -148,13 +176,14 @@ reset on the stream): the session itself is fine."""
 
 REJECT_CONTRACT = "contract mismatch"
 REJECT_CLIENT_ID = "client_id"
+REJECT_VERSION = "schema version"
 """`SessionReject.reason` prefixes no retry can fix. Any other reason (draining,
 `max_sessions` reached) may clear: a client retries those with backoff for a bounded time."""
 
 
 def retryable_reject(reason: str) -> bool:
     """Whether a session reject with this reason may succeed if tried again later."""
-    return not reason.startswith((REJECT_CONTRACT, REJECT_CLIENT_ID))
+    return not reason.startswith((REJECT_CONTRACT, REJECT_CLIENT_ID, REJECT_VERSION))
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class ResultsStore:
             "requests_lost": trace.wire.lost, "sessions_reopened": trace.wire.reopened,
             "server_errors": len(trace.wire.errors),
             "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
+            "actions_trimmed": trace.wire.trimmed, "execution": trace.wire.execution,
             "reset_wait_s": round(trace.wire.reset_wait_s, 6),
             **failsafe.columns(),
             **(extra or {}),
@@ -190,6 +191,12 @@ class ResultsStore:
             "chunks_received": total("chunks_received"),
             "chunks_rejected": total("chunks_rejected"),
             "chunks_clipped": total("chunks_clipped"),
+            "actions_trimmed": total("actions_trimmed"),
+            "execution": sorted({str(e) for e in rows["execution"].dropna() if e})
+            if "execution" in rows else [],
+            "steps_median": float(rows["steps"].median()) if n else None,
+            "steps_median_success": float(rows.loc[rows["success"], "steps"].median())
+            if successes else None,
             "reset_wait_max_s": float(rows["reset_wait_s"].max()) if "reset_wait_s" in rows
             else None,
             "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)

@@ -64,6 +64,12 @@ def check_observation(spec: protocol.Contract,
             bad = value.size - int(np.count_nonzero(np.isfinite(value)))
             return "non_finite", (f"{where} has {bad} non-finite value{'s' if bad > 1 else ''} "
                                   "(NaN or inf)")
+    committed = observation.committed
+    if committed.shape[0] and committed.shape[1] != spec.action_dim:
+        return "shape", (f"committed has {committed.shape[1]} entries per action, the "
+                         f"contract's actions have {spec.action_dim}")
+    if not np.isfinite(committed).all():
+        return "non_finite", "committed holds non-finite actions (NaN or inf)"
     for camera, (height, width) in spec.images.items():
         where, image = f"images[{camera!r}]", observation.images.get(camera)
         if image is None:
@@ -161,6 +167,18 @@ class PolicyServer:
         started = time.monotonic_ns()
         try:
             request = protocol.decode(payload)
+        except protocol.UnsupportedVersion as exc:
+            self._audit(client_id, None, "decode_error", started, detail=str(exc))
+            if exc.msg_type != protocol.MessageType.SESSION_OPEN:
+                return self._reply(protocol.Error("decode", str(exc)))
+            # Answered in this server's version: a client of another one cannot decode it,
+            # but it fails on the version too, and this log names both.
+            reason = (f"{protocol.REJECT_VERSION}: the client speaks {exc.version}, this "
+                      f"server {protocol.SCHEMA_VERSION}")
+            self.metrics.sessions_rejected.inc()
+            log.warning("rejected session of %s: %s", short_id(client_id), reason)
+            return self._reply(protocol.SessionReject(reason, len(self._sessions),
+                                                      self.max_sessions))
         except protocol.DecodeError as exc:
             self._audit(client_id, None, "decode_error", started, detail=str(exc))
             return self._reply(protocol.Error("decode", str(exc)))
@@ -308,8 +326,11 @@ class PolicyServer:
                     try:
                         self._adopt_episode(session, request.episode)
                         predict_started = time.monotonic()
-                        chunk = session.policy.predict(
-                            EnvObservation(dict(body.state), dict(body.images), body.instruction))
+                        observation = EnvObservation(dict(body.state), dict(body.images),
+                                                     body.instruction)
+                        chunk = (session.policy.predict(observation, committed=body.committed)
+                                 if self._plans_from_prefix(body)
+                                 else session.policy.predict(observation))
                         if self.model_faults is not None:
                             self.model_faults.stretch(predict_started)
                     except Exception as exc:  # the model failing must not take the server down
@@ -328,11 +349,18 @@ class PolicyServer:
         self._recent_latency_s.append((queue_wait_ns + infer_ns) / 1e9)
         session.served += 1
         self.metrics.observe_served(client_id, queue_wait_ns, infer_ns)
+        body = request.body
+        start_tick = body.tick + (body.delay_ticks if self._plans_from_prefix(body) else 0)
         self._send(client_id, protocol.ActionChunk(np.asarray(chunk, np.float32), request.seq,
-                                                   queue_wait_ns, infer_ns, self.spec.model_id),
-                   request)
+                                                   queue_wait_ns, infer_ns, self.spec.model_id,
+                                                   start_tick), request)
         self._audit(client_id, request, "served", started, queue_wait_ns=queue_wait_ns,
                     infer_ns=infer_ns)
+
+    def _plans_from_prefix(self, observation: protocol.Observation) -> bool:
+        """A delay-aware policy given a delay plans past the prefix: its chunk starts at
+        `tick + delay_ticks`. Any other chunk starts at the observation's tick."""
+        return self.spec.delay_aware and observation.delay_ticks > 0
 
     @staticmethod
     def _no_session() -> Refusal:

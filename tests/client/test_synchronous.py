@@ -291,7 +291,7 @@ def test_the_checker_reports_ages_counted_from_a_resume_the_robot_did_not_hold_s
     liar = ResumeLiar(made.client, engine.contract, engine.config, dt=engine.dt,
                       gripper_index=3, latency=engine.latency)
     trace = run_episode(env, liar, episode=1, seed=0)
-    assert any("the robot did not hold still since its observation" in b
+    assert any("the robot neither held still nor executed the prefix it committed to" in b
                for b in trace.breaches), trace.breaches
 
 
@@ -316,7 +316,8 @@ def compose_config(*overrides: str):
 
 PRESETS = {"async_newest": (ClientMode.asynchronous, Ensembling.newest),
            "async_exponential": (ClientMode.asynchronous, Ensembling.exponential),
-           "synchronous": (ClientMode.synchronous, Ensembling.newest)}
+           "synchronous": (ClientMode.synchronous, Ensembling.newest),
+           "delay_aware": (ClientMode.delay_aware, Ensembling.newest)}
 
 
 def test_every_client_preset_is_listed_and_starts_with_a_comment():
@@ -358,7 +359,7 @@ def test_an_unknown_mode_fails_at_compose_naming_the_field_and_choices():
 
 def test_an_engine_config_built_directly_checks_the_mode():
     with pytest.raises(ValueError, match=r"client\.mode='bogus': expected one of "
-                                         r"\['asynchronous', 'synchronous'\]"):
+                                         r"\['asynchronous', 'synchronous', 'delay_aware'\]"):
         EngineConfig(mode="bogus")
 
 
@@ -378,7 +379,8 @@ def test_command_line_composes_a_preset_with_an_override(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("override", "messages"), [
     ("client=nope", ["Could not find 'client/nope'", "async_newest", "synchronous"]),
-    ("client.mode=bogus", ["Invalid value 'bogus', expected one of [asynchronous, synchronous]",
+    ("client.mode=bogus", ["Invalid value 'bogus', expected one of "
+                           "[asynchronous, synchronous, delay_aware]",
                            "full_key: client.mode"]),
 ])
 def test_command_line_refuses_a_bad_preset_or_mode_before_anything_starts(tmp_path, override,

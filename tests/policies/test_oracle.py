@@ -36,7 +36,7 @@ def test_oracle_declares_the_env_contract_from_the_task_definition(name):
     env = make_env(name, cameras=("front",))
     try:
         assert policy.spec == dataclasses.replace(env.spec.contract, images={}, chunk_size=6,
-                                                  model_id="oracle")
+                                                  model_id="oracle", delay_aware=True)
         check_contract(policy.spec, env.spec.contract)
     finally:
         env.close()
