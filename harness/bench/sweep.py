@@ -1,13 +1,15 @@
-"""The latency sweep: success rate against an added one-way delay, emulated on real traffic.
+"""The latency sweep: success rate and episode length against an added one-way delay.
 
-Every point is one `python -m harness` run (the fault proxy adds `faults=fixed_delay
-faults.timed.0.delay_s=D` each way, measured latency, virtual clock) in a run directory of
-its own under `--out`, so a killed sweep resumes where it stopped (finished points are
-skipped, a half-finished one resumes its episodes). Points run `--workers` at a time: most of
-a delayed episode is waiting on the wire, not computing.
+Every point is one `python -m harness` run in a run directory of its own under `--out`, so a
+killed sweep resumes where it stopped (finished points are skipped, a half-finished one
+resumes its episodes). `--link emulated` (default): the fault proxy adds `faults=fixed_delay
+faults.timed.0.delay_s=D` each way on real traffic, measured latency, virtual clock.
+`--link modelled`: real traffic without a proxy, the clock uses a fixed round trip of 2D
+(`latency.kind=fixed latency.value_s=2D`; D=0 runs on the measured one). Points run
+`--workers` at a time: most of a delayed episode is waiting on the wire, not computing.
 
     python -m harness.bench.sweep --out sweeps/mujoco --env mujoco_pick_place \\
-        --transports zmq,zenoh --clients synchronous,async_newest,async_exponential \\
+        --transports zmq --clients synchronous,async_newest,delay_aware \\
         --chunks 8,32 --delays-ms 0,25,50,100,200,400 --episodes 50
     python -m harness.bench.sweep --out sweeps/mujoco --table   # the table of what ran
 """
@@ -32,8 +34,22 @@ from transports.loopback import free_port, loopback_address
 log = logging.getLogger(__name__)
 
 
-def point_name(transport: str, client: str, chunk: int, delay_ms: float) -> str:
-    return f"{transport}-{client}-chunk{chunk}-delay{delay_ms:g}ms"
+LINKS = ("emulated", "modelled")
+
+
+def point_name(transport: str, client: str, chunk: int, delay_ms: float,
+               link: str = "emulated") -> str:
+    prefix = transport if link == "emulated" else f"{transport}-{link}"
+    return f"{prefix}-{client}-chunk{chunk}-delay{delay_ms:g}ms"
+
+
+def delay_overrides(delay_ms: float, link: str) -> list[str]:
+    """How a point adds its one-way delay D: on the wire, or to the clock's round trip."""
+    if link == "emulated":
+        return ["faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}"]
+    if delay_ms == 0:
+        return ["faults=none"]
+    return ["faults=none", "latency.kind=fixed", f"latency.value_s={2 * delay_ms / 1e3:g}"]
 
 
 def _listen_address(run_dir: Path, transport: str) -> str:
@@ -56,16 +72,27 @@ def run_harness(run_dir: Path, overrides: list[str]) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def run_point(out: Path, env: str, episodes: int, extra: list[str], transport: str,
-              client: str, chunk: int, delay_ms: float) -> None:
+def run_point(out: Path, env: str, episodes: int, extra: list[str], link: str,
+              transport: str, client: str, chunk: int, delay_ms: float) -> None:
     """One point of the grid, unless its run directory already holds its summary."""
-    run_dir = out / point_name(transport, client, chunk, delay_ms)
+    run_dir = out / point_name(transport, client, chunk, delay_ms, link)
     if not (run_dir / "summary.json").is_file():
         run_harness(run_dir, [f"env={env}", f"transport={transport}",
                               f"transport.listen={_listen_address(run_dir, transport)}",
                               f"client={client}", f"policy.chunk_size={chunk}",
-                              "faults=fixed_delay", f"faults.timed.0.delay_s={delay_ms / 1e3:g}",
+                              *delay_overrides(delay_ms, link),
                               f"env.episodes_per_task={episodes}", *extra])
+
+
+def point_delay(config: dict) -> tuple[str, float]:
+    """(link, one-way delay in ms) of a run, from its config.json."""
+    timed = config["faults"]["timed"]
+    if timed:
+        return "emulated", round(timed[0]["delay_s"] * 1e3, 3)
+    latency = config.get("latency", {})
+    if latency.get("kind") == "fixed":
+        return "modelled", round(latency["value_s"] / 2 * 1e3, 3)
+    return "modelled", 0.0
 
 
 def collect(out: Path) -> list[dict]:
@@ -75,26 +102,27 @@ def collect(out: Path) -> list[dict]:
     for summary_path in sorted(out.glob("*/summary.json")):
         config = json.loads((summary_path.parent / "config.json").read_text())
         summary = json.loads(summary_path.read_text())
+        link, delay_ms = point_delay(config)
         rows.append({"env": config["env"]["name"], "transport": config["transport"]["kind"],
-                     "client": client_name(config["client"]),
-                     "chunk": config["policy"]["chunk_size"],
-                     "delay_ms": round(config["faults"]["timed"][0]["delay_s"] * 1e3, 3),
-                     **summary})
-    return sorted(rows, key=lambda r: (r["transport"], r["client"], r["chunk"], r["delay_ms"]))
+                     "link": link, "client": client_name(config["client"]),
+                     "chunk": config["policy"]["chunk_size"], "delay_ms": delay_ms, **summary})
+    return sorted(rows, key=lambda r: (r["link"], r["transport"], r["client"], r["chunk"],
+                                       r["delay_ms"]))
 
 
 def client_name(client: dict) -> str:
-    if client.get("mode") == "synchronous":
-        return "synchronous"
+    if client.get("mode") in ("synchronous", "delay_aware"):
+        return client["mode"]
     return f"async_{client.get('ensembling', 'newest')}"
 
 
 def success_grid(rows: list[dict]) -> tuple[list[float], list[tuple[str, list[str]]]]:
-    """(delays, [(transport / client / chunk, cells)]): success and Wilson 95% per delay."""
+    """(delays, [(link / transport / client / chunk, cells)]): per delay, success with its
+    Wilson 95% interval and the median episode length in steps."""
     delays = sorted({r["delay_ms"] for r in rows})
     lines = []
-    for key, group in itertools.groupby(rows, key=lambda r: (r["transport"], r["client"],
-                                                             r["chunk"])):
+    for key, group in itertools.groupby(rows, key=lambda r: (r["link"], r["transport"],
+                                                             r["client"], r["chunk"])):
         by_delay = {r["delay_ms"]: r for r in group}
         cells = []
         for delay in delays:
@@ -103,7 +131,9 @@ def success_grid(rows: list[dict]) -> tuple[list[float], list[tuple[str, list[st
                 cells.append("-")
                 continue
             low, high = row["success_wilson95"]
-            cells.append(f"{row['success_rate']:.0%} ({low:.0%}-{high:.0%})")
+            steps = row.get("steps_median")
+            cells.append(f"{row['success_rate']:.0%} ({low:.0%}-{high:.0%})"
+                         + ("" if steps is None else f" · {steps:g}"))
         lines.append((" / ".join(str(k) for k in key), cells))
     return delays, lines
 
@@ -112,15 +142,16 @@ def print_table(rows: list[dict], *, markdown: bool = False) -> None:
     """Success (Wilson 95%) per client setting and chunk size, one column per delay."""
     delays, lines = success_grid(rows)
     envs = sorted({r["env"] for r in rows})
-    title = f"success vs added one-way delay: {', '.join(envs)}"
+    title = (f"success (Wilson 95%) · median steps vs added one-way delay: "
+             f"{', '.join(envs)}")
     if markdown:
-        text = ["| transport / client / chunk | " + " | ".join(f"{d:g} ms" for d in delays)
+        text = ["| link / transport / client / chunk | " + " | ".join(f"{d:g} ms" for d in delays)
                 + " |", "|---|" + "---:|" * len(delays)]
         text += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in lines]
         Console().print("\n".join(text), markup=False, highlight=False, soft_wrap=True)
         return
     table = Table(title=title)
-    table.add_column("transport / client / chunk")
+    table.add_column("link / transport / client / chunk")
     for delay in delays:
         table.add_column(f"{delay:g} ms", justify="right")
     for name, cells in lines:
@@ -134,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--env", default="mujoco_pick_place")
     parser.add_argument("--transports", default="zmq")
-    parser.add_argument("--clients", default="synchronous,async_newest,async_exponential")
+    parser.add_argument("--clients", default="synchronous,async_newest,delay_aware")
+    parser.add_argument("--link", choices=LINKS, default="emulated",
+                        help="add the delay on the wire (emulated) or to the clock (modelled)")
     parser.add_argument("--chunks", default="8")
     parser.add_argument("--delays-ms", default="0,25,50,100,200,400")
     parser.add_argument("--episodes", type=int, default=50)
@@ -152,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(grid),
                                                             desc="sweep points") as bar:
             futures = [pool.submit(run_point, args.out, args.env, args.episodes,
-                                   args.extra.split(), *point) for point in grid]
+                                   args.extra.split(), args.link, *point) for point in grid]
             for future in futures:
                 try:
                     future.result()
