@@ -1,7 +1,9 @@
 """Golden parity: the same seeded episodes must execute byte-identical actions and end in a
-byte-identical sim state over every transport and in-process, without faults and under a
-fault schedule applied modelled (`faults.apply=modelled`: every loss and delay decided by the
-schedule and the seed).
+byte-identical sim state over every transport and in-process, without faults, under a fault
+schedule applied modelled (`faults.apply=modelled`: every loss and delay decided by the
+schedule and the seed), and with delay-aware execution (`client.mode=delay_aware` at a 400 ms
+round trip: every observation carries a committed prefix the oracle plans from, so a prefix
+or delay that arrived altered would change the actions).
 
 With a deterministic policy (the oracle), a seeded env, the virtual clock and a fixed latency
 model, nothing about an episode depends on the transport's speed, so any difference is a bug
@@ -21,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from envs import make_env
-from harness.client.config import EngineConfig
+from harness.client.config import ClientMode, EngineConfig
 from harness.client.engine import engine_for
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
@@ -34,6 +36,8 @@ from transports import LocalTransportConfig, TransportConfig, make_client, make_
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden" / "parity.json"
 ENV, POLICY, EPISODES, LATENCY_S = "mujoco_pick_place", "oracle", 3, 0.1
+DELAY_AWARE_LATENCY_S = 0.4
+"""8 ticks at 20 Hz: every prefix is a whole chunk of 8 actions."""
 FAULTED_PRESET = "lte"
 """Latency with jitter and burst loss: lost requests, DEGRADED and STALLED ticks, all
 decided by the schedule, so the digests must still match over every transport."""
@@ -44,20 +48,23 @@ def digest(trace: EpisodeTrace) -> str:
     return hashlib.sha256(trace.action_digest() + trace.final_sim_state).hexdigest()
 
 
-def run_parity_episodes(transport: TransportConfig,
-                        faults: FaultsConfig | None = None) -> list[EpisodeTrace]:
+def run_parity_episodes(transport: TransportConfig, faults: FaultsConfig | None = None, *,
+                        client: EngineConfig | None = None,
+                        latency_s: float = LATENCY_S) -> list[EpisodeTrace]:
     """The golden episodes over `transport`, with a policy server in this process; under
-    `faults` (applied modelled) if given."""
+    `faults` (applied modelled) if given, with the `client` settings and a fixed round trip
+    of `latency_s`."""
     env = make_env(ENV)
     server = PolicyServer(make_server(transport), lambda: make_policy(POLICY, env=ENV))
     server.start()
-    client = make_client(transport)
+    client_config, client = client, make_client(transport)
     try:
         client.wait_ready(10.0)
-        latency = LatencyModel("fixed", value_s=LATENCY_S)
+        latency = LatencyModel("fixed", value_s=latency_s)
         if faults is not None:
             latency = ModelledLink.for_contract(latency, env.spec.contract, chunk_size=8, seed=0)
-        engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8, latency=latency)
+        engine = engine_for(env.spec, client, client_config or EngineConfig(), chunk_size=8,
+                            latency=latency)
         traces = []
         for i in range(EPISODES):
             hook = None
@@ -76,6 +83,12 @@ def run_parity_episodes(transport: TransportConfig,
         env.close()
 
 
+def run_delay_aware_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
+    """The golden episodes with delay-aware execution at `DELAY_AWARE_LATENCY_S`."""
+    return run_parity_episodes(transport, client=EngineConfig(mode=ClientMode.delay_aware),
+                               latency_s=DELAY_AWARE_LATENCY_S)
+
+
 def faulted_preset() -> FaultsConfig:
     """The fault schedule of the faulted golden digests, applied modelled."""
     return load_preset(FAULTED_PRESET, apply=FaultApply.modelled)
@@ -90,15 +103,19 @@ def main(argv: list[str] | None = None) -> None:
     local = LocalTransportConfig(name=f"parity-{uuid.uuid4().hex[:8]}")
     digests = {str(t.episode): digest(t) for t in run_parity_episodes(local)}
     faulted = {str(t.episode): digest(t) for t in run_parity_episodes(local, faulted_preset())}
+    aware = {str(t.episode): digest(t) for t in run_delay_aware_episodes(local)}
     if args.write:
         GOLDEN.write_text(json.dumps({"env": ENV, "policy": POLICY, "latency_s": LATENCY_S,
                                       "digests": digests, "faulted_preset": FAULTED_PRESET,
-                                      "faulted_digests": faulted}, indent=2) + "\n")
+                                      "faulted_digests": faulted,
+                                      "delay_aware_latency_s": DELAY_AWARE_LATENCY_S,
+                                      "delay_aware_digests": aware}, indent=2) + "\n")
         log.info("wrote %s", GOLDEN)
     else:
         golden = json.loads(GOLDEN.read_text())
         for name, got, key in (("clean", digests, "digests"),
-                               (f"faults={FAULTED_PRESET}", faulted, "faulted_digests")):
+                               (f"faults={FAULTED_PRESET}", faulted, "faulted_digests"),
+                               ("delay_aware", aware, "delay_aware_digests")):
             log.info("in-process %s digests %s golden", name,
                      "match" if golden.get(key) == got else "DIFFER from")
 

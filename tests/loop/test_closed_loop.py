@@ -43,6 +43,19 @@ def test_every_transport_matches_the_golden_digests_under_a_modelled_fault_sched
     assert all(t.breaches == [] for t in traces)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_transport_matches_the_golden_digests_of_delay_aware_episodes(kind):
+    """Every observation carries the delay and a committed prefix of 8 actions the oracle
+    plans from: over every transport the same actions run, none of them trimmed."""
+    golden = json.loads(parity.GOLDEN.read_text())
+    assert golden["delay_aware_latency_s"] == parity.DELAY_AWARE_LATENCY_S
+    traces = parity.run_delay_aware_episodes(config_for(kind))
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden["delay_aware_digests"]
+    assert all(t.success and t.breaches == [] for t in traces)
+    assert {t.wire.execution for t in traces} == {"delay_aware"}
+    assert sum(t.wire.trimmed for t in traces) == 0
+
+
 def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
     trace = run_episode(env, rig(measured=True).engine, episode=1, seed=0)
     sources = {t.source for t in trace.ticks}

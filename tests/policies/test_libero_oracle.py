@@ -18,13 +18,15 @@ from envs import EnvObservation, make_env
 from harness.loop.evaluate import evaluate
 from policies import make_policy
 from policies.libero_instructions import parse_instruction, resolve
-from policies.libero_oracle import LiberoOracle, Scene, carry_turn, plan_step
+from policies.libero_oracle import LiberoOracle, Scene, carry_turn, plan_step, roll_forward
 from policies.libero_scene import (
     CLOSE,
     ENCLOSURES,
     LIFTED_M,
+    MOVE_PER_STEP_M,
     OUTER_FINGER_M,
     ROBOT_BASE_XY,
+    TURN_PER_STEP_RAD,
     Enclosure,
     body,
     rim_side_in,
@@ -210,3 +212,78 @@ def test_oracle_solves_a_libero_object_episode():
         env.close()
     assert outcomes[0].success
     assert outcomes[0].steps < 160  # measured: 121 steps; the suite's limit is 280
+
+
+# ---- delay-aware: the committed prefix ------------------------------------------------------
+
+
+def test_roll_forward_moves_the_hand_turns_the_wrist_and_carries_only_a_held_object():
+    upright = np.array([0.0, 0.0, 0.0, 1.0])
+    bowl = body("akita_black_bowl_1", upright, np.array([0.0, 1.0]))
+    obj = np.array([0.0, 0.0, 0.95])
+
+    def scene(gap: float) -> Scene:
+        return Scene(hand=obj + bowl.grasp, yaw=0.3, gap=gap, wrist=-0.2, obj=obj, item=bowl,
+                     goal=np.array([0.2, 0.0, 0.9]), goal_body=bowl, obstacles_top_z=0.95,
+                     start_z=0.9)
+
+    committed = np.array([[1.0, 0.0, 0.5, 0, 0, 0.5, CLOSE],
+                          [0.5, -2.0, 0.0, 0, 0, -1.0, CLOSE]])  # -2: clipped to -1, as sent
+    move = np.array([1.5, -1.0, 0.5]) * MOVE_PER_STEP_M
+    turn = -0.5 * TURN_PER_STEP_RAD
+    held = roll_forward(scene(0.01), committed)
+    assert scene(0.01).holding()
+    np.testing.assert_allclose(held.hand, obj + bowl.grasp + move, atol=1e-12)
+    np.testing.assert_allclose(held.obj, obj + move, atol=1e-12)  # carried along
+    assert held.yaw == pytest.approx(0.3 + turn) and held.wrist == pytest.approx(-0.2 - turn)
+    assert held.gap == 0.01  # fingers as observed
+    loose = roll_forward(scene(0.05), committed)
+    assert not scene(0.05).holding()
+    np.testing.assert_array_equal(loose.obj, obj)  # not held: it stays
+    np.testing.assert_allclose(loose.hand, held.hand, atol=1e-12)
+
+
+def run_remote(policy_factory, env, *, mode: str, latency_s: float):
+    """One episode of `env` against a policy server over zmq on loopback, at a fixed
+    modelled round trip: the issue's setup (chunk 8, send threshold 4, newest wins)."""
+    from harness.client.config import EngineConfig
+    from harness.client.engine import engine_for
+    from harness.loop.latency import LatencyModel
+    from harness.loop.runner import run_episode
+    from harness.server.policy_server import PolicyServer
+    from transports import make_client, make_server
+    from transports.loopback import loopback_config
+
+    config = loopback_config("zmq")
+    server = PolicyServer(make_server(config), policy_factory)
+    server.start()
+    client = make_client(config)
+    try:
+        client.wait_ready(10.0)
+        engine = engine_for(env.spec, client, EngineConfig(mode=mode), chunk_size=8,
+                            latency=LatencyModel("fixed", value_s=latency_s))
+        trace = run_episode(env, engine, episode=1, seed=0, init_state=0)
+        engine.close()
+        return trace
+    finally:
+        client.close()
+        server.close()
+
+
+def test_at_a_200_ms_round_trip_delay_aware_grasps_where_asynchronous_never_closes():
+    """The regression of issue 12: at 200 ms (4 ticks) asynchronous execution trims the head
+    of every chunk, where this oracle's motion is (it halves the distance to its waypoint
+    each step), and the hand hovers until the horizon without once closing; delay-aware
+    execution plans past the committed prefix, loses no action, and grasps and places."""
+    pytest.importorskip("libero.libero")
+    env = make_env("libero_object", task_id=0, max_steps=200)
+    try:
+        factory = lambda: make_policy("oracle", env="libero_object", task_id=0)  # noqa: E731
+        aware = run_remote(factory, env, mode="delay_aware", latency_s=0.2)
+        late = run_remote(factory, env, mode="asynchronous", latency_s=0.2)
+    finally:
+        env.close()
+    assert aware.success and aware.breaches == [] and aware.wire.trimmed == 0
+    assert any(t.action[6] == CLOSE for t in aware.ticks)
+    assert not late.success and late.breaches == [] and late.wire.trimmed > 0
+    assert not any(t.action[6] == CLOSE for t in late.ticks)  # never once closed

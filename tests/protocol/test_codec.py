@@ -65,8 +65,10 @@ def smooth_image(size: int) -> np.ndarray:
     return np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.uint8)
 
 
-def obs(state=None, images=None, instruction="") -> protocol.Message:
-    return protocol.Message(protocol.Observation(state or {}, images or {}, instruction))
+def obs(state=None, images=None, instruction="", **delay) -> protocol.Message:
+    """An observation message; `delay`: its tick, delay_ticks and committed prefix."""
+    return protocol.Message(protocol.Observation(state or {}, images or {}, instruction,
+                                                 **delay))
 
 
 ROUND_TRIP_CASES = [
@@ -146,34 +148,111 @@ def test_header_is_34_little_endian_bytes_and_decodable_alone():
     buf = protocol.encode(protocol.Message(protocol.Close(), seq=0x0102030405060708, episode=9,
                                            epoch=7, client_ns=5, flags=protocol.Flags.RESPONSE))
     assert protocol.HEADER.size == 34
-    assert buf[:4] == b"RH\x01\x09" and buf[4:6] == b"\x01\x00"
+    assert buf[:4] == b"RH\x02\x09" and buf[4:6] == b"\x01\x00"
     assert buf[6:14] == bytes.fromhex("0807060504030201")
     assert protocol.decode_header(buf) == protocol.Header(
         protocol.MessageType.CLOSE, 0x0102030405060708, 9, 7, 5, protocol.Flags.RESPONSE,
         len(buf) - 34)
 
 
+V1_SESSION_OPEN = bytes.fromhex(
+    "5248010100000100000000000000000000000000000002000000000000008100000082a9636c69656e"
+    "745f6964a163a8636f6e747261637486a86d6f64656c5f6964a16dac616374696f6e5f6e616d657391"
+    "a178a5737461746581a16a82a56474797065a7666c6f61743332a573686170659102a6696d61676573"
+    "81a363616d920406aa636f6e74726f6c5f687acb4034000000000000aa6368756e6b5f73697a6508")
+"""A session open of schema version 1 (before delay-aware execution), as that codec wrote
+it: what a client of the old version sends."""
+
+
 def test_wire_bytes_are_pinned():
     """The bytes are the schema: key names, key order and value forms (a big-endian array
-    travels little-endian, control_hz as a float64). These come from the codec before the
-    rewrite; a change here breaks every peer and the golden parity digests."""
+    travels little-endian, control_hz as a float64). A change here breaks every peer and the
+    golden parity digests. Version 2 (delay-aware execution) appended `delay_aware` to the
+    contract, `tick`, `delay_ticks`, `committed` to the observation and `start_tick` to the
+    chunk, and left every version 1 key as it was."""
     contract = protocol.Contract(("x",), {"j": protocol.ArraySpec("float32", (2,))},
                                  {"cam": (4, 6)}, 20.0, 8, "m")
     session_open = protocol.Message(protocol.SessionOpen("c", contract), seq=1, client_ns=2)
-    assert protocol.encode(session_open) == bytes.fromhex(
-        "5248010100000100000000000000000000000000000002000000000000008100000082a9636c69656e"
-        "745f6964a163a8636f6e747261637486a86d6f64656c5f6964a16dac616374696f6e5f6e616d657391"
+    encoded = protocol.encode(session_open)
+    assert encoded == bytes.fromhex(
+        "5248020100000100000000000000000000000000000002000000000000008e00000082a9636c69656e"
+        "745f6964a163a8636f6e747261637487a86d6f64656c5f6964a16dac616374696f6e5f6e616d657391"
         "a178a5737461746581a16a82a56474797065a7666c6f61743332a573686170659102a6696d61676573"
-        "81a363616d920406aa636f6e74726f6c5f687acb4034000000000000aa6368756e6b5f73697a6508")
+        "81a363616d920406aa636f6e74726f6c5f687acb4034000000000000aa6368756e6b5f73697a6508ab"
+        "64656c61795f6177617265c2")
+    # Version 1's body is version 2's without the new key (its count 6, not 7).
+    assert V1_SESSION_OPEN[34:] == (encoded[34:-13].replace(b"\xa8contract\x87",
+                                                             b"\xa8contract\x86"))
     observation = protocol.Message(
         protocol.Observation({"s": np.array([1.5, -2], ">f4")},
-                             {"cam": np.full((1, 1, 3), 7, np.uint8)}, "go"),
+                             {"cam": np.full((1, 1, 3), 7, np.uint8)}, "go", tick=9,
+                             delay_ticks=1, committed=np.array([[0.5]], np.float32)),
         seq=3, episode=4, epoch=5, flags=protocol.Flags.RESPONSE)
     assert protocol.encode(observation) == bytes.fromhex(
-        "5248010401000300000000000000040000000500000000000000000000006600000083a57374617465"
+        "524802040100030000000000000004000000050000000000000000000000a200000086a57374617465"
         "81a17383a56474797065a33c6634a573686170659102a464617461c4080000c03f000000c0a6696d61"
         "67657381a363616d83a56474797065a37c7531a5736861706593010103a464617461c403070707ab69"
-        "6e737472756374696f6ea2676f")
+        "6e737472756374696f6ea2676fa47469636b09ab64656c61795f7469636b7301a9636f6d6d69747465"
+        "6483a56474797065a33c6634a57368617065920101a464617461c4040000003f")
+    chunk = protocol.Message(protocol.ActionChunk(np.zeros((1, 1), np.float32), 3, 1, 2, "m",
+                                                  start_tick=10))
+    assert protocol.encode(chunk) == bytes.fromhex(
+        "5248020500000000000000000000000000000000000000000000000000006100000086a7616374696f"
+        "6e7383a56474797065a33c6634a57368617065920101a464617461c40400000000a76f62735f736571"
+        "03ad71756575655f776169745f6e7301a8696e6665725f6e7302a86d6f64656c5f6964a16daa737461"
+        "72745f7469636b0a")
+
+
+def test_a_version_1_message_is_refused_naming_both_versions():
+    with pytest.raises(protocol.UnsupportedVersion,
+                       match="header.version: 1, this code speaks 2") as caught:
+        protocol.decode(V1_SESSION_OPEN)
+    assert (caught.value.version, caught.value.msg_type) == (1, 1)
+
+
+def test_the_delay_fields_round_trip_and_default_to_no_delay():
+    prefix = np.array([[0.1, -0.2], [0.3, 0.4]], np.float32)
+    decoded = round_trip(obs({"s": np.ones(2, np.float32)}, tick=7, delay_ticks=2,
+                             committed=prefix)).body
+    assert (decoded.tick, decoded.delay_ticks) == (7, 2)
+    assert decoded.committed.dtype == np.float32 and decoded.committed.tobytes() == (
+        prefix.tobytes())
+    plain = round_trip(obs({"s": np.ones(2, np.float32)})).body
+    assert (plain.tick, plain.delay_ticks, plain.committed.shape) == (0, 0, (0, 0))
+    chunk = round_trip(protocol.Message(protocol.ActionChunk(
+        np.ones((3, 2), np.float32), 1, 0, 0, "m", start_tick=12))).body
+    assert chunk.start_tick == 12
+    contract = protocol.Contract(("a",), {}, {}, 20.0, 1, "m", delay_aware=True)
+    assert round_trip(protocol.Message(protocol.SessionOk("s", contract))).body.contract == (
+        contract)
+
+
+@pytest.mark.parametrize(("committed", "delay_ticks", "message"), [
+    (np.zeros((2, 3), np.float32), 1, "observation.committed: 2 actions for delay_ticks=1"),
+    (np.zeros((1, 3), np.float64), 1, "observation.committed: expected a 2-D float32"),
+    (np.zeros(3, np.float32), 1, "observation.committed: expected a 2-D float32"),
+])
+def test_a_committed_prefix_that_does_not_fit_its_delay_is_refused_both_ways(
+        committed, delay_ticks, message):
+    bad = obs({}, delay_ticks=delay_ticks, committed=committed)
+    with pytest.raises(protocol.EncodeError, match=message):
+        protocol.encode(bad)
+    good = protocol.encode(obs({}, delay_ticks=1, committed=np.zeros((1, 3), np.float32)))
+    body = msgpack.unpackb(good[protocol.HEADER.size:])
+    body["committed"]["shape"] = [2, 3]
+    body["committed"]["data"] = np.zeros((2, 3), np.float32).tobytes()
+    packed = msgpack.packb(body)
+    tampered = good[:30] + len(packed).to_bytes(4, "little") + packed
+    with pytest.raises(protocol.DecodeError,
+                       match="observation.committed: 2 actions for delay_ticks=1"):
+        protocol.decode(tampered)
+
+
+def test_a_contract_whose_delay_aware_is_not_a_bool_is_refused():
+    contract = protocol.Contract(("a",), {}, {}, 20.0, 1, "m", delay_aware=1)
+    with pytest.raises(protocol.EncodeError, match="session_ok.contract.delay_aware: "
+                                                   "expected a bool, got int"):
+        protocol.encode(protocol.Message(protocol.SessionOk("s", contract)))
 
 
 def test_an_int_control_hz_travels_as_a_float():
@@ -414,10 +493,12 @@ def with_body(msg_type, value, flags=0) -> bytes:
 
 def observation_with(state=None, images=None, flags=0) -> bytes:
     return with_body(protocol.MessageType.OBSERVATION,
-                     {"state": state or {}, "images": images or {}, "instruction": ""}, flags)
+                     {"state": state or {}, "images": images or {}, "instruction": "",
+                      "tick": 0, "delay_ticks": 0, "committed": NO_PREFIX_MAP}, flags)
 
 
 ARRAY = {"dtype": "<f4", "shape": [2], "data": bytes(8)}
+NO_PREFIX_MAP = {"dtype": "<f4", "shape": [0, 0], "data": b""}
 
 
 def jpeg_map(shape=(16, 16, 3), data: bytes | None = None) -> dict:
@@ -436,7 +517,7 @@ def reject(**fields) -> bytes:
     (b"RH\x01", protocol.DecodeError, "header: 3 bytes, need at least 34"),
     (b"", protocol.DecodeError, "header: 0 bytes"),
     (header(magic=b"XX"), protocol.DecodeError, r"header.magic: b'XX', expected b'RH'"),
-    (header(version=2), protocol.UnsupportedVersion, "header.version: 2, this code speaks 1"),
+    (header(version=3), protocol.UnsupportedVersion, "header.version: 3, this code speaks 2"),
     (header(version=0), protocol.UnsupportedVersion, "header.version: 0"),
     (header(msg_type=0), protocol.DecodeError, "unknown message type 0"),
     (header(msg_type=10), protocol.DecodeError, "unknown message type 10"),
@@ -482,50 +563,62 @@ def reject(**fields) -> bytes:
      "status.fields: keys must be str, got bytes"),
     # contract
     (with_body(protocol.MessageType.SESSION_OPEN, {"client_id": "c", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "images": {}, "control_hz": 10.0,
         "chunk_size": "8"}}), protocol.DecodeError,
      "session_open.contract.chunk_size: expected int, got str '8'"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "images": {}, "control_hz": 10.0,
         "chunk_size": -1}}), protocol.DecodeError,
      r"session_ok.contract.chunk_size: -1 is out of range, expected 0 <= n < 2\*\*63"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "images": {}, "control_hz": 10.0,
         "chunk_size": 2**63}}), protocol.DecodeError,
      "contract.chunk_size: 9223372036854775808 is out of range"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "images": {},
         "control_hz": float("nan"), "chunk_size": 1}}), protocol.DecodeError,
      "control_hz: nan is out of range"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [7], "state": {}, "images": {}, "control_hz": 1,
         "chunk_size": 1}}), protocol.DecodeError,
      r"contract.action_names\[0\]: expected str, got int 7"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "images": {}, "control_hz": 1, "chunk_size": 1,
         "state": {"j": {"dtype": "object", "shape": [7]}}}}), protocol.DecodeError,
      r"contract.state\['j'\].dtype: 'object' is out of range, expected one of"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "control_hz": 1, "chunk_size": 1,
         "images": {"cam": [8193, 4]}}}), protocol.DecodeError,
      r"contract.images\['cam'\]\[0\]: 8193 is out of range, expected 1..8192"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "control_hz": 1, "chunk_size": 1,
         "images": {"cam": [4, 4, 3]}}}), protocol.DecodeError,
      r"contract.images\['cam'\]: 3 items, expected 2..2"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "control_hz": 1, "chunk_size": 1,
         "images": {"cam": [True, 4]}}}), protocol.DecodeError,
      r"contract.images\['cam'\]\[0\]: expected int, got bool True"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "images": {}, "control_hz": 1, "chunk_size": 1,
         "state": {"j": {"dtype": "float32"}}}}), protocol.DecodeError,
      r"contract.state\['j'\]: missing keys \['shape'\], unexpected keys \[\]"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": [], "state": {}, "images": {}, "control_hz": "20",
         "chunk_size": 1}}), protocol.DecodeError,
      "session_ok.contract.control_hz: expected float, got str '20'"),
     (with_body(protocol.MessageType.SESSION_OK, {"session_id": "s", "contract": {
+        "delay_aware": False,
         "model_id": "m", "action_names": "ab", "state": {}, "images": {}, "control_hz": 1,
         "chunk_size": 1}}), protocol.DecodeError,
      "session_ok.contract.action_names: expected a list, got str 'ab'"),
@@ -562,7 +655,7 @@ def reject(**fields) -> bytes:
      protocol.DecodeError, "bool array holds bytes other than 0 and 1"),
     (with_body(protocol.MessageType.ACTION_CHUNK, {"actions": ARRAY, "obs_seq": 0,
                                                    "queue_wait_ns": 0, "infer_ns": 0,
-                                                   "model_id": ""}),
+                                                   "model_id": "", "start_tick": 0}),
      protocol.DecodeError,
      r"action_chunk.actions: expected a 2-D .* got float32 array of shape \[2\]"),
     # images
