@@ -290,6 +290,11 @@ def print_summary(config: HarnessConfig, summary: dict) -> None:
         console.print(f"faults={config.faults.name} ({config.faults.apply}): "
                       f"{summary['faults_started']} windows through "
                       + "; ".join(summary["fault_mechanisms"]))
+    execution = summary.get("execution") or []
+    if execution != [str(config.client.mode)]:  # e.g. delay_aware asked of a model that is not
+        console.print("execution: " + "; ".join(execution or ["no episode started a session"]))
+    console.print(f"client={config.client.mode}: {summary['actions_trimmed']} chunk actions "
+                  f"trimmed as stale, median episode {summary['steps_median']} steps")
     items = failsafe_console_items(summary)
     if items:
         console.print("fail-safe: " + ", ".join(f"{label} {value}" for label, value in items))

@@ -7,6 +7,7 @@ invariant checker."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -20,7 +21,13 @@ from harness.loop.invariants import InvariantChecker
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.server.policy_server import PolicyServer
-from tests.client.test_synchronous import DT, RecordingEnv, env, rig  # noqa: F401 (fixtures)
+from tests.client.test_synchronous import (  # noqa: F401 (env, rig: fixtures)
+    DT,
+    RecordingEnv,
+    env,
+    rig,
+    run_harness,
+)
 from tests.conftest import wait_until
 from tests.loop.conftest import oracle
 from tests.transports.test_conformance import config_for
@@ -279,3 +286,33 @@ def test_the_delay_and_prefix_arrive_intact_over_every_transport(env, kind):  # 
     for (_, committed, _), (_tick, prefix) in zip(log, sorted(prefixes.items()), strict=False):
         assert committed.dtype == np.float32 and committed.tobytes() == prefix.tobytes()
         assert len(prefix) == math.ceil(0.3 / DT)
+
+
+# ---- config and the job ---------------------------------------------------------------------
+
+
+def test_a_delay_window_below_one_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"client\.delay_window=0: must be >= 1"):
+        EngineConfig(mode="delay_aware", delay_window=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("policy", "execution", "trimmed"), [
+    ("oracle", ["delay_aware"], 0),
+    ("torch", ["asynchronous (delay_aware asked; model 'torch-mlp-mujoco_pick_place' is not "
+               "delay-aware)"], None),
+])
+def test_the_job_reports_how_chunks_were_executed(tmp_path, policy, execution, trimmed):
+    """In the summary and on the console: delay-aware with the oracle (a fixed 400 ms round
+    trip, nothing trimmed), asynchronous with the torch policy, which is not delay-aware."""
+    result = run_harness("transport=local", "client=delay_aware", f"policy={policy}",
+                         "latency.kind=fixed", "latency.value_s=0.4", "env.episodes_per_task=2",
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["execution"] == execution and summary["invariant_breaches"] == 0
+    if trimmed is not None:
+        assert summary["actions_trimmed"] == trimmed and summary["success_rate"] == 1.0
+    else:  # 8 ticks of round trip: asynchronous execution trims whole chunks
+        assert summary["actions_trimmed"] > 0
+        assert f"execution: {execution[0]}" in result.stdout.replace("\n", " ")
