@@ -34,14 +34,20 @@ import dataclasses
 import logging
 import math
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from envs.base import EnvSpec
 from harness import protocol
 from harness.client.action_queue import ActionQueue
+from harness.client.commitment import (
+    Commitment,
+    DelayEstimate,
+    committed_prefix,
+    hold_action,
+    ticks_for,
+)
 from harness.client.config import ClientMode, EngineConfig, Fallback, OutOfBounds
 from harness.client.session import RejectBackoff, Reopen, session_unknown
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
@@ -61,21 +67,6 @@ class _InFlight:
     delay_ticks: int = 0
     """The delay the observation announced (delay_aware): its chunk may start at `tick` or
     at `tick + delay_ticks`, nowhere else."""
-
-
-@dataclass
-class _Commitment:
-    """The prefix the robot promised with its last delay-aware observation: `actions[i]`
-    is executed at tick `tick + i`, whatever arrives (queued actions, then holding still)."""
-    tick: int
-    actions: np.ndarray = field(repr=False)
-
-    @property
-    def end(self) -> int:
-        return self.tick + len(self.actions)
-
-    def row(self, tick: int) -> np.ndarray | None:
-        return self.actions[tick - self.tick] if self.tick <= tick < self.end else None
 
 
 class ClientEngine:
@@ -122,9 +113,9 @@ class ClientEngine:
         self._dead_for_good = False
         """DEAD because the contract changed or was refused: no later episode can fix that.
         Any other DEAD (offline too long) ends only its episode."""
-        self._round_trips: deque[float] = deque(maxlen=config.delay_window)
-        """The latest round trips the clock used, across episodes: the delay estimate."""
-        self._commitment: _Commitment | None = None
+        self._delay = DelayEstimate(config.delay_window)
+        """From the round trips the clock used, across episodes (delay_aware)."""
+        self._commitment: Commitment | None = None
         self.execution = str(config.mode)
         """How chunks are executed: the mode, unless delay_aware met a model that is not
         (then asynchronous, and this says why). Reported per episode in `stats.execution`."""
@@ -291,15 +282,11 @@ class ClientEngine:
             latency_s = self.latency.latency_for(flight.key, measured_s, sent_tick=flight.tick)
             if math.isinf(latency_s):
                 continue  # lost on the modelled link: it expires as lost, like a real loss
-            usable = flight.tick + self._ticks_for(latency_s)
-            self._round_trips.append(latency_s)
+            usable = flight.tick + ticks_for(latency_s, self.dt)
+            self._delay.record(latency_s)
             self._arrived.append((usable, flight.tick, reply, latency_s, measured_s))
             self._in_flight = None
             self.stats.chunks += 1
-
-    def _ticks_for(self, latency_s: float) -> int:
-        """Ticks after sending at which a reply of this round trip is usable (at least 1)."""
-        return max(1, math.ceil(latency_s / self.dt - 1e-9))
 
     def _checked_chunk(self, reply: protocol.Message, tick: int,
                        flight: _InFlight) -> protocol.Message | None:
@@ -477,25 +464,9 @@ class ClientEngine:
             self._reopen.join()
             self._reopen = None
 
-    def _expected_delay_ticks(self) -> int:
-        """Ticks until a reply is expected usable: the largest recent round trip, or before
-        any the latency model's (1 tick if it has none)."""
-        expected_s = max(self._round_trips) if self._round_trips else self.latency.expected_s()
-        return self._ticks_for(expected_s) if expected_s else 1
-
     def _committed_prefix(self, tick: int, delay_ticks: int) -> np.ndarray:
-        """The `delay_ticks` actions the robot executes from `tick` on: the queued ones still
-        young enough, then holding still (zero deltas, the gripper of the action before)."""
-        rows, last = [], self._last_action
-        for offset in range(delay_ticks):
-            action = self.queue.executable(tick + offset)
-            if action is None:
-                action = np.zeros_like(last)
-                if self._gripper_index is not None:
-                    action[self._gripper_index] = last[self._gripper_index]
-            rows.append(action.astype(np.float32))
-            last = rows[-1]
-        return np.stack(rows).astype(np.float32)
+        return committed_prefix(self.queue, tick, delay_ticks, self._last_action,
+                                self._gripper_index)
 
     def _maybe_send(self, tick: int, observation: protocol.Observation) -> np.ndarray | None:
         """Send `observation` if the queue runs low; the committed prefix it carried (empty
@@ -504,7 +475,8 @@ class ClientEngine:
             return None
         if self._commitment is not None and tick < self._commitment.end:
             return None  # the last chunk has not started yet
-        delay_ticks = self._expected_delay_ticks() if self._plans_delay else 0
+        delay_ticks = (self._delay.ticks(self.dt, self.latency.expected_s())
+                       if self._plans_delay else 0)
         threshold = (1 if self.config.mode is ClientMode.synchronous
                      else max(self.config.send_threshold, delay_ticks + 1))
         if self.queue.depth(tick) >= threshold:
@@ -531,7 +503,7 @@ class ClientEngine:
         self._held = self.config.mode is ClientMode.synchronous
         self.stats.sent += 1
         if delay_ticks:
-            self._commitment = _Commitment(tick, committed)
+            self._commitment = Commitment(tick, committed)
         return committed
 
     def _fallback(self) -> np.ndarray:
@@ -543,10 +515,7 @@ class ClientEngine:
 
     def _hold(self) -> np.ndarray:
         """Zero deltas, gripper kept as it is."""
-        action = np.zeros_like(self._last_action)
-        if self._gripper_index is not None:
-            action[self._gripper_index] = self._last_action[self._gripper_index]
-        return action
+        return hold_action(self._last_action, self._gripper_index)
 
 
 def engine_for(env_spec: EnvSpec, transport: TransportClient, config: EngineConfig, *,
