@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 audit_log = logging.getLogger("harness.audit")
 
 
+MAX_PREFIX_S = 10.0
+"""Longest committed prefix a delay-aware policy is asked to roll through: a delay past
+`max_offline_s` (5 s by default) has the client DEAD anyway, and an absurd one would keep
+the inference thread busy for every other session."""
+
+
 def check_observation(spec: protocol.Contract,
                       observation: protocol.Observation) -> tuple[str, str] | None:
     """The first way `observation` breaks `spec`, as (reason, detail), or None if it fits.
@@ -65,6 +71,9 @@ def check_observation(spec: protocol.Contract,
             return "non_finite", (f"{where} has {bad} non-finite value{'s' if bad > 1 else ''} "
                                   "(NaN or inf)")
     committed = observation.committed
+    if committed.shape[0] > MAX_PREFIX_S * spec.control_hz:
+        return "shape", (f"committed holds {committed.shape[0]} actions, more than "
+                         f"{MAX_PREFIX_S:g} s of control at {spec.control_hz:g} Hz")
     if committed.shape[0] and committed.shape[1] != spec.action_dim:
         return "shape", (f"committed has {committed.shape[1]} entries per action, the "
                          f"contract's actions have {spec.action_dim}")

@@ -84,6 +84,8 @@ def test_only_a_delay_aware_policy_gets_the_prefix_and_its_chunk_starts_after_it
     (np.zeros((2, 3), np.float32), "committed has 3 entries per action, the contract's "
                                    "actions have 4"),
     (np.array([[0.0, np.nan, 0.0, 0.0]], np.float32), "committed holds non-finite actions"),
+    (np.zeros((201, 4), np.float32), "committed holds 201 actions, more than 10 s of control "
+                                     "at 20 Hz"),
 ])
 def test_a_prefix_breaking_the_contract_is_refused_and_the_server_goes_on(env, prefix, detail):
     calls = []
