@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import (
@@ -100,7 +101,15 @@ def main(cfg: DictConfig) -> None:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("resume")
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        sys.exit(run_loop(config, output_dir, overrides, resolved_config=resolved))
+        status = run_loop(config, output_dir, overrides, resolved_config=resolved)
+        if HydraConfig.get().mode is not RunMode.MULTIRUN:
+            sys.exit(status)
+        if status:  # one failed job of a sweep must not end the others (SystemExit would)
+            raise JobFailed(f"{output_dir}: exit status {status} (see its log)")
+
+
+class JobFailed(RuntimeError):
+    """A job of a multirun sweep ended with a failing exit status."""
 
 
 if __name__ == "__main__":
