@@ -49,21 +49,21 @@ def digest(trace: EpisodeTrace) -> str:
 
 
 def run_parity_episodes(transport: TransportConfig, faults: FaultsConfig | None = None, *,
-                        client: EngineConfig | None = None,
+                        engine_config: EngineConfig | None = None,
                         latency_s: float = LATENCY_S) -> list[EpisodeTrace]:
     """The golden episodes over `transport`, with a policy server in this process; under
-    `faults` (applied modelled) if given, with the `client` settings and a fixed round trip
-    of `latency_s`."""
+    `faults` (applied modelled) if given, with the client's `engine_config` and a fixed round
+    trip of `latency_s`."""
     env = make_env(ENV)
     server = PolicyServer(make_server(transport), lambda: make_policy(POLICY, env=ENV))
     server.start()
-    client_config, client = client, make_client(transport)
+    client = make_client(transport)
     try:
         client.wait_ready(10.0)
         latency = LatencyModel("fixed", value_s=latency_s)
         if faults is not None:
             latency = ModelledLink.for_contract(latency, env.spec.contract, chunk_size=8, seed=0)
-        engine = engine_for(env.spec, client, client_config or EngineConfig(), chunk_size=8,
+        engine = engine_for(env.spec, client, engine_config or EngineConfig(), chunk_size=8,
                             latency=latency)
         traces = []
         for i in range(EPISODES):
@@ -85,7 +85,8 @@ def run_parity_episodes(transport: TransportConfig, faults: FaultsConfig | None 
 
 def run_delay_aware_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
     """The golden episodes with delay-aware execution at `DELAY_AWARE_LATENCY_S`."""
-    return run_parity_episodes(transport, client=EngineConfig(mode=ClientMode.delay_aware),
+    return run_parity_episodes(transport,
+                               engine_config=EngineConfig(mode=ClientMode.delay_aware),
                                latency_s=DELAY_AWARE_LATENCY_S)
 
 

@@ -74,6 +74,13 @@ def check_str(value: Any, path: str, error: Error) -> str:
     return value
 
 
+def check_bool(value: Any, path: str, error: Error) -> bool:
+    """A bool on the wire (msgpack's true/false), never an int standing in for one."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{path}: expected a bool, got {got(value)}")
+    return bool(value)
+
+
 def check_bytes(raw: Any, path: str) -> bytes:
     """Only the decoder meets bytes fields; the encoder produces them from arrays."""
     if not isinstance(raw, bytes):

@@ -23,6 +23,7 @@ from harness.protocol.arrays import (
     ALLOWED_DTYPES,
     MAX_IMAGE_SIDE,
     MAX_NDIM,
+    check_bool,
     check_count,
     check_image_size,
     check_map,
@@ -111,13 +112,7 @@ def _pack_contract(contract: Any, path: str) -> dict[str, Any]:
             "images": packed_images,
             "control_hz": check_rate(contract.control_hz, f"{path}.control_hz", EncodeError),
             "chunk_size": check_count(contract.chunk_size, f"{path}.chunk_size", EncodeError),
-            "delay_aware": _check_bool(contract.delay_aware, f"{path}.delay_aware", EncodeError)}
-
-
-def _check_bool(value: Any, path: str, error: type[WireError]) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise error(f"{path}: expected a bool, got {got(value)}")
-    return bool(value)
+            "delay_aware": check_bool(contract.delay_aware, f"{path}.delay_aware", EncodeError)}
 
 
 def _unpack_contract(raw: Any, path: str) -> Contract:
@@ -136,7 +131,7 @@ def _unpack_contract(raw: Any, path: str) -> Contract:
         control_hz=check_rate(item["control_hz"], f"{path}.control_hz", DecodeError),
         chunk_size=check_count(item["chunk_size"], f"{path}.chunk_size", DecodeError),
         model_id=model_id,
-        delay_aware=_check_bool(item["delay_aware"], f"{path}.delay_aware", DecodeError))
+        delay_aware=check_bool(item["delay_aware"], f"{path}.delay_aware", DecodeError))
 
 
 # ---- one pair per message type, in MessageType order ----------------------------------------

@@ -325,6 +325,7 @@ class PolicyServer:
             return
         session = self._sessions.get(client_id, request.epoch)
         chunk, failure = None, None
+        plans_from_prefix = self._plans_from_prefix(request.body)
         if session is None:
             refusal = self._no_session()
         else:
@@ -338,8 +339,7 @@ class PolicyServer:
                         observation = EnvObservation(dict(body.state), dict(body.images),
                                                      body.instruction)
                         chunk = (session.policy.predict(observation, committed=body.committed)
-                                 if self._plans_from_prefix(body)
-                                 else session.policy.predict(observation))
+                                 if plans_from_prefix else session.policy.predict(observation))
                         if self.model_faults is not None:
                             self.model_faults.stretch(predict_started)
                     except Exception as exc:  # the model failing must not take the server down
@@ -359,7 +359,7 @@ class PolicyServer:
         session.served += 1
         self.metrics.observe_served(client_id, queue_wait_ns, infer_ns)
         body = request.body
-        start_tick = body.tick + (body.delay_ticks if self._plans_from_prefix(body) else 0)
+        start_tick = body.tick + (body.delay_ticks if plans_from_prefix else 0)
         self._send(client_id, protocol.ActionChunk(np.asarray(chunk, np.float32), request.seq,
                                                    queue_wait_ns, infer_ns, self.spec.model_id,
                                                    start_tick), request)
