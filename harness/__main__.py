@@ -91,18 +91,35 @@ def main(cfg: DictConfig) -> None:
     if config.job is not Job.bench:
         check_tasks_or_exit(config)
     output_dir = Path(config.resume or HydraConfig.get().runtime.output_dir)
+    if config.shard is not None and not config.resume:  # the shards of a config, side by side
+        index, count = config.shard_of
+        output_dir = output_dir / f"shard-{index}-of-{count}"
     if config.job is Job.bench:
         run_bench(config, output_dir)
     elif config.job is Job.evaluate:
         run_evaluate(config, output_dir)
     else:
         from harness.loop.job import run_loop
+        from harness.loop.ports import PortRangeError, job_transport
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("resume")
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        status = run_loop(config, output_dir, overrides, resolved_config=resolved)
-        if HydraConfig.get().mode is not RunMode.MULTIRUN:
+        job_overrides = list(overrides)
+        multirun = HydraConfig.get().mode is RunMode.MULTIRUN
+        if multirun:  # jobs of a sweep may run side by side: each listens on its own port
+            try:
+                transport = job_transport(config.transport, HydraConfig.get().job.num)
+            except PortRangeError as exc:
+                log.error("invalid config: %s", exc)
+                raise JobFailed(str(exc)) from exc
+            if transport is not config.transport:
+                config = dataclasses.replace(config, transport=transport)
+                overrides = [*(o for o in overrides if not o.startswith("transport.listen=")),
+                             f"transport.listen={transport.listen}"]
+        status = run_loop(config, output_dir, overrides, resolved_config=resolved,
+                          job_overrides=job_overrides)
+        if not multirun:
             sys.exit(status)
         if status:  # one failed job of a sweep must not end the others (SystemExit would)
             raise JobFailed(f"{output_dir}: exit status {status} (see its log)")

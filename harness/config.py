@@ -211,10 +211,44 @@ class HarnessConfig:
     resume: Optional[str] = None
     """A run directory to finish: its finished episodes are skipped, the rest written there.
     Refused if the directory's config differs from this one (naming the first key)."""
+    shard: Optional[str] = None
+    """"i/n": run only the i-th of n interleaved shares of the config's episodes (episode k
+    of the task list, counted across tasks, when k % n == i), so one config can be spread
+    over jobs; `python -m reports` merges the shards back into one config."""
+    clients: int = 1
+    """Robots sharing the one policy server, each its own env, engine and transport client
+    in a thread of the harness, taking the task's episodes in turn: the capacity axis."""
+
+    @property
+    def shard_of(self) -> tuple[int, int]:
+        """(i, n) of `shard`; (0, 1) when the run is not sharded."""
+        if self.shard is None:
+            return 0, 1
+        index, count = self.shard.split("/")
+        return int(index), int(count)
 
     def __post_init__(self) -> None:
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
+        if self.shard is not None:
+            parts = str(self.shard).split("/")
+            if (len(parts) != 2 or not all(p.strip().isdigit() for p in parts)
+                    or not 0 <= int(parts[0]) < int(parts[1])):
+                raise ConfigError(f"shard={self.shard!r}: expected 'i/n' with 0 <= i < n, "
+                                  "e.g. shard=0/4")
+            self.shard = f"{int(parts[0])}/{int(parts[1])}"
+        if not 1 <= self.clients <= 64:
+            raise ConfigError(f"clients={self.clients}: must be in 1..64")
+        if self.clients > self.server.max_sessions:
+            raise ConfigError(f"clients={self.clients}: more than server.max_sessions="
+                              f"{self.server.max_sessions} would be turned away at session "
+                              "open; raise server.max_sessions to measure them")
+        if self.clients > 1 and self.job is Job.loop and (
+                self.faults.apply is FaultApply.emulated and not self.faults.empty):
+            raise ConfigError(f"clients={self.clients} with faults={self.faults.name} "
+                              "(emulated): each episode opens and closes its own fault "
+                              "windows on the one server and link, so robots running at once "
+                              "would stack them; use faults.apply=modelled or clients=1")
         if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
             return  # a modelled schedule touches nothing real
         faults = self.faults

@@ -99,6 +99,8 @@ class ClientEngine:
         # (usable tick, observation tick, reply, latency_s the clock uses, measured_s).
         self._arrived: list[tuple[int, int, protocol.Message, float, float]] = []
         self._last_action = np.zeros(contract.action_dim, np.float32)
+        self._merged_server_s: tuple[float | None, float | None] = (None, None)
+        """(mailbox wait, inference) the server reported for the last chunk merged."""
         self._held = False
         """Synchronous mode: every tick since the pending request's observation was a WAIT
         tick, so its chunk starts when it is merged. False once a tick fell back (the
@@ -337,6 +339,8 @@ class ClientEngine:
         sent = self._maybe_send(tick, observation) if self.state is not ClientState.DEAD else None
         result = self._choose(tick, latency_s, measured_s)
         result.committed = sent
+        if latency_s is not None:  # the merged chunk's share of its round trip on the server
+            result.server_queue_s, result.server_infer_s = self._merged_server_s
         return result
 
     def _choose(self, tick: int, latency_s: float | None,
@@ -382,6 +386,7 @@ class ClientEngine:
             self.stats.trimmed += self.queue.trimmed - trimmed
             self._last_chunk_tick = self._last_contact_tick = tick
             latency_s, measured_s = latency, measured
+            self._merged_server_s = (chunk.queue_wait_ns / 1e9, chunk.infer_ns / 1e9)
         return latency_s, measured_s
 
     def _expire_in_flight(self, tick: int) -> None:

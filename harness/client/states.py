@@ -55,6 +55,11 @@ class TickResult:
     committed: np.ndarray | None = None
     """The committed prefix of the observation sent at this tick (empty: it carried none;
     None: nothing was sent)."""
+    server_queue_s: float | None = None
+    """The merged chunk's wait in the server's mailbox (its own report): with
+    `server_infer_s`, what splits `measured_latency_s` into network, queue and inference."""
+    server_infer_s: float | None = None
+    """The merged chunk's inference time on the server (its own report)."""
 
 
 @dataclass

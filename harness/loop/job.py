@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.table import Table
@@ -29,6 +31,7 @@ from harness.faults.proxy import FaultProxy
 from harness.faults.schedule import FaultApply, FaultKind, NetworkPath
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
+from harness.overrides import quoted_override
 from harness.results.failsafe import failsafe_console_items
 from harness.results.store import ConfigMismatch, ResultsStore
 from harness.server.model_faults import write_model_fault
@@ -56,7 +59,7 @@ def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_di
                                      str(model_faults_path))
         return InProcessServer(dataclasses.replace(config, env=env, server=server))
     if model_faults_path is not None:
-        overrides = [*overrides, f"server.model_faults_path={model_faults_path}"]
+        overrides = [*overrides, quoted_override("server.model_faults_path", model_faults_path)]
     server = ServerSupervisor([*overrides, f"env.tasks={task}"], run_dir / f"server-task{task}",
                               startup_timeout_s=config.server.startup_timeout_s,
                               command_prefix=command_prefix)
@@ -109,25 +112,60 @@ def _open_kernel_link(config: HarnessConfig) -> tuple[NetnsLink, object]:
     return link, dataclasses.replace(transport, listen=address, connect=None)
 
 
-def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int,
-              pending: list[int], mechanisms: Mechanisms) -> None:
-    """The task's pending episodes through one engine, each written as it ends, each under
-    its own fault timeline (none unless `faults=` says so)."""
+def _engine_for(config: HarnessConfig, env, client, mechanisms: Mechanisms):
+    """One robot's engine, with the latency model its clock uses (a modelled link wraps
+    the configured one when the faults are modelled)."""
     latency = LatencyModel(config.latency.kind, value_s=config.latency.value_s,
                            sigma=config.latency.sigma, seed=config.seed)
     if mechanisms.modelled:
         latency = ModelledLink.for_contract(latency, env.spec.contract,
                                             chunk_size=config.policy.chunk_size,
                                             seed=config.seed)
-    engine = engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
-                        latency=latency)
+    return engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
+                      latency=latency)
+
+
+def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[object, object]],
+              task: int, pending: list[int], mechanisms: Mechanisms) -> None:
+    """The task's pending episodes, each written as it ends, each under its own fault
+    timeline (none unless `faults=` says so). Each robot (env, transport client) has its own
+    engine and takes the next pending episode when it finishes one: with `clients` > 1 they
+    run at once, in threads, against the one server (the physics and the transports release
+    the GIL; what they share is the server)."""
+    episodes: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in pending:
+        episodes.put(i)
+    engines = [_engine_for(config, env, client, mechanisms) for env, client in robots]
+    with tqdm(total=len(pending), desc=f"{config.env.name} task {task}") as progress:
+        if len(robots) == 1:
+            _run_episodes(config, store, robots[0][0], engines[0], task, episodes, mechanisms,
+                          progress, robot=0)
+        else:
+            with ThreadPoolExecutor(len(robots), thread_name_prefix="robot") as pool:
+                running = [pool.submit(_run_episodes, config, store, robots[r][0], engine, task,
+                                       episodes, mechanisms, progress, robot=r)
+                           for r, engine in enumerate(engines)]
+                for future in running:
+                    future.result()  # a robot's exception is the job's
+    for engine in engines:
+        engine.close()
+
+
+def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task: int,
+                  episodes: queue.SimpleQueue[int], mechanisms: Mechanisms, progress: tqdm, *,
+                  robot: int) -> None:
+    """Run episodes from `episodes` on one robot until none is left."""
     is_libero = env_name(config.env.name).is_libero
-    for i in tqdm(pending, desc=f"{config.env.name} task {task}"):
+    while True:
+        try:
+            i = episodes.get_nowait()
+        except queue.Empty:
+            return
         episode = task * EPISODE_IDS_PER_TASK + i + 1
         init_state = i if is_libero else None
         faults = episode_faults(config.faults, seed=config.seed, episode=episode,
                                 horizon_s=env.spec.max_steps * engine.dt,
-                                mechanisms=mechanisms, latency=latency)
+                                mechanisms=mechanisms, latency=engine.latency)
         trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
                             init_state=init_state, clock=config.clock,
                             on_tick=faults.on_tick if faults else None)
@@ -142,13 +180,15 @@ def _run_task(config: HarnessConfig, store: ResultsStore, env, client, task: int
                                                 "faults": config.faults.name,
                                                 "faults_apply": str(config.faults.apply),
                                                 "faults_started": len(faults.windows)
-                                                if faults else 0},
+                                                if faults else 0,
+                                                "clients": config.clients, "robot": robot,
+                                                "shard": config.shard},
                             events=events)
-    engine.close()
+        progress.update(1)
 
 
 def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
-             resolved_config: dict | None = None) -> int:
+             resolved_config: dict | None = None, job_overrides: list[str] | None = None) -> int:
     """Run every selected task's episodes into `output_dir` and summarize them; returns the
     process's exit status: 0, 1 if no policy server answered, none served an episode or one
     rejected the sessions, 2 if `output_dir` holds a run of another config. Every failure
@@ -160,6 +200,8 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
         except ConfigMismatch as exc:
             log.error("%s", exc)
             return 2
+    if job_overrides is not None:
+        store.record_overrides(job_overrides)
     _warn_if_presence_will_trip(config)
     try:
         _check_kernel_path(config)
@@ -168,18 +210,22 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
         return 2
     env_config = config.env
     overrides = [o for o in overrides if not o.startswith(("env.tasks=", "job=", "hydra."))]
-    for task in task_ids(env_config.name, env_config.tasks):
-        pending = [i for i in range(env_config.episodes_per_task)
-                   if not store.done(task, task * EPISODE_IDS_PER_TASK + i + 1)]
+    shard, shards = config.shard_of
+    for position, task in enumerate(task_ids(env_config.name, env_config.tasks)):
+        first = position * env_config.episodes_per_task  # the task's first index in the run
+        mine = [i for i in range(env_config.episodes_per_task) if (first + i) % shards == shard]
+        pending = [i for i in mine if not store.done(task, task * EPISODE_IDS_PER_TASK + i + 1)]
         if not pending:
-            log.info("task %d: all %d episodes already in %s", task,
-                     env_config.episodes_per_task, output_dir)
+            log.info("task %d: all %d episodes%s already in %s", task, len(mine),
+                     f" of shard {config.shard}" if config.shard else "", output_dir)
             continue
         with contextlib.ExitStack() as running:
-            env = make_env(env_config.name, cameras=tuple(env_config.cameras),
-                           image_size=(env_config.image_size, env_config.image_size),
-                           max_steps=env_config.max_steps, task_id=task)
-            running.callback(env.close)
+            envs = []
+            for _ in range(config.clients):
+                envs.append(make_env(env_config.name, cameras=tuple(env_config.cameras),
+                                     image_size=(env_config.image_size, env_config.image_size),
+                                     max_steps=env_config.max_steps, task_id=task))
+                running.callback(envs[-1].close)
             faults = config.faults
             emulated = faults.apply is FaultApply.emulated
             network = emulated and faults.has_network_faults
@@ -205,13 +251,16 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
             if network:
                 mechanisms.proxy, transport = _start_proxy(config, transport)
                 running.callback(mechanisms.proxy.stop)
-            client = make_client(transport)
-            if emulated and faults.has_message_faults:
-                client = mechanisms.client = FaultyClient(client)
-            running.callback(client.close)
-            if not _wait_for_server(config, client):
-                return 1
-            _run_task(config, store, env, client, task, pending, mechanisms)
+            robots = []
+            for env in envs:
+                client = make_client(transport)
+                if emulated and faults.has_message_faults:  # clients=1: the config checks it
+                    client = mechanisms.client = FaultyClient(client)
+                running.callback(client.close)
+                if not _wait_for_server(config, client):
+                    return 1
+                robots.append((env, client))
+            _run_task(config, store, robots, task, pending, mechanisms)
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(config, summary)

@@ -46,6 +46,10 @@ class TickRecord:
     ee_pos: list[float] | None = None
     """End-effector position after this tick's step, metres, world frame (`Env.ee_pos`);
     None if the env cannot say. What the fail-safe metrics measure motion with."""
+    server_queue_s: float | None = None
+    """The merged chunk's wait in the server's mailbox; measured_latency_s minus this and
+    `server_infer_s` is the network's share (both as the server reports them)."""
+    server_infer_s: float | None = None
 
 
 @dataclass
@@ -112,7 +116,8 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
         trace.ticks.append(TickRecord(tick, result.source.value, result.state.value,
                                       result.age_ticks, result.seq, result.latency_s,
                                       [float(a) for a in result.action], paced,
-                                      result.measured_latency_s, _ee_pos(env)))
+                                      result.measured_latency_s, _ee_pos(env),
+                                      result.server_queue_s, result.server_infer_s))
         trace.steps = tick + 1
         observation = step.observation
         if step.success:

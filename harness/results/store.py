@@ -94,6 +94,11 @@ class ResultsStore:
                     f"{self.run_dir} holds a run of another config: {key} was "
                     f"{recorded.get(key, '<absent>')!r}, is now {current.get(key, '<absent>')!r}")
 
+    def record_overrides(self, overrides: list[str]) -> None:
+        """Write the job's command-line overrides (`overrides.json`): the columns a sweep's
+        report tells its configs apart by, kept with the results they produced."""
+        _atomic_write(self.run_dir / "overrides.json", json.dumps(list(overrides)).encode())
+
     @staticmethod
     def key(task: int, episode: int) -> str:
         return f"task{task:03d}-ep{episode:04d}"

@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness.overrides import quoted_override
+
 log = logging.getLogger(__name__)
 
 LIFELINE_ENV = "HARNESS_LIFELINE_FD"
@@ -100,7 +102,7 @@ class ServerSupervisor:
         self.health_port = None
         read_end, self._lifeline = os.pipe()
         command = [*self.command_prefix, sys.executable, "-m", "harness.server", *self.overrides,
-                   f"hydra.run.dir={self.run_dir}", "hydra.output_subdir=null"]
+                   quoted_override("hydra.run.dir", self.run_dir), "hydra.output_subdir=null"]
         try:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,48 @@
+"""Ports of the jobs of one sweep: each job's server listens on its own.
+
+A multirun runs its jobs side by side (the joblib launcher) or on one host of a cluster;
+two servers told to listen on the same port would fail at bind or, worse, serve each other's
+clients. Job n listens on the configured port + n: deterministic (a re-run of the sweep gets
+the same ports, and each run directory's recorded config stays the configured one), and
+distinct within the sweep. A transport with an explicit `connect` (a server the user runs) is
+left as it is: its address is the user's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from transports import TransportKind
+from transports.loopback import tcp_address, tcp_host_port
+
+log = logging.getLogger(__name__)
+
+
+class PortRangeError(ValueError):
+    """The job's port would pass 65535."""
+
+
+def job_transport(transport, job_num: int):
+    """`transport` with its listen port moved up by `job_num` (unchanged for job 0, the local
+    transport, an explicit `connect`, or a non-TCP address).
+
+    Raises:
+        PortRangeError: the moved port would be past 65535 (naming the field).
+    """
+    if job_num == 0 or transport.kind is TransportKind.local or transport.connect is not None:
+        return transport
+    try:
+        host, port = tcp_host_port(transport.kind, transport.listen)
+    except ValueError:
+        log.warning("transport.listen=%s is not a TCP address: parallel jobs of this sweep "
+                    "share it", transport.listen)
+        return transport
+    if port == 0:
+        return transport
+    if port + job_num > 65535:
+        raise PortRangeError(f"transport.listen={transport.listen}: job {job_num} of the sweep "
+                             f"would listen on port {port + job_num} > 65535; choose a lower "
+                             "base port")
+    return dataclasses.replace(transport,
+                               listen=tcp_address(transport.kind, host, port + job_num))
