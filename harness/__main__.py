@@ -104,6 +104,7 @@ def main(cfg: DictConfig) -> None:
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("resume")
+        resolved.pop("logger")  # where results are copied is no part of what produced them
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
         job_overrides = list(overrides)
         multirun = HydraConfig.get().mode is RunMode.MULTIRUN

@@ -24,6 +24,7 @@ from harness.client.config import EngineConfig
 from harness.faults.schedule import FaultApply, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
+from harness.results.wandb_log import LoggerConfig
 from policies import PolicyName
 from transports.config import (
     GrpcTransportConfig,
@@ -207,6 +208,8 @@ class HarnessConfig:
     clock: Clock = Clock.virtual
     bench: BenchConfig = field(default_factory=BenchConfig)
     faults: FaultsConfig = MISSING
+    logger: LoggerConfig = MISSING
+    """Where results are copied besides the run directory: logger=none (default) or wandb."""
     seed: int = 0
     resume: Optional[str] = None
     """A run directory to finish: its finished episodes are skipped, the rest written there.
@@ -283,6 +286,7 @@ def register_configs() -> None:
     store.store(group="server", name="server_schema", node=ServerConfig)
     store.store(group="faults", name="faults_schema", node=FaultsConfig)
     store.store(group="client", name="client_schema", node=EngineConfig)
+    store.store(group="logger", name="logger_schema", node=LoggerConfig)
     for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
                        ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
         store.store(group="transport", name=f"{name}_schema", node=node)

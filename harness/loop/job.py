@@ -34,6 +34,7 @@ from harness.loop.runner import run_episode
 from harness.overrides import quoted_override
 from harness.results.failsafe import failsafe_console_items
 from harness.results.store import ConfigMismatch, ResultsStore
+from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
 from harness.server.model_faults import write_model_fault
 from harness.server.supervisor import ServerSupervisor
 from transports import TransportKind, TransportTimeout, make_client
@@ -205,7 +206,8 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     _warn_if_presence_will_trip(config)
     try:
         _check_kernel_path(config)
-    except KernelUnavailable as exc:
+        check_available(config.logger)
+    except (KernelUnavailable, WandbUnavailable) as exc:
         log.error("%s", exc)
         return 2
     env_config = config.env
@@ -264,7 +266,36 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(config, summary)
+    if config.logger.kind is LoggerKind.wandb:
+        _copy_to_wandb(config, store, output_dir, summary, resolved_config or {})
     return _exit_status(summary)
+
+
+def _copy_to_wandb(config: HarnessConfig, store: ResultsStore, output_dir: Path,
+                   summary: dict, resolved_config: dict) -> None:
+    """The job's wandb run: named by its overrides, grouped by its sweep, with the job's own
+    HTML report. A report that fails to render is logged and the run is copied without it:
+    the results on disk are what counts."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    name = (hydra and hydra.job.override_dirname) or output_dir.name
+    group = config.logger.group or (str(hydra.sweep.dir) if hydra and hydra.mode
+                                    is RunMode.MULTIRUN else None)
+    report = output_dir / "report.html"
+    try:
+        from reports import load_sweep
+        from reports.html import write_report
+
+        write_report(load_sweep(output_dir), report)
+    except Exception:  # noqa: BLE001 - a report is a view; the job's results stay written
+        log.exception("the HTML report of %s could not be rendered; wandb gets none",
+                      output_dir)
+        report = None
+    log_run(output_dir, dataclasses.replace(config.logger, group=group),
+            resolved_config=resolved_config, name=name, episodes=store.rows(),
+            summary=summary, report_html=report)
 
 
 def _warn_if_presence_will_trip(config: HarnessConfig) -> None:
