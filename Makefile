@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check harness transports policies envs reports tests
 	$(PY) -m pytest $(ARGS)
+
+# Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
+# root or apt the test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the HTML report's browser test will skip"
 
 bench: $(STAMP)
 	$(PY) -m harness.bench $(ARGS)

@@ -100,6 +100,7 @@ def main(cfg: DictConfig) -> None:
         run_evaluate(config, output_dir)
     else:
         from harness.loop.job import run_loop
+        from harness.loop.orphan import in_worker_process, watch_parent_once
         from harness.loop.ports import PortRangeError, job_transport
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -108,6 +109,8 @@ def main(cfg: DictConfig) -> None:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
         job_overrides = list(overrides)
         multirun = HydraConfig.get().mode is RunMode.MULTIRUN
+        if multirun and in_worker_process():
+            watch_parent_once()  # a job whose sweep was killed must not hold its port
         if multirun:  # jobs of a sweep may run side by side: each listens on its own port
             try:
                 transport = job_transport(config.transport, HydraConfig.get().job.num)
