@@ -87,9 +87,16 @@ def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
-    config = validate_or_exit(cfg)
-    if config.job is not Job.bench:
-        check_tasks_or_exit(config)
+    multirun = HydraConfig.get().mode is RunMode.MULTIRUN
+    try:
+        config = validate_or_exit(cfg)
+        if config.job is not Job.bench:
+            check_tasks_or_exit(config)
+    except SystemExit as exc:
+        if multirun:  # one invalid point of a sweep must not end the others (SystemExit would)
+            raise JobFailed(f"invalid config (exit status {exc.code}; the reason is logged "
+                            "above)") from None
+        raise
     output_dir = Path(config.resume or HydraConfig.get().runtime.output_dir)
     if config.shard is not None and not config.resume:  # the shards of a config, side by side
         index, count = config.shard_of
@@ -108,7 +115,6 @@ def main(cfg: DictConfig) -> None:
         resolved.pop("logger")  # where results are copied is no part of what produced them
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
         job_overrides = list(overrides)
-        multirun = HydraConfig.get().mode is RunMode.MULTIRUN
         if multirun and in_worker_process():
             watch_parent_once()  # a job whose sweep was killed must not hold its port
         if multirun:  # jobs of a sweep may run side by side: each listens on its own port

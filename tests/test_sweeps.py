@@ -162,3 +162,18 @@ def test_robots_sharing_a_slow_server_wait_in_its_queue(tmp_path):
     assert (merged["server_queue_s"] + merged["server_infer_s"]
             <= merged["measured_latency_s"]).all()  # the server's share is inside the trip
     assert merged["server_queue_s"].max() > 0.05  # some request waited for the other robot
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["parallel", "basic"])
+def test_an_invalid_point_of_a_sweep_fails_alone(tmp_path, launcher):
+    """Before, the invalid point's exit (status 2, from the config check) ended the sweep:
+    the valid point after it never ran."""
+    sweep = tmp_path / "sweep"
+    result = harness(tmp_path, "-m", f"hydra/launcher={launcher}", "transport=local",
+                     "clients=100,1", "env.episodes_per_task=1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "clients=100: must be in 1..64" in output and "JobFailed: invalid config" in output
+    assert [p.parent.parent.name for p in sweep.glob("*/episodes/*.json")] == [
+        "clients=1,env.episodes_per_task=1,transport=local"]
