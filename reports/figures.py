@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from statsmodels.stats.proportion import proportion_confint
 
 from harness.client.states import ClientState
 from harness.results.failsafe import FaultSpan, fault_spans
@@ -47,11 +48,16 @@ def _empty(title: str, why: str) -> go.Figure:
     return figure
 
 
-def _series(sweep: Sweep) -> pd.Series:
-    """Each config's series in the success-vs-delay plot: its transport, and whatever else
-    is swept except the delay itself."""
-    others = [k for k in sweep.swept_keys if k != "transport" and "delay" not in k]
-    configs = sweep.configs
+def _others(sweep: Sweep) -> list[str]:
+    """The swept keys that are neither the transport nor what sets the injected delay (a
+    `faults` preset or a fault's delay): what tells a transport's series apart."""
+    return [k for k in sweep.swept_keys
+            if k != "transport" and "delay" not in k and k.split(".")[0] != "faults"]
+
+
+def _series(configs: pd.DataFrame, others: list[str]) -> pd.Series:
+    """Each config's series in the success-vs-delay plot: its transport, and the other
+    swept overrides (`_others`)."""
     names = configs["transport_kind"].fillna("?").astype(str)
     for key in others:
         names = names + " " + key + "=" + configs[key].astype(str)
@@ -60,15 +66,24 @@ def _series(sweep: Sweep) -> pd.Series:
 
 def success_vs_delay(sweep: Sweep) -> go.Figure:
     """Success rate against the injected one-way delay, one series per transport (and per
-    other swept override), with Wilson 95% error bars, and a band where a series has more
-    than one delay. Series are dodged sideways a little so that points at one delay (all of
-    them, in a sweep of one delay) do not hide each other; the axis ticks are the delays."""
-    configs = sweep.configs.assign(series=_series(sweep))
-    configs = configs[configs["episodes"] > 0]
+    other swept override but the faults), with Wilson 95% error bars, and a band where a
+    series has more than one delay. Configs of one series at one delay (in a fault matrix:
+    every fault preset that adds no delay) are pooled into one point, its interval from the
+    pooled counts; the success matrix shows them apart. Series are dodged sideways a little
+    so that points at one delay do not hide each other; the axis ticks are the delays."""
+    configs = sweep.configs[sweep.configs["episodes"] > 0]
     if configs.empty:
         return _empty("Success rate vs injected delay", "no episodes")
-    delays_ms = np.sort(configs["injected_delay_s"].unique() * 1e3)
-    series = configs.sort_values("injected_delay_s").groupby("series", sort=True)
+    configs = configs.assign(series=_series(configs, _others(sweep)))
+    pooled = (configs.groupby(["series", "injected_delay_s"], sort=True)
+              .agg(successes=("successes", "sum"), episodes=("episodes", "sum"),
+                   labels=("label", lambda labels: "<br>".join(labels)))
+              .reset_index())
+    pooled["success_rate"] = pooled["successes"] / pooled["episodes"]
+    pooled["wilson95_low"], pooled["wilson95_high"] = proportion_confint(
+        pooled["successes"], pooled["episodes"], alpha=0.05, method="wilson")
+    delays_ms = np.sort(pooled["injected_delay_s"].unique() * 1e3)
+    series = pooled.groupby("series", sort=True)
     dodge_ms = 0.015 * (np.ptp(delays_ms) or 20.0)
     figure, palette = go.Figure(), qualitative.Plotly
     for i, (name, points) in enumerate(series):
@@ -87,7 +102,7 @@ def success_vs_delay(sweep: Sweep) -> go.Figure:
             marker=dict(color=colour, size=9), line=dict(color=colour),
             error_y=dict(type="data", array=points["wilson95_high"] - points["success_rate"],
                          arrayminus=points["success_rate"] - points["wilson95_low"]),
-            customdata=np.stack([points["label"], points["successes"], points["episodes"],
+            customdata=np.stack([points["labels"], points["successes"], points["episodes"],
                                  points["injected_delay_s"] * 1e3], axis=-1),
             hovertemplate="%{customdata[0]}<br>delay %{customdata[3]} ms: "
                           "%{customdata[1]}/%{customdata[2]} = %{y:.0%}<extra></extra>"))
@@ -97,6 +112,39 @@ def success_vs_delay(sweep: Sweep) -> go.Figure:
                                            delays_ms[-1] + 10 * dodge_ms]),
                          yaxis=dict(title="success rate", range=[-0.05, 1.05],
                                     tickformat=".0%"), font=FONT)
+    return figure
+
+
+def success_matrix(sweep: Sweep) -> go.Figure:
+    """Success per config at a glance: a transport per column, the rest of each config's
+    swept overrides (the fault preset, the client settings) per row, each cell its success
+    rate with its count and Wilson 95% interval."""
+    configs = sweep.configs[sweep.configs["episodes"] > 0]
+    if configs.empty:
+        return _empty("Success per config", "no episodes")
+    others = [k for k in sweep.swept_keys if k != "transport"]
+    rows = (configs[others].astype(str).apply(lambda r: " ".join(
+        f"{k}={v}" for k, v in r.items()), axis=1) if others
+        else pd.Series("all", index=configs.index))
+    cells = configs.assign(row=rows, column=configs["transport_kind"].fillna("?").astype(str))
+    cells["text"] = [f"{s}/{n}<br>{lo:.0%}-{hi:.0%}" for s, n, lo, hi in zip(
+        cells["successes"], cells["episodes"], cells["wilson95_low"], cells["wilson95_high"],
+        strict=True)]
+    order = list(dict.fromkeys(cells["row"]))
+    columns = list(dict.fromkeys(cells["column"]))
+    rate = cells.pivot_table(index="row", columns="column", values="success_rate",
+                             aggfunc="first").reindex(index=order, columns=columns)
+    text = cells.pivot_table(index="row", columns="column", values="text",
+                             aggfunc="first").reindex(index=order, columns=columns)
+    figure = go.Figure(go.Heatmap(
+        z=rate.to_numpy(), x=columns, y=order, text=text.fillna("").to_numpy(),
+        texttemplate="%{text}", colorscale="RdYlGn", zmin=0, zmax=1,
+        colorbar=dict(title="success", tickformat=".0%"),
+        hovertemplate="%{y} over %{x}<br>%{text}<extra></extra>"))
+    figure.update_layout(title="Success per config (successes/episodes, Wilson 95%)",
+                         font=FONT, height=220 + 46 * len(order),
+                         yaxis=dict(autorange="reversed"), xaxis=dict(side="top"),
+                         margin=dict(t=140))
     return figure
 
 

@@ -18,7 +18,8 @@ from plotly.offline import get_plotlyjs
 from reports import figures
 from reports.sweep import Sweep
 
-PLOT_IDS = ("plot-success-vs-delay", "plot-latency-cdf", "plot-timeline", "plot-failsafe")
+PLOT_IDS = ("plot-success-matrix", "plot-success-vs-delay", "plot-latency-cdf", "plot-timeline",
+            "plot-failsafe")
 """The ids of the page's plot divs, in page order; the config table is `table-configs`."""
 
 TABLE_ID = "table-configs"
@@ -72,6 +73,7 @@ def render_report(sweep: Sweep, *, timeline_episodes: int = 3) -> str:
     """The whole page as one string (see the module docstring). Reads only the traces of
     the timeline's episodes."""
     sections = [
+        ("Success per config", figures.success_matrix(sweep)),
         ("Success rate vs injected delay", figures.success_vs_delay(sweep)),
         ("Round-trip latency", figures.latency_cdf(sweep)),
         ("Client state per episode, with fault windows",

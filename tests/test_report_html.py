@@ -279,5 +279,23 @@ def test_a_sweep_without_episodes_still_renders_every_section(tmp_path_factory, 
     text = write_report(load_sweep(tmp_path / "sweep"), tmp_path / "report.html").read_text(
         encoding="utf-8")
     assert all(f'id="{plot_id}"' in text for plot_id in (*PLOT_IDS, TABLE_ID))
-    assert text.count('"text":"no episodes"') == 3 and '"text":"no round trips"' in text
+    assert text.count('"text":"no episodes"') == 4 and '"text":"no round trips"' in text
     assert offline_problems(text) == []
+
+
+def test_the_success_matrix_shows_each_configs_count_and_interval(tmp_path_factory):
+    from reports.figures import success_matrix
+
+    sweep = load_sweep(harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep",
+                                     *DELAY_SWEEP))
+    (heatmap,) = success_matrix(sweep).data
+    assert list(heatmap.x) == ["local"]  # the transport: a column; the rest: a row each
+    others = [k for k in sweep.swept_keys if k != "transport"]
+    expected = {" ".join(f"{k}={c[k]}" for k in others): c
+                for _, c in sweep.configs.iterrows()}
+    assert sorted(heatmap.y) == sorted(expected) and len(expected) == 4
+    for row, z, text in zip(heatmap.y, heatmap.z, heatmap.text, strict=True):
+        config = expected[row]
+        assert z[0] == config["success_rate"]
+        assert text[0] == (f"{config['successes']}/{config['episodes']}<br>"
+                           f"{config['wilson95_low']:.0%}-{config['wilson95_high']:.0%}")
