@@ -1,7 +1,7 @@
 """The same sweep with the joblib launcher at 1 and at N workers: what parallel jobs buy.
 
     python -m harness.bench.launcher                      # 12 configs, 1 vs 2 workers
-    python -m harness.bench.launcher --workers 1 2 --episodes 5 --out bench-launcher.csv
+    python -m harness.bench.launcher --workers 1 2 --episodes 20 --out bench-launcher.csv
 
 A sweep's jobs each run a harness (env, engine) and a policy server process; on a 2-core
 machine two jobs at once compete for the cores with each other's servers, so the speed-up
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="joblib worker counts to compare; the first is the baseline")
-    parser.add_argument("--episodes", type=int, default=5, help="episodes per config")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per config")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per sweep")
     parser.add_argument("--out", type=Path, default=Path("bench-launcher.csv"))
     args = parser.parse_args(argv)
