@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from envs import EnvName, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
-from harness.faults.schedule import FaultApply, FaultsConfig, NetworkPath
+from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
 from harness.loop.latency import LatencyKind
 from harness.results.wandb_log import LoggerConfig
@@ -102,9 +102,44 @@ class PolicyConfig:
     """Added inference time: none, openvla_4090 (~120 ms), openvla_l4 (~405 ms)."""
     replan_every: Optional[int] = None
     """evaluate job: steps executed from each chunk before asking again (None: all of it)."""
+    protocol: Optional[str] = None
+    """policy=remote: the external server's protocol (openpi, vla_eval, openvla, autoeval,
+    sglang; `policies.remote.policy.RemoteProtocol`)."""
+    url: Optional[str] = None
+    """policy=remote: where the external server is (ws://host:port, http://host:port)."""
+    convention: Optional[str] = None
+    """policy=remote: the model family's observation and action conventions
+    (`policies.remote.conventions`); None: the protocol's usual one."""
+    model_id: Optional[str] = None
+    """policy=remote: the model's id where the protocol's handshake does not say it."""
+    unnorm_key: Optional[str] = None
+    """policy=remote, OpenVLA family: the dataset statistics actions are un-normalized with
+    (e.g. libero_object)."""
+    dataset_statistics: Optional[str] = None
+    """policy=remote, sglang: a dataset_statistics.json (q01/q99 per unnorm_key)."""
+    image_format: str = "png"
+    """policy=remote, vla_eval: how images travel (png, jpeg, raw)."""
+    connect_timeout_s: float = 30.0
+    """policy=remote: how long a session open waits for the external server."""
+    request_timeout_s: float = 10.0
+    """policy=remote: how long one request to the external server may take."""
 
     def __post_init__(self) -> None:
         self.name = choice(PolicyName, self.name, "policy.name")
+        if self.name is PolicyName.remote:
+            from policies.remote.policy import RemoteProtocol
+
+            if self.protocol is None or not self.url:
+                raise ConfigError("policy=remote: set policy.protocol (one of "
+                                  f"{[p.value for p in RemoteProtocol]}) and policy.url")
+            self.protocol = choice(RemoteProtocol, self.protocol, "policy.protocol")
+            if self.image_format not in ("png", "jpeg", "raw"):
+                raise ConfigError(f"policy.image_format={self.image_format!r}: expected png, "
+                                  "jpeg or raw")
+            if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
+                raise ConfigError(f"policy.connect_timeout_s={self.connect_timeout_s} and "
+                                  f"policy.request_timeout_s={self.request_timeout_s}: must "
+                                  "be > 0")
         if self.chunk_size < 1:
             raise ConfigError(f"policy.chunk_size={self.chunk_size}: must be >= 1")
         from policies.slow import PROFILES
@@ -255,7 +290,17 @@ class HarnessConfig:
         if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
             return  # a modelled schedule touches nothing real
         faults = self.faults
-        if faults.has_network_faults and self.transport.kind is TransportKind.local:
+        if faults.link is not FaultLink.client and faults.has_network_faults:
+            if self.policy.name is not PolicyName.remote:
+                raise ConfigError(f"faults.link={faults.link}: the model link is our server's "
+                                  "link to an external model server (policy=remote), not "
+                                  f"policy={self.policy.name}")
+            if self.server.mode is ServerMode.external or faults.network is NetworkPath.kernel:
+                raise ConfigError(f"faults.link={faults.link}: the model link's proxy needs a "
+                                  "server the harness starts (server=process or inprocess) "
+                                  "and faults.network=proxy")
+        if (faults.has_network_faults and self.transport.kind is TransportKind.local
+                and faults.link is not FaultLink.model):
             raise ConfigError(f"faults={faults.name}: network faults act on the bytes of a "
                               "networked transport (zenoh, grpc or zmq); transport=local has "
                               "none (faults.apply=modelled applies them to the latency model)")

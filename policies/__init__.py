@@ -20,6 +20,9 @@ class PolicyName(enum.StrEnum):
     """Scripted planner on privileged state (MuJoCo tasks, LIBERO pick-and-place)."""
     torch = "torch"
     """A small MLP trained from oracle demonstrations (`python -m policies.train`)."""
+    remote = "remote"
+    """A model on someone else's server (openpi, vla-eval, OpenVLA, SGLang), driven through
+    an adapter (`policies.remote`); built by `policies.remote.make_remote_policy`."""
 
 
 def make_policy(name: str, *, env: str, task_id: int = 0, chunk_size: int = 8,
@@ -41,6 +44,9 @@ def make_policy(name: str, *, env: str, task_id: int = 0, chunk_size: int = 8,
 
 def _make_base_policy(name: PolicyName, env, *, task_id: int, chunk_size: int,
                       weights: str | None) -> Policy:
+    if name is PolicyName.remote:
+        raise ValueError("policy=remote is built from its settings (policy.protocol, "
+                         "policy.url, ...): policies.remote.make_remote_policy")
     if name is PolicyName.oracle:
         if not env.is_libero:
             from policies.oracle import MujocoOracle

@@ -244,6 +244,16 @@ class RandomOutages:
                              f"median_s={self.median_s} > 0 and sigma={self.sigma} >= 0")
 
 
+class FaultLink(enum.StrEnum):
+    """Which link network faults act on. Lower-case members: Hydra matches by name."""
+
+    client = "client"
+    """The robot (harness) <-> our policy server: the transport's traffic."""
+    model = "model"
+    """Our policy server <-> the external model server (policy=remote only)."""
+    both = "both"
+
+
 @dataclass
 class FaultsConfig:
     """The `faults` group: `none` is the default; see conf/faults/ for the presets."""
@@ -252,12 +262,16 @@ class FaultsConfig:
     apply: FaultApply = FaultApply.emulated
     network: NetworkPath = NetworkPath.proxy
     """Emulated network faults: through the user-space proxy or the kernel."""
+    link: FaultLink = FaultLink.client
+    """Emulated network faults: on the robot's link to our server, on our server's link to
+    an external model server (policy=remote), or on both."""
     timed: list[TimedFault] = field(default_factory=list)
     random: RandomOutages = field(default_factory=RandomOutages)
 
     def __post_init__(self) -> None:
         self.apply = choice(FaultApply, self.apply, "faults.apply")
         self.network = choice(NetworkPath, self.network, "faults.network")
+        self.link = choice(FaultLink, self.link, "faults.link")
 
     @property
     def empty(self) -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import queue
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,10 +26,11 @@ from harness.console import make_console
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.kernel import NetnsLink
 from harness.faults.kernel import detect as kernel_support
+from harness.faults.links import ProxyGroup
 from harness.faults.messages import FaultyClient
 from harness.faults.modelled import ModelledLink
 from harness.faults.proxy import FaultProxy
-from harness.faults.schedule import FaultApply, FaultKind, NetworkPath
+from harness.faults.schedule import FaultApply, FaultKind, FaultLink, NetworkPath
 from harness.loop.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.overrides import quoted_override
@@ -80,6 +82,19 @@ def _start_proxy(config: HarnessConfig, transport) -> tuple[FaultProxy, object]:
              else "absent, " + support.reasons.get("netem", "?"))
     return proxy, dataclasses.replace(transport,
                                       connect=loopback_address(transport.kind, proxy_port))
+
+
+def _start_model_proxy(config: HarnessConfig) -> tuple[FaultProxy, str]:
+    """A fault proxy in front of the external model server (`policy.url`), and the URL our
+    server dials it through."""
+    parts = urllib.parse.urlsplit(config.policy.url)
+    port = parts.port or {"https": 443, "wss": 443}.get(parts.scheme, 80)
+    proxy = FaultProxy(parts.hostname, port, seed=config.seed)
+    proxy_port = proxy.start()
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"127.0.0.1:{proxy_port}"))
+    log.info("network faults on the model link: our server dials %s, the proxy forwards to "
+             "%s:%d", url, parts.hostname, port)
+    return proxy, url
 
 
 class KernelUnavailable(RuntimeError):
@@ -243,16 +258,29 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                 server_overrides = [*(o for o in overrides
                                       if not o.startswith("transport.listen=")),
                                     f"transport.listen={transport.listen}"]
-            server = _start_server(config, task, server_overrides, output_dir, model_faults_path,
-                                   command_prefix=prefix)
+            links = faults.link if network else FaultLink.client
+            model_proxy = None
+            if links is not FaultLink.client:  # before the server: it dials the model at start
+                model_proxy, url = _start_model_proxy(config)
+                running.callback(model_proxy.stop)
+                server_overrides = [*(o for o in server_overrides
+                                      if not o.startswith("policy.url=")),
+                                    quoted_override("policy.url", url)]
+            run_config = config if model_proxy is None else dataclasses.replace(
+                config, policy=dataclasses.replace(config.policy, url=url))
+            server = _start_server(run_config, task, server_overrides, output_dir,
+                                   model_faults_path, command_prefix=prefix)
             if server is not None:
                 running.callback(server.stop)
             mechanisms = Mechanisms(server=server if isinstance(server, ServerSupervisor)
                                     else None, model_faults_path=model_faults_path,
                                     kernel=kernel, modelled=not emulated)
-            if network:
+            if network and links is not FaultLink.model:
                 mechanisms.proxy, transport = _start_proxy(config, transport)
                 running.callback(mechanisms.proxy.stop)
+            if model_proxy is not None:
+                mechanisms.proxy = (model_proxy if mechanisms.proxy is None
+                                    else ProxyGroup([mechanisms.proxy, model_proxy]))
             robots = []
             for env in envs:
                 client = make_client(transport)

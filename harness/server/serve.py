@@ -20,7 +20,7 @@ from harness.server.metrics import HealthEndpoint
 from harness.server.model_faults import ModelFaults
 from harness.server.policy_server import PolicyServer
 from harness.server.supervisor import LIFELINE_ENV
-from policies import Policy, make_policy
+from policies import Policy, PolicyName, make_policy
 from transports import make_server
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,19 @@ def policy_factory(config) -> Callable[[], Policy]:
     policy = config.policy
     # "all" starts at task 0: no need to ask the suite how many it has.
     task = 0 if config.env.tasks == "all" else task_ids(config.env.name, config.env.tasks)[0]
+    if policy.name is PolicyName.remote:
+        from policies.remote import RemoteSettings, make_remote_policy
+
+        settings = RemoteSettings(
+            protocol=policy.protocol, url=policy.url, convention=policy.convention,
+            model_id=policy.model_id, unnorm_key=policy.unnorm_key,
+            dataset_statistics=policy.dataset_statistics, image_format=policy.image_format,
+            connect_timeout_s=policy.connect_timeout_s,
+            request_timeout_s=policy.request_timeout_s)
+        size = (config.env.image_size, config.env.image_size)
+        return lambda: make_remote_policy(settings, env=config.env.name, task_id=task,
+                                          cameras=tuple(config.env.cameras), image_size=size,
+                                          chunk_size=policy.chunk_size)
     return lambda: make_policy(policy.name, env=config.env.name, task_id=task,
                                chunk_size=policy.chunk_size, weights=policy.weights,
                                latency_profile=policy.latency_profile, seed=config.seed)

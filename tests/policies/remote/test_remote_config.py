@@ -1,0 +1,49 @@
+"""`policy=remote` and `faults.link`: a config that cannot run fails at startup naming the
+field."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.config import ConfigError, config_dir, register_configs, validate
+
+register_configs()
+
+
+def config(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=list(overrides)))
+
+
+REMOTE = ("policy=remote", "policy.protocol=openpi", "policy.url=ws://127.0.0.1:8000")
+
+
+def test_a_remote_policy_composes_with_its_protocol_and_url():
+    policy = config(*REMOTE).policy
+    assert (policy.protocol, policy.url, policy.name) == ("openpi", "ws://127.0.0.1:8000",
+                                                          "remote")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("policy=remote",), "policy=remote: set policy.protocol"),
+    (("policy=remote", "policy.protocol=grpc", "policy.url=x"), "policy.protocol"),
+    ((*REMOTE, "policy.image_format=gif"), "policy.image_format='gif'"),
+    ((*REMOTE, "policy.request_timeout_s=0"), "must be > 0"),
+    (("transport=zmq", "faults=lte", "faults.link=model"),
+     "faults.link=model: the model link is our server's link to an external model server"),
+    ((*REMOTE, "transport=zmq", "faults=lte", "faults.link=both", "server=external"),
+     "faults.link=both: the model link's proxy needs a server the harness starts"),
+    ((*REMOTE, "transport=zmq", "faults=lte", "faults.link=model", "faults.network=kernel"),
+     "faults.network=proxy"),
+])
+def test_a_remote_config_that_cannot_run_names_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config(*overrides)
+
+
+def test_the_model_link_alone_needs_no_networked_transport():
+    """faults.link=model puts the proxy on our server's link to the model: the robot's link
+    may be the in-process one."""
+    faults = config(*REMOTE, "transport=local", "faults=lte", "faults.link=model").faults
+    assert (faults.link, faults.has_network_faults) == ("model", True)
