@@ -18,6 +18,7 @@ import _thread
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 
@@ -44,8 +45,14 @@ def watch_parent_once() -> None:
 
 def watch_parent(*, poll_s: float = POLL_S, exit_after_s: float = EXIT_AFTER_S) -> threading.Thread:
     """Start a daemon thread that interrupts the main thread (KeyboardInterrupt) when this
-    process's parent changes, and ends the process `exit_after_s` later if it still runs."""
+    process's parent changes, and ends the process `exit_after_s` later if it still runs.
+
+    Called from the main thread, it also makes SIGINT raise KeyboardInterrupt: a process
+    started in the background (`nohup`, `cmd &`, CI) inherits SIGINT ignored, and then
+    `interrupt_main` does nothing and the job would end without its clean-up."""
     parent = os.getppid()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         while os.getppid() == parent:
