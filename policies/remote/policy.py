@@ -34,7 +34,8 @@ class RemoteProtocol(enum.StrEnum):
     openvla = "openvla"
     """OpenVLA's `vla-scripts/deploy.py`: HTTP POST /act, json-numpy, one action."""
     autoeval = "autoeval"
-    """An AutoEval-style FastAPI /act server: `{"action": ...}` replies, a reset endpoint."""
+    """An AutoEval-style FastAPI /act server (proprio in the request, a reset endpoint; the
+    reply a bare array, as deploy.py's, or `{"action": ...}`)."""
     sglang = "sglang"
     """SGLang's POST /generate serving OpenVLA: 7 action tokens, decoded here."""
 
