@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean chromium peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium peers
 	$(PY) -m ruff check harness transports policies envs reports tests
 	$(PY) -m pytest $(ARGS)
 
@@ -25,8 +25,13 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium could not be installed: the HTML report's browser test will skip"
 
+# The real peer servers of the remote-adapter tests (peers/README.md), each in a venv of its
+# own (their numpy pins differ from ours); a no-op once built.
+peers:
+	bash peers/setup.sh
+
 bench: $(STAMP)
 	$(PY) -m harness.bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info outputs multirun
+	rm -rf $(VENV) build dist *.egg-info outputs multirun peers/.venv-openpi peers/.venv-vlaeval

@@ -112,6 +112,9 @@ class PolicyConfig:
     (`policies.remote.conventions`); None: the protocol's usual one."""
     model_id: Optional[str] = None
     """policy=remote: the model's id where the protocol's handshake does not say it."""
+    reply_chunk: Optional[int] = None
+    """policy=remote: actions per reply where the handshake does not say it (openpi's
+    metadata has no action shape: e.g. 10 for pi0 on LIBERO; the HTTP servers answer 1)."""
     unnorm_key: Optional[str] = None
     """policy=remote, OpenVLA family: the dataset statistics actions are un-normalized with
     (e.g. libero_object)."""
@@ -136,6 +139,8 @@ class PolicyConfig:
             if self.image_format not in ("png", "jpeg", "raw"):
                 raise ConfigError(f"policy.image_format={self.image_format!r}: expected png, "
                                   "jpeg or raw")
+            if self.reply_chunk is not None and self.reply_chunk < 1:
+                raise ConfigError(f"policy.reply_chunk={self.reply_chunk}: must be >= 1")
             if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
                 raise ConfigError(f"policy.connect_timeout_s={self.connect_timeout_s} and "
                                   f"policy.request_timeout_s={self.request_timeout_s}: must "

@@ -440,6 +440,13 @@ class ClientEngine:
             self._advance_reopen()
             return
         if self.queue.depth(tick) == 0:
+            if (self.config.mode is ClientMode.synchronous and self._last_chunk_tick == tick
+                    and self.state is ClientState.STALLED):
+                # A chunk came back after a loss but its actions were all stale (a server
+                # answering one action per observation always is, after a tick fell back):
+                # contact is back, so the next request is waited for again, not fallen
+                # back through, or such a server never recovers.
+                self.state = ClientState.STREAMING
             return  # tick() decides STALLED when it has to fall back
         lost_since_chunk = self._last_loss_tick is not None and (
             self._last_chunk_tick is None or self._last_loss_tick > self._last_chunk_tick)

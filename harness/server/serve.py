@@ -36,7 +36,8 @@ def policy_factory(config) -> Callable[[], Policy]:
 
         settings = RemoteSettings(
             protocol=policy.protocol, url=policy.url, convention=policy.convention,
-            model_id=policy.model_id, unnorm_key=policy.unnorm_key,
+            model_id=policy.model_id, reply_chunk=policy.reply_chunk,
+            unnorm_key=policy.unnorm_key,
             dataset_statistics=policy.dataset_statistics, image_format=policy.image_format,
             connect_timeout_s=policy.connect_timeout_s,
             request_timeout_s=policy.request_timeout_s)

@@ -18,6 +18,7 @@ class RemoteSettings:
     url: str
     convention: str | None = None
     model_id: str | None = None
+    reply_chunk: int | None = None
     unnorm_key: str | None = None
     dataset_statistics: str | None = None
     image_format: str = "png"
@@ -33,11 +34,12 @@ def make_adapter(settings: RemoteSettings, *, action_dim: int):
     if protocol is RemoteProtocol.openpi:
         from policies.remote.openpi import OpenpiAdapter
 
-        return OpenpiAdapter(**common)
+        return OpenpiAdapter(**common, chunk_size=settings.reply_chunk)
     if protocol is RemoteProtocol.vla_eval:
         from policies.remote.vla_eval import VlaEvalAdapter
 
-        return VlaEvalAdapter(**common, image_format=settings.image_format)
+        return VlaEvalAdapter(**common, image_format=settings.image_format,
+                              chunk_size=settings.reply_chunk or 1)
     if protocol is RemoteProtocol.sglang:
         from policies.remote.sglang import SglangAdapter
 
@@ -45,7 +47,8 @@ def make_adapter(settings: RemoteSettings, *, action_dim: int):
                              dataset_statistics=settings.dataset_statistics)
     from policies.remote.openvla_http import OpenvlaHttpAdapter
 
-    return OpenvlaHttpAdapter(**common, flavour=protocol.value, unnorm_key=settings.unnorm_key)
+    return OpenvlaHttpAdapter(**common, flavour=protocol.value, unnorm_key=settings.unnorm_key,
+                              chunk_size=settings.reply_chunk or 1)
 
 
 def make_remote_policy(settings: RemoteSettings, *, env: str, task_id: int,
