@@ -39,6 +39,7 @@ from harness.results.store import ConfigMismatch, ResultsStore
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
 from harness.server.model_faults import write_model_fault
 from harness.server.supervisor import ServerSupervisor
+from policies import PolicyName
 from transports import TransportKind, TransportTimeout, make_client
 from transports.loopback import loopback_address, tcp_address, tcp_host_port
 
@@ -137,8 +138,10 @@ def _engine_for(config: HarnessConfig, env, client, mechanisms: Mechanisms):
         latency = ModelledLink.for_contract(latency, env.spec.contract,
                                             chunk_size=config.policy.chunk_size,
                                             seed=config.seed)
-    return engine_for(env.spec, client, config.client, chunk_size=config.policy.chunk_size,
-                      latency=latency)
+    # A remote model's chunk is what its server returns (cut to policy.chunk_size): the
+    # robot accepts the chunk the session's contract names (0: any).
+    chunk_size = 0 if config.policy.name is PolicyName.remote else config.policy.chunk_size
+    return engine_for(env.spec, client, config.client, chunk_size=chunk_size, latency=latency)
 
 
 def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[object, object]],
