@@ -43,13 +43,14 @@ def test_env_yaml_composes_and_names_its_env(name):
 
 @pytest.mark.parametrize("name", POLICY_FILES)
 def test_policy_yaml_composes_and_names_its_policy(name):
-    assert validate(compose_config(f"policy={name}")).policy.name == name
+    needs = {"remote": ["policy.protocol=openpi", "policy.url=ws://127.0.0.1:8000"]}
+    assert validate(compose_config(f"policy={name}", *needs.get(name, []))).policy.name == name
 
 
 def test_every_env_and_policy_has_a_yaml():
     assert ENV_FILES == sorted(["mujoco_reach", "mujoco_pick_place", "libero_spatial",
                                 "libero_object", "libero_goal", "libero_10", "libero_90"])
-    assert POLICY_FILES == ["oracle", "torch"]
+    assert POLICY_FILES == ["oracle", "remote", "torch"]
 
 
 def test_default_transport_is_zenoh_on_loopback_dialling_its_listen_address():
