@@ -6,6 +6,7 @@ state layout, prompts and gripper mapping."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -234,14 +235,31 @@ def test_resize_with_pad_resizes_a_batch_image_by_image():
     np.testing.assert_array_equal(out[1, 0, :, [0, 3]], 0)
 
 
+RESIZE_IN_PEER = """
+import json, sys
+import numpy as np
+from openpi_client import image_tools
+data, shapes, out, offset = sys.stdin.buffer.read(), json.loads(sys.argv[1]), [], 0
+for shape in shapes:
+    size = int(np.prod(shape))
+    image = np.frombuffer(data[offset:offset + size], np.uint8).reshape(shape)
+    offset += size
+    out.append(image_tools.resize_with_pad(image, 224, 224).tobytes())
+sys.stdout.buffer.write(b"".join(out))
+"""
+
+
 def test_resize_with_pad_matches_openpi_client():
-    """The peer implementation, where it is installed (openpi-client needs numpy < 2)."""
-    image_tools = pytest.importorskip("openpi_client.image_tools")
+    """The peer's own implementation, run in its venv (openpi-client needs numpy < 2)."""
+    from tests.policies.remote.peers import OPENPI_VENV, run_in_peer
+
     rng = np.random.default_rng(2)
-    for shape in [(256, 256, 3), (128, 128, 3), (100, 300, 3), (480, 640, 3), (3, 5, 3)]:
-        image = rng.integers(0, 256, shape, dtype=np.uint8)
-        np.testing.assert_array_equal(resize_with_pad(image, 224, 224),
-                                      image_tools.resize_with_pad(image, 224, 224))
+    shapes = [(256, 256, 3), (128, 128, 3), (100, 300, 3), (480, 640, 3), (3, 5, 3)]
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
+    theirs = run_in_peer(OPENPI_VENV, RESIZE_IN_PEER, json.dumps(shapes),
+                         stdin=b"".join(image.tobytes() for image in images))
+    ours = b"".join(resize_with_pad(image, 224, 224).tobytes() for image in images)
+    assert len(theirs) == len(ours) == 5 * 224 * 224 * 3 and theirs == ours
 
 
 # --- OpenVLA's resize and center crop ---------------------------------------------------
