@@ -5,7 +5,9 @@ state and an instruction, sent raw (~301 KB) or with JPEG images (~26 KB); the a
 8x7 float32 chunk. Every network peer runs in its own process (`harness.bench.peer`). In the
 same run, three references give the numbers meaning: a raw length-prefixed TCP floor, the
 in-process codec floor, and a websocket + msgpack baseline (what openpi and vla-eval model
-servers speak). Ratios are taken within one run because this machine is noisy.
+servers speak). Ratios are taken within one run because this machine is noisy. Where
+their venvs exist, rows for the real openpi and vla-eval clients and servers and for our
+adapter hop to openpi follow (`harness.bench.peers`).
 
     python -m harness.bench --round-trips 1000 --csv bench.csv
 """
@@ -59,6 +61,9 @@ class BenchResult:
     request_bytes: int
     samples_ms: np.ndarray
     """One per round trip; NaN for a round trip that was lost (best-effort stream path)."""
+    floor_payload: str | None = None
+    """The payload whose floors the ratios use; None: its own (a peer's png row is compared
+    with the raw floors: the same observation)."""
 
     @property
     def lost(self) -> int:
@@ -210,8 +215,10 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
 
 def run_benchmark(transports: Iterable[TransportConfig], *, round_trips: int = 1000,
                   warmup: int = 100, image_size: int = 224, jpeg_quality: int = 80,
-                  floors: bool = True, console: Console | None = None) -> list[BenchResult]:
-    """Measure every path for both payloads; returns one result per (path, payload)."""
+                  floors: bool = True, peers: bool = False,
+                  console: Console | None = None) -> list[BenchResult]:
+    """Measure every path for both payloads; returns one result per (path, payload), then,
+    with `peers`, the rows of `harness.bench.peers` (none for a peer without its venv)."""
     payloads = observation_payloads(image_size, jpeg_quality)
     transports = [on_free_port(t) for t in transports]
     jobs: list[tuple[str, str, Callable[[], dict[str, np.ndarray]]]] = []
@@ -230,14 +237,24 @@ def run_benchmark(transports: Iterable[TransportConfig], *, round_trips: int = 1
             jobs.append((config.kind, name,
                          lambda c=config, p=payload: bench_transport(c, p, warmup, round_trips)))
 
+    peer_jobs = []
+    if peers:
+        from harness.bench.peers import peer_jobs as make_peer_jobs
+
+        peer_jobs = make_peer_jobs(image_size=image_size, warmup=warmup, round_trips=round_trips)
+
     results: list[BenchResult] = []
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("benchmarking", total=len(jobs))
+        task = progress.add_task("benchmarking", total=len(jobs) + len(peer_jobs))
         for path, name, job in jobs:
             progress.update(task, description=f"{path} ({name})")
             for sub_path, samples in job().items():
                 label = f"{path} {sub_path}".strip()
                 results.append(BenchResult(label, name, len(payloads[name]), samples))
+            progress.advance(task)
+        for description, peer_job in peer_jobs:
+            progress.update(task, description=description)
+            results += peer_job()
             progress.advance(task)
     return results
 
@@ -252,7 +269,8 @@ def result_rows(results: list[BenchResult]) -> list[dict[str, object]]:
 
     rows = []
     for r in results:
-        tcp, ws = p50_of("tcp floor", r.payload), p50_of("websocket+msgpack", r.payload)
+        floor = r.floor_payload or r.payload
+        tcp, ws = p50_of("tcp floor", floor), p50_of("websocket+msgpack", floor)
         p50 = r.percentile(50)
         rows.append({
             "path": r.path, "payload": r.payload, "request_bytes": r.request_bytes,
@@ -297,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=80)
     parser.add_argument("--no-floors", action="store_true",
                         help="skip the TCP, codec and websocket references")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the rows of the real openpi and vla-eval peers")
     parser.add_argument("--csv", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.transports.split(",") if k.strip()]
@@ -310,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run_benchmark([CONFIG_CLASSES[k]() for k in kinds], round_trips=args.round_trips,
                             warmup=args.warmup, image_size=args.image_size,
                             jpeg_quality=args.jpeg_quality, floors=not args.no_floors,
-                            console=console)
+                            peers=not args.no_peers, console=console)
     rows = result_rows(results)
     print_table(rows, console)
     write_csv(rows, args.csv)
