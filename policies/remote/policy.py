@@ -19,7 +19,7 @@ import numpy as np
 
 from envs import env_name
 from harness.protocol.contract import Contract
-from policies.remote.base import Adapter, Convention, RemoteError
+from policies.remote.base import Adapter, Convention, RemoteError, SpecMismatch
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class RemotePolicy:
         self._adapter = adapter
         self._convention = convention
         remote = adapter.connect(connect_timeout_s)
+        if remote.action_dim != robot.action_dim:
+            raise SpecMismatch(f"action_dim: the external model {remote.model_id!r} returns "
+                               f"{remote.action_dim}, the env takes {robot.action_dim} "
+                               f"({list(robot.action_names)})")
         self.remote = remote
         self._use = min(chunk_size, remote.chunk_size)
         state, images = convention.reads()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from envs.base import EnvObservation
-from policies.remote.base import ModelInput, RemoteError, RemoteSpec
+from policies.remote.base import ModelInput, RemoteError, RemoteSpec, SpecMismatch
 from policies.remote.policy import RemotePolicy, robot_contract
 
 
@@ -94,4 +94,13 @@ def test_a_convention_reading_what_the_env_does_not_give_fails_naming_it():
 
     with pytest.raises(ValueError, match=r"\['agentview'\].*set env.cameras"):
         RemotePolicy(ScriptedAdapter(SPEC, []), NeedsCamera(), ROBOT, chunk_size=4,
+                     connect_timeout_s=3.0)
+
+
+def test_a_model_of_another_action_width_is_refused_before_any_session():
+    wide = RemoteSpec(action_dim=ROBOT.action_dim + 4, chunk_size=10, model_id="pi0-7d")
+    with pytest.raises(SpecMismatch, match=r"action_dim: the external model 'pi0-7d' returns "
+                                           rf"{ROBOT.action_dim + 4}, the env takes "
+                                           rf"{ROBOT.action_dim}"):
+        RemotePolicy(ScriptedAdapter(wide, []), StateOnly(), ROBOT, chunk_size=4,
                      connect_timeout_s=3.0)
