@@ -164,9 +164,13 @@ def invert_gripper_action(actions: np.ndarray) -> np.ndarray:
     return out
 
 
+OPENVLA_PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+"""OpenVLA-7B's prompt (deploy.py `get_openvla_prompt`, not the `v01` chat variant)."""
+
+
 def openvla_prompt(instruction: str) -> str:
     """OpenVLA's prompt (openvla_utils.py:163, deploy.py:62): the instruction lower-cased."""
-    return f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    return OPENVLA_PROMPT_TEMPLATE.format(instruction=instruction.lower())
 
 
 def _check_cameras(name: str, cameras: tuple[str, ...], needed: tuple[str, ...]) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import enum
 import math
-import struct
-import zlib
 
 import msgpack
 import numpy as np
 import simplejpeg
+
+from policies.remote.png import png_bytes
 
 ALLOWED_DTYPE_KINDS = frozenset("biuf")
 """bool, signed and unsigned int, float: the dtypes a decoded array may have."""
@@ -133,25 +133,9 @@ def encode_image(image: np.ndarray, fmt: ImageFormat) -> dict[str, object]:
         return {"__ndarray__": True, "data": image.tobytes(), "dtype": image.dtype.str,
                 "shape": list(image.shape)}
     pixels = np.ascontiguousarray(image)
-    data = (png_bytes(pixels) if fmt is ImageFormat.png
+    data = (png_bytes(pixels, level=PNG_ZLIB_LEVEL) if fmt is ImageFormat.png
             else simplejpeg.encode_jpeg(pixels, quality=JPEG_QUALITY, colorspace="RGB"))
     return {"__image__": True, "format": fmt.value, "data": data, "shape": list(image.shape)}
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A PNG (8-bit RGB, no filter, no interlace) of an HxWx3 uint8 image."""
-    height, width = image.shape[:2]
-    rows = np.zeros((height, 1 + 3 * width), np.uint8)  # filter byte 0 (None) per row
-    rows[:, 1:] = image.reshape(height, 3 * width)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_ZLIB_LEVEL))
-            + chunk(b"IEND", b""))
 
 
 def _vla_eval_default(obj: object) -> object:

@@ -35,20 +35,12 @@ import numpy as np
 
 from policies.remote import json_numpy
 from policies.remote.base import ModelInput, RemoteError, RemoteSpec, RemoteUnavailable
+from policies.remote.conventions import OPENVLA_PROMPT_TEMPLATE
 
 DEFAULT_MODEL_ID = "openvla/openvla-7b"
 """deploy.py's default `openvla_path`, reported when the config names no model."""
 
-OPENVLA_PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
-"""OpenVLA-7B's prompt (deploy.py `get_openvla_prompt`, not the `v01` chat variant)."""
-
 _PREFIX, _SUFFIX = OPENVLA_PROMPT_TEMPLATE.split("{instruction}")
-
-
-def openvla_prompt(instruction: str) -> str:
-    """`instruction` in OpenVLA's template, lower-cased as deploy.py and OpenVLA's LIBERO
-    eval do."""
-    return OPENVLA_PROMPT_TEMPLATE.format(instruction=instruction.lower())
 
 
 def openvla_instruction(prompt: str) -> str:

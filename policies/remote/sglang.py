@@ -16,16 +16,14 @@ difference from `predict_action` remains on the server side: HF OpenVLA appends 
 (the empty SentencePiece piece) after "Out:" before generating; SGLang tokenizes the text
 as given.
 
-The PNG is written by a small stdlib encoder (`png_bytes`: zlib, 8-bit RGB, no filtering),
-so the adapter needs no imaging library.
+The PNG is written by the stdlib encoder of `policies.remote.png` (zlib level 6, 8-bit RGB,
+no filtering), so the adapter needs no imaging library.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,43 +41,18 @@ from policies.remote.base import (
     RemoteUnavailable,
     SpecMismatch,
 )
+from policies.remote.conventions import OPENVLA_PROMPT_TEMPLATE, openvla_prompt
 from policies.remote.openvla_http import (
-    OPENVLA_PROMPT_TEMPLATE,
     HttpJsonClient,
     check_actions,
     http_error,
-    openvla_prompt,
     resolve_unnorm_key,
     select_image,
 )
+from policies.remote.png import png_bytes
 
 __all__ = ["OPENVLA_PROMPT_TEMPLATE", "SglangAdapter", "openvla_prompt", "png_bytes",
            "png_data_url"]
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """`image` (HxWx3 uint8, H and W >= 1) as a lossless 8-bit RGB PNG: IHDR, one zlib IDAT
-    of rows each prefixed by filter type 0, IEND.
-
-    Raises:
-        ValueError: not HxWx3 uint8, or empty.
-    """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise ValueError(f"PNG needs a non-empty HxWx3 uint8 image, got {image.shape} "
-                         f"{image.dtype}")
-    height, width, _ = image.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8),
-                           np.ascontiguousarray(image).reshape(height, width * 3)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, RGB, no interlace
-    return (_PNG_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _chunk(b"IEND", b""))
-
 
 def png_data_url(image: np.ndarray) -> str:
     """`image` as the `data:image/png;base64,...` URL SGLang's `image_data` takes."""

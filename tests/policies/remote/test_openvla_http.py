@@ -11,12 +11,12 @@ import pytest
 
 from policies.remote import json_numpy as codec
 from policies.remote.base import ModelInput, RemoteError, RemoteUnavailable
+from policies.remote.conventions import openvla_prompt
 from policies.remote.openvla_http import (
     Flavour,
     OpenvlaHttpAdapter,
     check_actions,
     openvla_instruction,
-    openvla_prompt,
 )
 from transports.loopback import free_port
 
