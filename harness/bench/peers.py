@@ -132,7 +132,8 @@ print(json.dumps({"request_bytes": size, "samples_ms": samples}))
 """
 
 
-def _healthy(port: int, path: str) -> bool:
+def healthy(port: int, path: str) -> bool:
+    """The peer on loopback `port` answers 200 at its health endpoint `path`."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
     try:
         conn.request("GET", path)
@@ -158,7 +159,7 @@ def running_peer(peer: Peer, log_dir: Path) -> Iterator[str]:
                                 stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _healthy(port, peer.health_path):
+        while not healthy(port, peer.health_path):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{peer.script} did not become ready on port {port}:\n"
                                    f"{log_path.read_text()[-2000:]}")

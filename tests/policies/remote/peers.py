@@ -5,7 +5,6 @@ killed by pid. Without a peer's venv its tests skip and say how to build it."""
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -14,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.bench.peers import OPENPI, VLA_EVAL, Peer, healthy
 from transports.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[3]
-PEERS = REPO / "peers"
-OPENPI_VENV = PEERS / ".venv-openpi"
-VLA_EVAL_VENV = PEERS / ".venv-vlaeval"
+OPENPI_VENV = OPENPI.venv
+VLA_EVAL_VENV = VLA_EVAL.venv
 START_TIMEOUT_S = 30.0
 
 
@@ -65,10 +64,10 @@ def assert_same_value(got: object, want: object) -> None:
 class PeerServer:
     """One peer server process; `start` and `stop` may alternate (same port each time)."""
 
-    venv: Path
-    script: Path
+    peer: Peer
+    """Where its venv and script are, how it takes its port, where its health endpoint is
+    (`harness.bench.peers`: the benchmark starts the same servers)."""
     args: list[str]
-    health_path: str
     log_path: Path
     port: int = field(default_factory=free_port)
     _proc: subprocess.Popen | None = None
@@ -80,17 +79,17 @@ class PeerServer:
     def start(self) -> PeerServer:
         """Start the server and block until its health endpoint answers 200; fails the test
         with the server's log after `START_TIMEOUT_S`."""
-        python = peer_python(self.venv)
+        python = peer_python(self.peer.venv)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(python), str(self.script), *self._port_args(), *self.args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [str(python), str(self.peer.script), *self.peer.address_args(self.port),
+                 *self.args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._healthy():
+        while not healthy(self.port, self.peer.health_path):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"peer {self.script.relative_to(REPO)} did not become ready on "
-                            f"port {self.port}:\n{self.log_path.read_text()[-3000:]}",
+                pytest.fail(f"peer {self.peer.script.relative_to(REPO)} did not become ready "
+                            f"on port {self.port}:\n{self.log_path.read_text()[-3000:]}",
                             pytrace=False)
             time.sleep(0.02)
         return self
@@ -103,34 +102,12 @@ class PeerServer:
         if proc is not None:
             proc.wait(timeout=10)
 
-    def _port_args(self) -> list[str]:
-        return ["--port", str(self.port)]
-
-    def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=0.5)
-        try:
-            conn.request("GET", self.health_path)
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-
-class VlaEvalPeerServer(PeerServer):
-    """vla-eval's `run_server` puts the bind address in `--address host:port`."""
-
-    def _port_args(self) -> list[str]:
-        return ["--address", f"127.0.0.1:{self.port}"]
-
 
 def openpi_peer(tmp_path: Path, *args: str) -> PeerServer:
     """`peers/openpi/serve.py` (openpi's `WebsocketPolicyServer`), not yet started."""
-    return PeerServer(OPENPI_VENV, PEERS / "openpi" / "serve.py", list(args), "/healthz",
-                      tmp_path / "openpi-peer.log")
+    return PeerServer(OPENPI, list(args), tmp_path / "openpi-peer.log")
 
 
 def vla_eval_peer(tmp_path: Path, *args: str) -> PeerServer:
     """`peers/vla_eval/serve.py` (vla-eval's `run_server`), not yet started."""
-    return VlaEvalPeerServer(VLA_EVAL_VENV, PEERS / "vla_eval" / "serve.py", list(args),
-                             "/health", tmp_path / "vla-eval-peer.log")
+    return PeerServer(VLA_EVAL, list(args), tmp_path / "vla-eval-peer.log")
