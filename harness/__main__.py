@@ -52,7 +52,7 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
 def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
     from rich.table import Table
 
-    from harness.loop.evaluate import evaluate_tasks
+    from harness.jobs.evaluate import evaluate_tasks
     from harness.results.stats import wilson_interval
 
     env_config, policy_config = config.env, config.policy
@@ -106,7 +106,7 @@ def main(cfg: DictConfig) -> None:
     elif config.job is Job.evaluate:
         run_evaluate(config, output_dir)
     else:
-        from harness.loop.job import run_loop
+        from harness.jobs.loop import run_loop
         from harness.loop.orphan import in_worker_process, watch_parent_once
         from harness.loop.ports import PortRangeError, job_transport
 

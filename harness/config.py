@@ -23,7 +23,7 @@ from harness.choices import choice
 from harness.client.config import EngineConfig
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
-from harness.loop.latency import LatencyKind
+from harness.client.latency import LatencyKind
 from harness.results.wandb_log import LoggerConfig
 from policies import PolicyName
 from transports.config import (

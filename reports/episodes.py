@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.loop.job import EPISODE_IDS_PER_TASK
+from harness.results.episodes import episode_id
 from harness.results.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def merge(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def expected(config_id: str, config: dict, seen_tasks: list[int]) -> pd.DataFrame | None:
     """The (config, task, episode) a config should have: `env.tasks` x
-    `env.episodes_per_task`, episode ids `task * EPISODE_IDS_PER_TASK + i + 1` as the loop
+    `env.episodes_per_task`, episode ids `episode_id(task, i)` as the loop
     numbers them. `env.tasks: all` stands for the tasks seen (the env's task count is not
     in the run). None if the config does not say (no `env` section)."""
     env = config.get("env") or {}
@@ -69,7 +69,7 @@ def expected(config_id: str, config: dict, seen_tasks: list[int]) -> pd.DataFram
     tasks = (sorted(set(seen_tasks)) if str(env["tasks"]) == "all"
              else [int(t) for t in str(env["tasks"]).split(",")])
     return pd.DataFrame(
-        [(config_id, task, task * EPISODE_IDS_PER_TASK + i + 1)
+        [(config_id, task, episode_id(task, i))
          for task in tasks for i in range(int(env["episodes_per_task"]))],
         columns=KEY)
 

@@ -39,7 +39,7 @@ def run_without(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-CLIENT_MODULES = ("harness.__main__", "harness.loop.job", "harness.client.engine",
+CLIENT_MODULES = ("harness.__main__", "harness.jobs.loop", "harness.client.engine",
                   "harness.protocol", "harness.results.store", "transports.zenoh",
                   "transports.grpc", "transports.zmq", "policies", "envs")
 

@@ -28,8 +28,9 @@ from harness.client.engine import engine_for
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
 from harness.faults.schedule import FaultApply, FaultsConfig, load_preset
-from harness.loop.latency import LatencyModel
-from harness.loop.runner import EpisodeTrace, run_episode
+from harness.client.latency import LatencyModel
+from harness.loop.runner import run_episode
+from harness.results.trace import EpisodeTrace
 from harness.server.policy_server import PolicyServer
 from policies import make_policy
 from transports import LocalTransportConfig, TransportConfig, make_client, make_server

@@ -51,7 +51,7 @@ from harness.client.commitment import (
 from harness.client.config import ClientMode, EngineConfig, Fallback, OutOfBounds
 from harness.client.session import RejectBackoff, Reopen, session_unknown
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 from transports import TransportClient, TransportError
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ import numpy as np
 
 from harness.faults.messages import GilbertElliott
 from harness.faults.schedule import Direction, FaultKind, FaultWindow, jittered
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 
 
 def _ways(direction: Direction) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.loop.runner import EpisodeTrace
+from harness.results.trace import EpisodeTrace
 from harness.results.failsafe import summarize_failsafe, trace_failsafe
 from harness.results.stats import wilson_interval
 

@@ -18,7 +18,7 @@ from harness.client.config import EngineConfig
 from harness.client.engine import ClientEngine, engine_for
 from harness.client.states import ActionSource, ClientState, TickResult
 from harness.loop.invariants import InvariantChecker
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.server.policy_server import PolicyServer
 from tests.client.test_synchronous import (  # noqa: F401 (env, rig: fixtures)

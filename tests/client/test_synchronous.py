@@ -23,7 +23,7 @@ from harness.client.action_queue import ActionQueue
 from harness.client.config import ClientMode, EngineConfig, Ensembling
 from harness.client.engine import ClientEngine
 from harness.config import config_dir, register_configs, validate
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 from harness.loop.runner import run_episode
 from tests.conftest import wait_until
 from tests.loop.conftest import ENV, Rig, oracle

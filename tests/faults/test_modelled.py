@@ -17,7 +17,7 @@ from harness.faults.schedule import (
     load_preset,
     timeline,
 )
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 
 DT = 0.05
 BASE_S = 0.1

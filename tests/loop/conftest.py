@@ -11,7 +11,7 @@ from envs import make_env
 from harness import protocol
 from harness.client.config import EngineConfig
 from harness.client.engine import ClientEngine, engine_for
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 from harness.server.policy_server import PolicyServer
 from policies import make_policy
 from transports import LocalTransportConfig, make_client, make_server

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from envs import EnvObservation, make_env
-from harness.loop.evaluate import evaluate
+from harness.jobs.evaluate import evaluate
 from policies import make_policy
 from policies.libero_instructions import parse_instruction, resolve
 from policies.libero_oracle import LiberoOracle, Scene, carry_turn, plan_step, roll_forward
@@ -248,7 +248,7 @@ def run_remote(policy_factory, env, *, mode: str, latency_s: float):
     modelled round trip: the issue's setup (chunk 8, send threshold 4, newest wins)."""
     from harness.client.config import EngineConfig
     from harness.client.engine import engine_for
-    from harness.loop.latency import LatencyModel
+    from harness.client.latency import LatencyModel
     from harness.loop.runner import run_episode
     from harness.server.policy_server import PolicyServer
     from transports import make_client, make_server

@@ -10,7 +10,7 @@ import pytest
 
 from envs import MUJOCO_TASKS, EnvObservation, make_env
 from envs.mujoco_tasks import BOX_HALF_M, MOVE_PER_STEP_M
-from harness.loop.evaluate import evaluate
+from harness.jobs.evaluate import evaluate
 from harness.protocol import check_contract
 from policies import make_policy
 from policies.oracle import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from envs import make_env
-from harness.loop.evaluate import evaluate
+from harness.jobs.evaluate import evaluate
 from harness.protocol import check_contract
 from policies import make_policy
 from policies.torch_policy import TorchPolicy, default_weights

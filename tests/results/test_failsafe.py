@@ -15,8 +15,9 @@ import pytest
 
 from envs import make_env
 from harness.client.states import ActionSource
-from harness.loop.latency import LatencyModel
-from harness.loop.runner import EpisodeTrace, TickRecord, run_episode
+from harness.client.latency import LatencyModel
+from harness.loop.runner import run_episode
+from harness.results.trace import EpisodeTrace, TickRecord
 from harness.results.failsafe import (
     episode_failsafe,
     failsafe_console_items,

@@ -4,9 +4,9 @@ This is the reference the closed loop is compared with: the same env and policy,
 asked for a new chunk every `replan_every` steps and its chunk executed in order, nothing late.
 It is also how the README's per-env tables are made:
 
-    python -m harness.loop.evaluate --env mujoco_pick_place --policy oracle --episodes 50
-    python -m harness.loop.evaluate --env libero_object --tasks all --episodes 5   # 5 per task
-    python -m harness.loop.evaluate --env mujoco_pick_place --step-cost --cameras front
+    python -m harness.jobs.evaluate --env mujoco_pick_place --policy oracle --episodes 50
+    python -m harness.jobs.evaluate --env libero_object --tasks all --episodes 5   # 5 per task
+    python -m harness.jobs.evaluate --env mujoco_pick_place --step-cost --cameras front
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def evaluate_tasks(name: str, policy_name: str, *, tasks: str = "0",
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.loop.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m harness.jobs.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True)
     parser.add_argument("--policy", default="oracle")

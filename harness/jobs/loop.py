@@ -31,9 +31,10 @@ from harness.faults.messages import FaultyClient
 from harness.faults.modelled import ModelledLink
 from harness.faults.proxy import FaultProxy
 from harness.faults.schedule import FaultApply, FaultKind, FaultLink, NetworkPath
-from harness.loop.latency import LatencyModel
+from harness.client.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.overrides import quoted_override
+from harness.results.episodes import episode_id
 from harness.results.failsafe import failsafe_console_items
 from harness.results.store import ConfigMismatch, ResultsStore
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
@@ -44,7 +45,6 @@ from transports import TransportKind, TransportTimeout, make_client
 from transports.loopback import loopback_address, tcp_address, tcp_host_port
 
 log = logging.getLogger(__name__)
-EPISODE_IDS_PER_TASK = 10_000
 
 
 def _start_server(config: HarnessConfig, task: int, overrides: list[str], run_dir: Path,
@@ -180,7 +180,7 @@ def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task:
             i = episodes.get_nowait()
         except queue.Empty:
             return
-        episode = task * EPISODE_IDS_PER_TASK + i + 1
+        episode = episode_id(task, i)
         init_state = i if is_libero else None
         faults = episode_faults(config.faults, seed=config.seed, episode=episode,
                                 horizon_s=env.spec.max_steps * engine.dt,
@@ -234,7 +234,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     for position, task in enumerate(task_ids(env_config.name, env_config.tasks)):
         first = position * env_config.episodes_per_task  # the task's first index in the run
         mine = [i for i in range(env_config.episodes_per_task) if (first + i) % shards == shard]
-        pending = [i for i in mine if not store.done(task, task * EPISODE_IDS_PER_TASK + i + 1)]
+        pending = [i for i in mine if not store.done(task, episode_id(task, i))]
         if not pending:
             log.info("task %d: all %d episodes%s already in %s", task, len(mine),
                      f" of shard {config.shard}" if config.shard else "", output_dir)
@@ -262,15 +262,15 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                                       if not o.startswith("transport.listen=")),
                                     f"transport.listen={transport.listen}"]
             links = faults.link if network else FaultLink.client
-            model_proxy = None
+            model_proxy, run_config = None, config
             if links is not FaultLink.client:  # before the server: it dials the model at start
                 model_proxy, url = _start_model_proxy(config)
                 running.callback(model_proxy.stop)
                 server_overrides = [*(o for o in server_overrides
                                       if not o.startswith("policy.url=")),
                                     quoted_override("policy.url", url)]
-            run_config = config if model_proxy is None else dataclasses.replace(
-                config, policy=dataclasses.replace(config.policy, url=url))
+                run_config = dataclasses.replace(
+                    config, policy=dataclasses.replace(config.policy, url=url))
             server = _start_server(run_config, task, server_overrides, output_dir,
                                    model_faults_path, command_prefix=prefix)
             if server is not None:
