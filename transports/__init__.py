@@ -1,6 +1,7 @@
 """Transport backends behind one interface (`transports.base`); `make_server`/`make_client`
-pick one from its config. Backends import lazily, so a missing optional package fails only
-when that backend is chosen, with an error that names it."""
+pick one from its config's `kind` through the registry (`transports.registry`). Backends
+import lazily, so a missing optional package fails only when that backend is chosen, with an
+error that names it."""
 
 from __future__ import annotations
 
@@ -22,31 +23,39 @@ from transports.config import (
     GrpcTransportConfig,
     LocalTransportConfig,
     TransportConfig,
+    TransportConfigError,
     TransportKind,
     ZenohTransportConfig,
     ZmqTransportConfig,
 )
-
-KINDS = tuple(TransportKind)
-_CLASSES = {
-    TransportKind.local: ("transports.local", "LocalServer", "LocalClient", "numpy"),
-    TransportKind.zenoh: ("transports.zenoh", "ZenohServer", "ZenohClient", "eclipse-zenoh"),
-    TransportKind.grpc: ("transports.grpc", "GrpcServer", "GrpcClient", "grpcio"),
-    TransportKind.zmq: ("transports.zmq", "ZmqServer", "ZmqClient", "pyzmq"),
-}
+from transports.registry import (
+    TransportEntry,
+    UnknownTransport,
+    register_transport,
+    transport_entry,
+    transport_names,
+)
 
 
 def _backend(config: TransportConfig) -> tuple[type, type]:
-    if config.kind not in _CLASSES:
-        raise ValueError(f"transport.kind={config.kind!r}: expected one of {', '.join(KINDS)}")
-    module_name, server_name, client_name, package = _CLASSES[config.kind]
+    """(server class, client class) of `config.kind`, importing its module now.
+
+    Raises:
+        UnknownTransport: the registry does not know the kind.
+        ImportError: the backend's module (or its package) cannot be imported; names both.
+    """
+    entry = transport_entry(config.kind)
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(entry.module)
     except ImportError as exc:
         raise ImportError(
-            f"transport {config.kind!r} needs the {package!r} package: {exc}"
+            f"transport {config.kind!r} needs the {entry.package!r} package: {exc}"
         ) from exc
-    return getattr(module, server_name), getattr(module, client_name)
+    missing = [n for n in (entry.server_class, entry.client_class) if not hasattr(module, n)]
+    if missing:
+        raise UnknownTransport(f"transport.kind={config.kind!r}: {entry.module} has no "
+                               f"{' or '.join(missing)}")
+    return getattr(module, entry.server_class), getattr(module, entry.client_class)
 
 
 def make_server(config: TransportConfig) -> TransportServer:
@@ -62,8 +71,10 @@ def make_client(config: TransportConfig) -> TransportClient:
 
 
 __all__ = [
-    "KINDS", "GrpcTransportConfig", "LocalTransportConfig", "PayloadTooLarge", "RequestHandler",
+    "GrpcTransportConfig", "LocalTransportConfig", "PayloadTooLarge", "RequestHandler",
     "ServerUnavailable", "StreamItem", "StreamStats", "TransportClient", "TransportClosed",
-    "TransportConfig", "TransportError", "TransportKind", "TransportServer", "TransportTimeout",
+    "TransportConfig", "TransportConfigError", "TransportEntry", "TransportError",
+    "TransportKind", "TransportServer", "TransportTimeout", "UnknownTransport",
     "ZenohTransportConfig", "ZmqTransportConfig", "make_client", "make_server",
+    "register_transport", "transport_entry", "transport_names",
 ]

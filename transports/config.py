@@ -1,5 +1,6 @@
-"""Config shape of every transport backend. Plain dataclasses: Hydra registers them in
-`harness.config`, and tests and benchmarks build them directly.
+"""Config shape of every built-in transport backend. Plain dataclasses: Hydra registers them in
+`harness.config`, and tests and benchmarks build them directly (or from plain fields with
+`transports.registry.transport_entry(kind).config_class(**fields)`).
 
 Every networked backend has two addresses: `listen`, where the server binds, and `connect`,
 where clients dial (None: the listen address). They differ when something sits between the
@@ -20,7 +21,9 @@ MIB = 1024 * 1024
 
 
 class TransportKind(enum.StrEnum):
-    """Every backend (lower-case members: Hydra matches config values by name)."""
+    """The built-in backends' names, as constants. A kind is any string the registry knows
+    (`transports.registry`): test it with `==` or, better, by its entry's properties
+    (`transport_entry(kind).networked`), never with `is`."""
 
     local = "local"
     zenoh = "zenoh"
@@ -47,22 +50,40 @@ def _require_port(field: str, address: str) -> None:
              "the port must be in 1..65535")
 
 
+def _checked_kind(config: TransportConfig) -> str:
+    """`config.kind` if the registry knows it and it names `config`'s class (or a base of
+    it), else TransportConfigError naming `transport.kind` and the choices. A plain str:
+    compare kinds with `==` or ask the entry (`networked`, `needs_heartbeat`)."""
+    # Imported here: the registry imports this module for the built-in config classes.
+    from transports.registry import transport_entry
+
+    kind = config.kind
+    entry = transport_entry(kind)  # UnknownTransport, a TransportConfigError
+    _require(isinstance(config, entry.config_class), "kind", kind,
+             f"needs a {entry.config_class.__name__}, not a "
+             f"{type(config).__name__}; choose transport={entry.name}")
+    return str(kind)
+
+
 @dataclass
 class TransportConfig:
     """Fields every backend has."""
 
-    kind: TransportKind = TransportKind.local
+    kind: str = "local"
+    """A name in `transports.registry` or an import path 'package.module:ENTRY'."""
     max_message_bytes: int = 8 * MIB
     """Largest payload either side sends or accepts; larger ones raise PayloadTooLarge."""
     client_id: str = ""
     """Stable id of this client; empty picks a random one per client."""
     heartbeat_interval_s: float = 0.2
-    """gRPC and ZeroMQ: how often the client pings the server to track its presence."""
+    """Backends whose entry `needs_heartbeat` (grpc, zmq): how often the client pings the
+    server to track its presence."""
     heartbeat_timeout_s: float = 0.5
-    """gRPC and ZeroMQ: a ping slower than this counts as the server being absent."""
+    """Backends whose entry `needs_heartbeat`: a ping slower than this counts as the server
+    being absent."""
 
     def __post_init__(self) -> None:
-        self.kind = TransportKind(self.kind)
+        self.kind = _checked_kind(self)
         _require(self.max_message_bytes > 0, "max_message_bytes", self.max_message_bytes,
                  "must be positive")
         _require(self.heartbeat_interval_s > 0, "heartbeat_interval_s",
@@ -73,7 +94,7 @@ class TransportConfig:
 
 @dataclass
 class LocalTransportConfig(TransportConfig):
-    kind: TransportKind = TransportKind.local
+    kind: str = "local"
     name: str = "policy"
     """Registry name clients look the in-process server up by."""
 
@@ -91,7 +112,7 @@ class _Addresses:
 
 @dataclass
 class ZenohTransportConfig(_Addresses, TransportConfig):
-    kind: TransportKind = TransportKind.zenoh
+    kind: str = "zenoh"
     listen: str = "tcp/127.0.0.1:7447"
     """Zenoh locator the server listens on (peer mode)."""
     connect: Optional[str] = None
@@ -125,7 +146,7 @@ class ZenohTransportConfig(_Addresses, TransportConfig):
 
 @dataclass
 class GrpcTransportConfig(_Addresses, TransportConfig):
-    kind: TransportKind = TransportKind.grpc
+    kind: str = "grpc"
     listen: str = "127.0.0.1:50051"
     """host:port the server binds."""
     connect: Optional[str] = None
@@ -144,7 +165,7 @@ class GrpcTransportConfig(_Addresses, TransportConfig):
 
 @dataclass
 class ZmqTransportConfig(_Addresses, TransportConfig):
-    kind: TransportKind = TransportKind.zmq
+    kind: str = "zmq"
     listen: str = "tcp://127.0.0.1:5555"
     """ZeroMQ address the ROUTER binds."""
     connect: Optional[str] = None

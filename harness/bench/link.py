@@ -13,34 +13,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import time
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from harness.bench.peer import action_reply, start_answering
+from harness.bench.payloads import action_reply
+from harness.bench.peer import start_answering
+from harness.bench.timing import median_round_trip_s
 from harness.faults.proxy import FaultProxy, LinkShape
-from transports import make_client
+from transports import make_client, transport_entry, transport_names
 from transports.loopback import loopback_address, loopback_config, tcp_host_port
 
 DELAYS_S = (0.025, 0.100)
 BANDWIDTH_BPS, BANDWIDTH_PAYLOAD = 8e6, 200_000
-
-
-def median_round_trip_s(client, payload: bytes, n: int, *, idle_s: float = 0.0) -> float:
-    """Median of `n` request round trips after one warm-up call, `idle_s` apart. A direct
-    baseline for a delay D is taken 2D apart: through the proxy every thread on the path
-    idles about that long per call, and waking after an idle costs a fraction of a ms here;
-    that is the machine's, not the proxy's."""
-    client.request(payload, timeout_s=5.0)
-    times = []
-    for _ in range(n):
-        time.sleep(idle_s)
-        started = time.perf_counter()
-        client.request(payload, timeout_s=5.0)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 class ProxiedLink:
@@ -92,11 +77,17 @@ def measure(kind: str, round_trips: int) -> dict[str, float]:
         link.close()
 
 
+def tcp_transports() -> list[str]:
+    """Registered backends a fault proxy can sit in front of: those with a TCP address."""
+    return [name for name in transport_names() if transport_entry(name).tcp_prefix is not None]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.link", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round-trips", type=int, default=21)
-    parser.add_argument("--transports", default="zenoh,grpc,zmq")
+    parser.add_argument("--transports", default=",".join(tcp_transports()),
+                        help="comma-separated backends with a TCP address (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     table = Table(title="round trip through the fault proxy (median ms)",

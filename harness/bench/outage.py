@@ -26,10 +26,16 @@ from rich.table import Table
 
 from harness.console import make_console
 from harness.server.supervisor import ServerSupervisor
-from transports.loopback import loopback_config
+from transports import transport_entry, transport_names
+from transports.loopback import loopback_fields
 
 log = logging.getLogger(__name__)
 FAULTS = ("kill", "stop")
+
+
+def networked_transports() -> list[str]:
+    """Registered backends whose server can run in its own process (all but local)."""
+    return [name for name in transport_names() if transport_entry(name).networked]
 
 
 def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
@@ -40,11 +46,12 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
     the rows written."""
     if fault not in FAULTS:
         raise ValueError(f"fault={fault!r}: expected one of {FAULTS}")
-    config = loopback_config(kind)
-    overrides = [f"transport={kind}", f"transport.listen={config.listen}",
+    if not transport_entry(kind).networked:
+        raise ValueError(f"transport={kind!r} is in-process only: an outage needs a server in "
+                         f"its own process; choose one of {', '.join(networked_transports())}")
+    overrides = [f"transport={kind}",
+                 *(f"transport.{k}={v}" for k, v in loopback_fields(kind).items()),
                  "env=mujoco_pick_place"]
-    if kind == "zenoh":
-        overrides.append(f"transport.namespace={config.namespace}")
     server = ServerSupervisor(overrides, run_dir / "server", startup_timeout_s=60.0)
     server.start()
     harness = subprocess.Popen(
@@ -85,8 +92,8 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.outage", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transport", default="zmq,grpc,zenoh",
-                        help="comma-separated transports")
+    parser.add_argument("--transport", default=",".join(networked_transports()),
+                        help="comma-separated transports (default: every networked one)")
     parser.add_argument("--fault", default="kill,stop", help="comma-separated: kill, stop")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--after-episodes", type=int, default=20)

@@ -25,10 +25,10 @@ from pathlib import Path
 from envs import make_env
 from harness.client.config import ClientMode, EngineConfig
 from harness.client.engine import engine_for
+from harness.client.latency import LatencyModel
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
 from harness.faults.schedule import FaultApply, FaultsConfig, load_preset
-from harness.client.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.results.trace import EpisodeTrace
 from harness.server.policy_server import PolicyServer

@@ -3,7 +3,8 @@
 A round trip measured between two threads of one process shares a GIL and a cache with its
 peer; a real policy server is another process (usually another host). So every benchmark
 peer (each transport's server, and the raw TCP and websocket floors) runs here, answers every
-observation with the same 8x7 action chunk, and stops when its stdin closes. Configs arrive as
+observation with the same 8x7 action chunk (`harness.bench.payloads`), prints READY once
+serving and stops when its stdin closes (`harness.bench.child`). Configs arrive as
 JSON on the command line: no pickle anywhere.
 
     python -m harness.bench.peer <kind> <config-json>
@@ -12,6 +13,7 @@ JSON on the command line: no pickle anywhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import struct
@@ -19,32 +21,10 @@ import sys
 import threading
 from collections.abc import Callable
 
-import numpy as np
+from harness.bench.payloads import action_reply
+from transports import TransportConfig, make_server, transport_entry
 
-from harness import protocol
-from transports import make_server
-from transports.config import (
-    GrpcTransportConfig,
-    LocalTransportConfig,
-    TransportConfig,
-    ZenohTransportConfig,
-    ZmqTransportConfig,
-)
-
-CONFIG_CLASSES: dict[str, type[TransportConfig]] = {
-    "local": LocalTransportConfig,
-    "zenoh": ZenohTransportConfig,
-    "grpc": GrpcTransportConfig,
-    "zmq": ZmqTransportConfig,
-}
 LENGTH_PREFIX = struct.Struct("<I")
-
-
-def action_reply() -> bytes:
-    """The benchmark's fixed answer: an 8-step, 7-D float32 action chunk."""
-    chunk = protocol.ActionChunk(actions=np.zeros((8, 7), np.float32), obs_seq=0, queue_wait_ns=0,
-                             infer_ns=0, model_id="bench")
-    return protocol.encode(protocol.Message(chunk, flags=protocol.Flags.RESPONSE))
 
 
 def recv_exact(conn: socket.socket, n: int) -> bytes | None:
@@ -122,24 +102,34 @@ def start_answering(config: TransportConfig, reply: bytes) -> Callable[[], None]
 
 
 def serve_transport(config: TransportConfig, reply: bytes, stop: threading.Event) -> None:
+    """Answer over `config`'s transport, print READY, stop once `stop` is set."""
     shutdown = start_answering(config, reply)
     print("READY", flush=True)
     stop.wait()
     shutdown()
 
 
+FLOORS: dict[str, Callable[[int, bytes, threading.Event], None]] = {
+    "tcp": serve_tcp, "websocket": serve_websocket}
+"""The reference peers, served on `options["port"]`; any other kind is a transport."""
+
+
 def main(argv: list[str]) -> None:
+    """`<kind> <config-json>`: a floor of `FLOORS` or a transport kind (a registered name or
+    an import path) with its config's fields.
+
+    Raises:
+        UnknownTransport: `kind` is neither.
+    """
     kind, config_json = argv
     options = json.loads(config_json)
+    if kind in FLOORS:
+        serve = functools.partial(FLOORS[kind], options["port"])
+    else:
+        serve = functools.partial(serve_transport, transport_entry(kind).config_class(**options))
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    reply = action_reply()
-    if kind == "tcp":
-        serve_tcp(options["port"], reply, stop)
-    elif kind == "websocket":
-        serve_websocket(options["port"], reply, stop)
-    else:
-        serve_transport(CONFIG_CLASSES[kind](**options), reply, stop)
+    serve(action_reply(), stop)
 
 
 if __name__ == "__main__":

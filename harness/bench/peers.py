@@ -1,6 +1,6 @@
 """Rows of the transport benchmark for the real peers: openpi's and vla-eval's own client and
 server code, each run from its own venv (`peers/setup.sh` builds them), on the benchmark's
-observation (`transport.realistic_observation`: the same pixels, state and instruction).
+observation (`payloads.realistic_observation`: the same pixels, state and instruction).
 
 - `openpi client`: openpi-client's `WebsocketClientPolicy.infer` in a loop, run by the openpi
   venv's interpreter, against `peers/openpi/serve.py` (openpi's `WebsocketPolicyServer`). The
@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,14 +40,15 @@ import msgpack
 import numpy as np
 
 from harness import protocol
-from harness.bench.transport import CALL_TIMEOUT_S, BenchResult, _time_calls, realistic_observation
+from harness.bench.child import READY_TIMEOUT_S, ReadyProcess
+from harness.bench.payloads import realistic_observation
+from harness.bench.timing import CALL_TIMEOUT_S, BenchResult, time_calls
 from transports import ZmqTransportConfig, make_client
 from transports.loopback import free_port
 
 log = logging.getLogger(__name__)
 
 PEERS = Path(__file__).resolve().parents[2] / "peers"
-READY_TIMEOUT_S = 30.0
 PER_CALL_BUDGET_S = 0.2
 """A peer client loop may take this long per round trip on average before it is killed."""
 HOP_CHUNK = 8
@@ -249,18 +249,10 @@ def bench_openpi_hop(observation: protocol.Observation, url: str, log_dir: Path,
     config = ZmqTransportConfig(listen=f"tcp://127.0.0.1:{free_port()}")
     options = {"transport": dataclasses.asdict(config), "url": url, "image_size": image_size,
                "log_path": str(log_dir / "hop-server.log")}
-    server = subprocess.Popen([sys.executable, "-m", "harness.bench.peers", "hop",
-                               json.dumps(options)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    server = ReadyProcess([sys.executable, "-m", "harness.bench.peers", "hop",
+                           json.dumps(options)], f"hop policy server (log: {options['log_path']})")
     client = None
     try:
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(server.stdout.readline()))
-        reader.start()
-        reader.join(READY_TIMEOUT_S)
-        if not ready or ready[0].strip() != "READY":
-            raise RuntimeError(f"hop policy server did not become ready; see "
-                               f"{options['log_path']}")
         client = make_client(config)
         client.wait_ready(READY_TIMEOUT_S)
         opened = protocol.decode(client.request(protocol.encode(protocol.Message(
@@ -282,18 +274,13 @@ def bench_openpi_hop(observation: protocol.Observation, url: str, log_dir: Path,
             if message.msg_type is not protocol.MessageType.ACTION_CHUNK:
                 raise RuntimeError(f"hop: {message.body} in reply to an observation")
 
-        samples = _time_calls(round_trip, warmup=warmup, round_trips=round_trips)
+        samples = time_calls(round_trip, warmup=warmup, round_trips=round_trips)
         size = len(protocol.encode(protocol.Message(observation, seq=1)))
         return BenchResult("zmq stream -> server -> openpi", "raw", size, samples, "raw")
     finally:
         if client is not None:
             client.close()
-        server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.stop()
 
 
 def bench_openpi(observation: protocol.Observation, *, image_size: int, warmup: int,

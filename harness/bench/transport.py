@@ -20,10 +20,7 @@ import dataclasses
 import json
 import logging
 import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,109 +30,36 @@ from rich.progress import Progress
 from rich.table import Table
 
 from harness import protocol
-from harness.bench.peer import (
-    CONFIG_CLASSES,
-    LENGTH_PREFIX,
-    action_reply,
-    recv_exact,
-    start_answering,
-)
+from harness.bench.child import READY_TIMEOUT_S, ReadyProcess
+from harness.bench.payloads import action_reply, observation_payloads
+from harness.bench.peer import LENGTH_PREFIX, recv_exact, start_answering
+from harness.bench.timing import CALL_TIMEOUT_S, BenchResult, time_calls
 from harness.console import make_console
-from transports import TransportConfig, make_client
+from transports import (
+    TransportConfig,
+    UnknownTransport,
+    make_client,
+    transport_entry,
+    transport_names,
+)
 from transports.loopback import free_port, on_free_port
 
 log = logging.getLogger(__name__)
 
-PEER_READY_TIMEOUT_S = 30.0
-CALL_TIMEOUT_S = 5.0
 STREAM_LOST_AFTER_S = 0.5
 """A streamed round trip with no reply after this long counts as lost."""
 
 
-@dataclasses.dataclass
-class BenchResult:
-    path: str
-    """What carried the round trip, e.g. "zenoh request" or "tcp floor"."""
-    payload: str
-    """"raw" or "jpeg"."""
-    request_bytes: int
-    samples_ms: np.ndarray
-    """One per round trip; NaN for a round trip that was lost (best-effort stream path)."""
-    floor_payload: str | None = None
-    """The payload whose floors the ratios use; None: its own (a peer's png row is compared
-    with the raw floors: the same observation)."""
-
-    @property
-    def lost(self) -> int:
-        return int(np.isnan(self.samples_ms).sum())
-
-    def percentile(self, q: float) -> float:
-        return float(np.nanpercentile(self.samples_ms, q))
-
-
-def realistic_observation(image_size: int = 224, seed: int = 0) -> protocol.Observation:
-    """Two camera images with smooth structure and sensor noise (so JPEG sizes are typical)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
-    images = {}
-    for camera, phase in (("agentview", 0.0), ("wrist", 1.3)):
-        channels = [np.sin(6 * xx + phase + c) * np.cos(4 * yy - c) for c in range(3)]
-        base = (np.stack(channels, axis=-1) * 90 + 128).astype(np.float32)
-        noisy = base + rng.normal(0, 6, base.shape)
-        images[camera] = np.clip(noisy, 0, 255).astype(np.uint8)
-    state = {"robot_state": rng.normal(size=9).astype(np.float32)}
-    return protocol.Observation(state=state, images=images,
-                            instruction="put the cream cheese in the basket")
-
-
-def observation_payloads(image_size: int, jpeg_quality: int) -> dict[str, bytes]:
-    message = protocol.Message(realistic_observation(image_size), seq=1, episode=1, epoch=1,
-                           client_ns=time.monotonic_ns())
-    return {"raw": protocol.encode(message),
-            "jpeg": protocol.encode(message, jpeg_quality=jpeg_quality)}
-
-
-def _time_calls(call: Callable[[], object], *, warmup: int, round_trips: int) -> np.ndarray:
-    """Milliseconds per call; NaN where `call` returned False (a lost round trip)."""
-    for _ in range(warmup):
-        call()
-    samples = np.empty(round_trips)
-    for i in range(round_trips):
-        started = time.perf_counter_ns()
-        answered = call()
-        samples[i] = np.nan if answered is False else (time.perf_counter_ns() - started) / 1e6
-    return samples
-
-
-class PeerProcess:
-    """A `harness.bench.peer` child; stopped by closing its stdin, killed if it lingers."""
-
-    def __init__(self, kind: str, options: dict) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.bench.peer", kind, json.dumps(options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(self.process.stdout.readline()))
-        reader.start()
-        reader.join(PEER_READY_TIMEOUT_S)
-        if not ready or ready[0].strip() != "READY":
-            self.stop()
-            raise RuntimeError(f"benchmark peer {kind!r} did not become ready")
-
-    def stop(self) -> None:
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def start_peer(kind: str, options: dict) -> ReadyProcess:
+    """A `harness.bench.peer` child serving `kind` ("tcp", "websocket" or a transport) with
+    `options` (JSON), once it is ready."""
+    return ReadyProcess([sys.executable, "-m", "harness.bench.peer", kind, json.dumps(options)],
+                        f"benchmark peer {kind!r}")
 
 
 def bench_tcp_floor(payload: bytes, warmup: int, round_trips: int) -> np.ndarray:
     port = free_port()
-    peer = PeerProcess("tcp", {"port": port})
+    peer = start_peer("tcp", {"port": port})
     try:
         with socket.create_connection(("127.0.0.1", port)) as conn:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -147,7 +71,7 @@ def bench_tcp_floor(payload: bytes, warmup: int, round_trips: int) -> np.ndarray
                 if header is None or recv_exact(conn, LENGTH_PREFIX.unpack(header)[0]) is None:
                     raise ConnectionError("benchmark peer closed the connection")
 
-            return _time_calls(round_trip, warmup=warmup, round_trips=round_trips)
+            return time_calls(round_trip, warmup=warmup, round_trips=round_trips)
     finally:
         peer.stop()
 
@@ -156,14 +80,14 @@ def bench_websocket(payload: bytes, warmup: int, round_trips: int) -> np.ndarray
     from websockets.sync.client import connect
 
     port = free_port()
-    peer = PeerProcess("websocket", {"port": port})
+    peer = start_peer("websocket", {"port": port})
     try:
         with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
             def round_trip() -> None:
                 ws.send(payload)
                 ws.recv(timeout=CALL_TIMEOUT_S)
 
-            return _time_calls(round_trip, warmup=warmup, round_trips=round_trips)
+            return time_calls(round_trip, warmup=warmup, round_trips=round_trips)
     finally:
         peer.stop()
 
@@ -178,20 +102,20 @@ def bench_codec(message_bytes: bytes, jpeg_quality: int | None, warmup: int,
         protocol.decode(protocol.encode(observation, jpeg_quality=jpeg_quality))
         protocol.decode(reply)
 
-    return _time_calls(round_trip, warmup=warmup, round_trips=round_trips)
+    return time_calls(round_trip, warmup=warmup, round_trips=round_trips)
 
 
 def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
                     round_trips: int) -> dict[str, np.ndarray]:
     """Round trips on the request path and on the stream path of one transport."""
-    if config.kind == "local":  # in-process by definition: its server lives in this process
+    if transport_entry(config.kind).networked:
+        peer = start_peer(config.kind, dataclasses.asdict(config))
+    else:  # in-process by definition: its server lives in this process
         stop_local = start_answering(config, action_reply())
         peer = None
-    else:
-        peer = PeerProcess(config.kind, dataclasses.asdict(config))
     client = make_client(config)
     try:
-        client.wait_ready(PEER_READY_TIMEOUT_S)
+        client.wait_ready(READY_TIMEOUT_S)
 
         def stream_round_trip() -> bool:
             """False if no reply came: the stream path is best-effort (zenoh drops a large
@@ -201,9 +125,9 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
             return client.take_stream(timeout_s=STREAM_LOST_AFTER_S) is not None
 
         return {
-            "request": _time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
+            "request": time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
                                    warmup=warmup, round_trips=round_trips),
-            "stream": _time_calls(stream_round_trip, warmup=warmup, round_trips=round_trips),
+            "stream": time_calls(stream_round_trip, warmup=warmup, round_trips=round_trips),
         }
     finally:
         client.close()
@@ -307,8 +231,10 @@ def print_table(rows: list[dict[str, object]], console: Console) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transports", default="local,zenoh,grpc,zmq",
-                        help="comma-separated backends to measure (default: all four)")
+    parser.add_argument("--transports", default=",".join(transport_names()),
+                        help="comma-separated backends to measure: registered names or "
+                             "import paths 'package.module:ENTRY' (default: every "
+                             "registered one)")
     parser.add_argument("--round-trips", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=224)
@@ -320,14 +246,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, default=Path("bench.csv"))
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.transports.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in CONFIG_CLASSES]
-    if unknown:
-        parser.error(f"--transports: unknown {unknown}; expected from {sorted(CONFIG_CLASSES)}")
+    try:
+        config_classes = [transport_entry(k).config_class for k in kinds]
+    except UnknownTransport as exc:
+        parser.error(f"--transports: {exc}")
     if args.round_trips < 1 or args.warmup < 0:
         parser.error("--round-trips must be >= 1 and --warmup >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console = make_console()
-    results = run_benchmark([CONFIG_CLASSES[k]() for k in kinds], round_trips=args.round_trips,
+    configs = [cls(kind=kind) for cls, kind in zip(config_classes, kinds, strict=True)]
+    results = run_benchmark(configs, round_trips=args.round_trips,
                             warmup=args.warmup, image_size=args.image_size,
                             jpeg_quality=args.jpeg_quality, floors=not args.no_floors,
                             peers=not args.no_peers, console=console)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from transports import TransportKind
 from transports.loopback import tcp_address, tcp_host_port
+from transports.registry import transport_entry
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ def job_transport(transport, job_num: int):
     Raises:
         PortRangeError: the moved port would be past 65535 (naming the field).
     """
-    if job_num == 0 or transport.kind is TransportKind.local or transport.connect is not None:
+    if (job_num == 0 or not transport_entry(transport.kind).networked
+            or transport.connect is not None):
         return transport
     try:
         host, port = tcp_host_port(transport.kind, transport.listen)

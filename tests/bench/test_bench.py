@@ -1,4 +1,5 @@
-"""The benchmark's plumbing: peers start in their own process, rows carry consistent ratios.
+"""The benchmark's plumbing: peers start in their own process, rows carry consistent ratios,
+every registered transport gets its rows.
 
 Tiny round-trip counts: this checks what the benchmark computes, not how fast anything is.
 """
@@ -10,13 +11,16 @@ import pytest
 
 from harness import protocol
 from harness.bench import transport as bench
-from transports import LocalTransportConfig, ZmqTransportConfig
+from harness.bench.payloads import observation_payloads
+from harness.bench.timing import BenchResult
+from transports import transport_names
+from transports.loopback import loopback_config
 
 pytestmark = pytest.mark.network
 
 
 def test_realistic_observation_matches_the_documented_sizes():
-    payloads = bench.observation_payloads(image_size=224, jpeg_quality=80)
+    payloads = observation_payloads(image_size=224, jpeg_quality=80)
     assert 300_000 < len(payloads["raw"]) < 305_000  # two 224x224x3 images + state + text
     assert len(payloads["jpeg"]) < len(payloads["raw"]) / 4
     observation = protocol.decode(payloads["raw"]).body
@@ -25,14 +29,11 @@ def test_realistic_observation_matches_the_documented_sizes():
     assert observation.state["robot_state"].shape == (9,)
 
 
-def test_benchmark_rows_cover_every_path_with_ratios_to_the_floors():
-    results = bench.run_benchmark([LocalTransportConfig(name="bench-test"), ZmqTransportConfig()],
-                                  round_trips=5, warmup=1, image_size=32)
-    rows = bench.result_rows(results)
-    paths = {(row["path"], row["payload"]) for row in rows}
-    expected_paths = ["tcp floor", "codec floor", "websocket+msgpack", "local request",
-                      "local stream", "zmq request", "zmq stream"]
-    assert paths == {(p, n) for p in expected_paths for n in ("raw", "jpeg")}
+def test_floor_rows_cover_every_reference_with_ratios_of_one_to_themselves():
+    rows = bench.result_rows(bench.run_benchmark([], round_trips=5, warmup=1, image_size=32))
+    assert {(row["path"], row["payload"]) for row in rows} == {
+        (p, n) for p in ("tcp floor", "codec floor", "websocket+msgpack")
+        for n in ("raw", "jpeg")}
     for row in rows:
         assert row["round_trips"] == 5
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
@@ -42,9 +43,33 @@ def test_benchmark_rows_cover_every_path_with_ratios_to_the_floors():
             assert row["x_websocket"] == 1.0
 
 
+@pytest.mark.parametrize("kind", transport_names())
+def test_a_transport_has_request_and_stream_rows_for_both_payloads(kind):
+    results = bench.run_benchmark([loopback_config(kind)], round_trips=5, warmup=1,
+                                  image_size=32, floors=False)
+    rows = bench.result_rows(results)
+    assert sorted((row["path"], row["payload"]) for row in rows) == sorted(
+        (f"{kind} {path}", payload) for path in ("request", "stream")
+        for payload in ("raw", "jpeg"))
+    for row in rows:
+        assert row["round_trips"] == 5
+        assert row["x_tcp_floor"] is None and row["x_websocket"] is None  # no floors ran
+        if row["path"].endswith("request"):  # the request path is reliable: nothing lost
+            assert row["lost"] == 0
+            assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+
+
 def test_a_lost_stream_round_trip_is_counted_not_fatal():
-    result = bench.BenchResult("zenoh stream", "raw", 10,
-                               np.array([1.0, np.nan, 2.0, 3.0, np.nan]))
+    result = BenchResult("zenoh stream", "raw", 10, np.array([1.0, np.nan, 2.0, 3.0, np.nan]))
     assert result.lost == 2 and result.percentile(50) == 2.0
     (row,) = bench.result_rows([result])
     assert (row["round_trips"], row["lost"], row["p50_ms"]) == (5, 2, 2.0)
+
+
+def test_an_unknown_transport_on_the_command_line_fails_listing_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--transports", "zmq,udp", "--no-floors", "--no-peers"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --transports: transport.kind='udp': expected one of local, zenoh, grpc, zmq, "
+        "or an import path 'package.module:ENTRY' whose ENTRY is a TransportEntry\n")
