@@ -11,8 +11,6 @@ import math
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from envs.base import Env
 from harness import protocol
 from harness.client.engine import ClientEngine

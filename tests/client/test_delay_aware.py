@@ -16,9 +16,9 @@ import pytest
 from harness import protocol
 from harness.client.config import EngineConfig
 from harness.client.engine import ClientEngine, engine_for
+from harness.client.latency import LatencyModel
 from harness.client.states import ActionSource, ClientState, TickResult
 from harness.loop.invariants import InvariantChecker
-from harness.client.latency import LatencyModel
 from harness.loop.runner import run_episode
 from harness.server.policy_server import PolicyServer
 from tests.client.test_synchronous import (  # noqa: F401 (env, rig: fixtures)
@@ -31,7 +31,8 @@ from tests.client.test_synchronous import (  # noqa: F401 (env, rig: fixtures)
 from tests.conftest import wait_until
 from tests.loop.conftest import oracle
 from tests.transports.test_conformance import config_for
-from transports import KINDS, LocalTransportConfig, make_client, make_server
+from transports import LocalTransportConfig, make_client, make_server
+from transports.registry import transport_names
 
 network = pytest.mark.network
 CHUNK = 8
@@ -259,7 +260,7 @@ def test_the_checker_accepts_a_start_after_the_prefix_only_if_that_prefix_ran():
 
 
 @network
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", transport_names())
 def test_the_delay_and_prefix_arrive_intact_over_every_transport(env, kind):  # noqa: F811
     """What the policy is given (tick, delay, prefix) is what the engine sent, bit for bit,
     and the chunk names the tick after the prefix."""

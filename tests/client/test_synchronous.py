@@ -22,8 +22,8 @@ from envs import make_env
 from harness.client.action_queue import ActionQueue
 from harness.client.config import ClientMode, EngineConfig, Ensembling
 from harness.client.engine import ClientEngine
-from harness.config import config_dir, register_configs, validate
 from harness.client.latency import LatencyModel
+from harness.config import config_dir, register_configs, validate
 from harness.loop.runner import run_episode
 from tests.conftest import wait_until
 from tests.loop.conftest import ENV, Rig, oracle

@@ -18,12 +18,14 @@ from harness.loop.runner import run_episode
 from tests.conftest import wait_until
 from tests.loop.conftest import observation_of, oracle
 from tests.transports.test_conformance import config_for
-from transports import KINDS
+from transports import LocalTransportConfig
+from transports.local import LocalClient
+from transports.registry import transport_names
 
 pytestmark = pytest.mark.network
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", transport_names())
 def test_every_transport_matches_the_golden_digests(kind):
     golden = json.loads(parity.GOLDEN.read_text())["digests"]
     traces = parity.run_parity_episodes(config_for(kind))
@@ -31,7 +33,7 @@ def test_every_transport_matches_the_golden_digests(kind):
     assert all(t.success and t.breaches == [] for t in traces)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", transport_names())
 def test_every_transport_matches_the_golden_digests_under_a_modelled_fault_schedule(kind):
     """The lte preset applied modelled (jitter, burst loss: lost requests, fallback ticks)
     executes the same actions over every transport: every loss is the schedule's."""
@@ -43,7 +45,7 @@ def test_every_transport_matches_the_golden_digests_under_a_modelled_fault_sched
     assert all(t.breaches == [] for t in traces)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", transport_names())
 def test_every_transport_matches_the_golden_digests_of_delay_aware_episodes(kind):
     """Every observation carries the delay and a committed prefix of 8 actions the oracle
     plans from: over every transport the same actions run, none of them trimmed."""
@@ -249,25 +251,29 @@ def test_a_full_server_past_the_retry_budget_ends_the_episode_dead_not_the_run(e
     assert second.state is ClientState.STREAMING
 
 
-class ExplodingOpen(ClientEngine):
-    """An engine whose session open fails with an error no transport declares (a raw
-    library error, as zenoh-python's ZError)."""
+class ExplodingOpen(LocalClient):
+    """A client whose session open (any request) fails with an error no transport declares
+    (a raw library error, as zenoh-python's ZError)."""
 
-    def _request_open(self):
+    def request(self, payload, *, timeout_s):
         raise RuntimeError("raw library error")
 
 
 def test_a_reopen_failing_with_any_exception_is_retried_not_a_crash(env, rig):
     loop = rig()
-    engine = ExplodingOpen(loop.client, loop.engine.contract, EngineConfig(), dt=0.05,
-                           gripper_index=3)
+    client = ExplodingOpen(LocalTransportConfig(name=loop.name))
+    engine = ClientEngine(client, loop.engine.contract, EngineConfig(), dt=0.05,
+                          gripper_index=3)
     body = observation_of(env)
     engine.state = ClientState.RECONNECTING
-    for tick in range(20):  # the re-open thread fails; every tick still returns an action
-        result = engine.tick(tick, body)
-        assert result.source is ActionSource.FALLBACK
-        time.sleep(0.005)
-    assert engine.state is ClientState.RECONNECTING
+    try:
+        for tick in range(20):  # the re-open thread fails; every tick still returns an action
+            result = engine.tick(tick, body)
+            assert result.source is ActionSource.FALLBACK
+            time.sleep(0.005)
+        assert engine.state is ClientState.RECONNECTING
+    finally:
+        client.close()
 
 
 class BrokenPolicy:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from harness.client.engine import ClientEngine
-from harness.client.states import ActionSource, TickResult
 from harness.client.latency import LatencyModel
+from harness.client.states import ActionSource, TickResult
 from harness.loop.runner import run_episode
 from tests.conftest import wait_until
 from tests.loop.conftest import oracle

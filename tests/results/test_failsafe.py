@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 from envs import make_env
-from harness.client.states import ActionSource
 from harness.client.latency import LatencyModel
+from harness.client.states import ActionSource
 from harness.loop.runner import run_episode
-from harness.results.trace import EpisodeTrace, TickRecord
 from harness.results.failsafe import (
     episode_failsafe,
     failsafe_console_items,
@@ -25,6 +24,7 @@ from harness.results.failsafe import (
     trace_failsafe,
 )
 from harness.results.store import ResultsStore
+from harness.results.trace import EpisodeTrace, TickRecord
 from tests.loop.conftest import ENV, Rig
 from transports.loopback import free_port
 
