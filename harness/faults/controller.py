@@ -1,8 +1,9 @@
 """Carries out an episode's fault windows, tick by tick, on the real system or on the model.
 
 `FaultController.on_tick` is the runner's per-tick hook: when the episode's control time
-reaches a window's start it applies the fault through the mechanism of its kind, at its end
-it undoes it, and while a window of a paced kind is open (`FaultKind.paced`) it returns True,
+reaches a window's start it applies the fault through its kind's emulation (the kind's entry
+in `harness.faults.kinds`), at its end it undoes it, and while a window of a paced kind is
+open (`FaultKindEntry.paced`) it returns True,
 so the virtual clock's pacing rule holds the ticks to wall time for the whole fault (a 2 s
 stall lasts 2 s of wall time too). Windows of different groups may be open together.
 
@@ -14,7 +15,7 @@ the job's wiring and raises):
   the robot's ticks go on (with the fallback) as they would while a real server restarts;
 - network faults: the `FaultProxy` every byte of the link goes through;
 - message faults and loss: the `FaultyClient` wrapping the client's transport;
-- model faults: the server's model-faults file (`harness.server.model_faults`);
+- model faults: the server's model-faults file (`harness.faults.model_faults`);
 - `faults.apply=modelled`: nothing real is touched (`harness.faults.modelled` decides each
   reply), the events are still written and nothing is paced.
 
@@ -32,23 +33,16 @@ from pathlib import Path
 
 from harness.client.states import ClientState
 from harness.faults.kernel import NetnsLink
-from harness.faults.kernel import detect as kernel_support
-from harness.faults.messages import FaultyClient, GilbertElliott, MessageFault
+from harness.faults.kinds import fault_kind
+from harness.faults.messages import FaultyClient
 from harness.faults.modelled import ModelledLink
-from harness.faults.proxy import Direction as ProxyDirection
-from harness.faults.proxy import FaultProxy, LinkShape
-from harness.faults.schedule import Direction, FaultKind, FaultsConfig, FaultWindow, timeline
-from harness.server.model_faults import write_model_fault
+from harness.faults.proxy import FaultProxy
+from harness.faults.schedule import Direction, FaultsConfig, FaultWindow, timeline
+from harness.faults.shaping import Direction as ProxyDirection
+from harness.faults.shaping import LinkShape
 from harness.server.supervisor import ServerSupervisor
 
 log = logging.getLogger(__name__)
-
-PROCESS_MECHANISMS = {
-    FaultKind.server_crash: ("SIGKILL", "restart"),
-    FaultKind.server_stall: ("SIGSTOP", "SIGCONT"),
-    FaultKind.server_drain: ("SIGTERM", "restart"),
-}
-"""What carries out each process fault: (at the start, at the end)."""
 
 
 @dataclass
@@ -97,7 +91,7 @@ class FaultController:
         self._restarted: tuple[FaultWindow, float] | None = None
         """The window whose server restart is running, and when it began (monotonic)."""
         self._restart_s = 0.0
-        self._pauses = 0
+        self._ids = 0
 
     def on_tick(self, tick: int, control_s: float, state: ClientState) -> bool:
         """Apply what is due at `control_s`; True while a paced fault is active (or a
@@ -113,7 +107,7 @@ class FaultController:
                 self._begin(window, tick, control_s)
         if self.mechanisms.modelled:
             return False
-        return any(w.kind.paced for w in self._open) or self._restarting()
+        return any(fault_kind(w.kind).paced for w in self._open) or self._restarting()
 
     def finish(self, tick: int, control_s: float) -> None:
         """The episode ended: undo the faults still open and wait for a restart to finish,
@@ -135,116 +129,55 @@ class FaultController:
         self._event(window, "end", tick, control_s, mechanism)
 
     def _apply(self, window: FaultWindow) -> str:
-        kind, spec = window.kind, window.spec
-        if kind.is_process:
-            self._join_restart()  # a restart must be done before the server is hit again
-            server = self._need("server", kind)
-            {FaultKind.server_crash: server.kill, FaultKind.server_stall: server.pause,
-             FaultKind.server_drain: server.drain}[kind]()
-            return PROCESS_MECHANISMS[kind][0]
-        if kind.is_network:
-            return self._shape_link(window, starting=True)
-        if kind is FaultKind.loss:
-            self._need("client", kind).loss = GilbertElliott(
-                spec.p_good_bad, spec.p_bad_good, spec.loss_good, spec.loss_bad)
-            return "message loss, Gilbert-Elliott (no netem: loss is message-level)"
-        if kind.is_message:
-            self._need("client", kind).fault = MessageFault(str(kind), spec.probability,
-                                                            spec.delay_s)
-            return f"message {kind}"
-        path = self._need("model_faults_path", kind)
-        if kind is FaultKind.slow_model:
-            write_model_fault(path, {"kind": "slow_model", "predict_s": spec.predict_s,
-                                     "jitter_s": spec.jitter_s,
-                                     "jitter_dist": str(spec.jitter_dist)})
-            return f"predict slowed to {spec.predict_s * 1e3:.0f} ms"
-        self._pauses += 1
-        pause_s = window.end_s - window.start_s
-        write_model_fault(path, {"kind": "model_pause", "pause_s": pause_s,
-                                 "id": f"{time.time_ns()}-{self._pauses}"})
-        return f"predict paused {pause_s:.2f} s"
+        return fault_kind(window.kind).emulation.apply(window, self)
 
     def _undo(self, window: FaultWindow) -> str:
-        kind = window.kind
-        if kind.is_process:
-            if kind is FaultKind.server_stall:
-                self.mechanisms.server.resume()
-            else:
-                self._restart = threading.Thread(target=self._start_server,
-                                                 name="fault-restart", daemon=True)
-                self._restarted = (window, time.monotonic())
-                self._restart.start()
-            return PROCESS_MECHANISMS[kind][1]
-        if kind.is_network:
-            return self._shape_link(window, starting=False)
-        if kind is FaultKind.loss:
-            self.mechanisms.client.loss = None
-            return "message loss off"
-        if kind.is_message:
-            self.mechanisms.client.fault = None
-            return f"message {kind} off"
-        write_model_fault(self.mechanisms.model_faults_path, {})
-        return "predict as fast as the model"
+        return fault_kind(window.kind).emulation.undo(window, self)
 
-    def _shape_link(self, window: FaultWindow, *, starting: bool) -> str:
-        """Apply a network window's start or end: on the kernel's link where it carries that
-        kind, else on the proxy (set to what the open delay and bandwidth windows add up
-        to)."""
-        kind, spec = window.kind, window.spec
-        kernel = self.mechanisms.kernel
-        if kernel is not None and kind is FaultKind.partition:
-            kernel.set_partition(starting)
-            return ("kernel: veth link down (TCP retransmits)" if starting
-                    else "kernel: veth link up")
-        if kernel is not None and kind is FaultKind.bandwidth:
-            kernel.set_bandwidth(spec.bandwidth_bps if starting else None)
-            return f"kernel: tbf {spec.bandwidth_bps / 1e6:g} Mbit/s" if starting \
-                else "kernel: tbf off"
-        if kernel is not None and kind is FaultKind.latency and kernel_support().netem:
-            kernel.set_netem(spec.delay_s if starting else 0.0,
-                             spec.jitter_s if starting else 0.0)
-            return f"kernel: netem {spec.delay_s * 1e3:g} ms" if starting else "kernel: netem off"
-        proxy = self._need("proxy", window.kind)
-        if kind is FaultKind.partition:
-            proxy.set_partition(starting)
-            return "proxy black hole" if starting else "proxy heals (held bytes released)"
-        if kind is FaultKind.reset:
-            if not starting:
-                return "proxy passes"
-            return f"proxy RST to {proxy.reset_connections()} connection(s)"
-        if kind is FaultKind.slow_close:
-            proxy.set_slow_close(spec.delay_s if starting else 0.0)
-            return f"proxy slow close {spec.delay_s:.2f} s" if starting else "proxy closes at once"
-        for direction in (Direction.to_server, Direction.to_client):
-            proxy.set_shape(self._shape(direction), ProxyDirection(str(direction)))
-        if not starting:
-            return f"proxy {kind} off"
-        if kind is FaultKind.latency:
-            return (f"proxy delay {spec.delay_s * 1e3:g} ms {spec.direction}, jitter "
-                    f"{spec.jitter_s * 1e3:g} ms {spec.jitter_dist}")
-        return f"proxy token bucket {spec.bandwidth_bps / 1e6:g} Mbit/s {spec.direction}"
+    # ---- what an emulation acts through (`kinds.RunMechanisms`) ------------------------------
 
-    def _shape(self, direction: Direction) -> LinkShape:
-        """The open latency and bandwidth windows acting on `direction`, as one shape."""
-        delay = jitter = bandwidth = 0.0
-        dist = "normal"
-        for window in self._open:
-            spec = window.spec
-            if spec.direction not in (Direction.both, direction):
-                continue
-            if window.kind is FaultKind.latency:
-                delay, jitter, dist = spec.delay_s, spec.jitter_s, str(spec.jitter_dist)
-            elif window.kind is FaultKind.bandwidth and self.mechanisms.kernel is None:
-                bandwidth = spec.bandwidth_bps
-        return LinkShape(delay_s=delay, jitter_s=jitter, jitter_dist=dist,
-                         bandwidth_bps=bandwidth)
-
-    def _need(self, name: str, kind: FaultKind):
+    def need(self, name: str, kind: str):
+        """The mechanism `name`; RuntimeError if the run has none (a wiring bug)."""
         value = getattr(self.mechanisms, name)
         if value is None:
             raise RuntimeError(f"fault {kind}: this run has no {name} to act through "
                                "(the job's wiring and the config check disagree)")
         return value
+
+    def open_windows(self) -> list[FaultWindow]:
+        return list(self._open)
+
+    def reshape_proxy(self, window: FaultWindow) -> None:
+        """Set the proxy, each direction, to what the open shaping windows add up to
+        (`kinds.LinkShaping`); `window` is the one starting or ending."""
+        proxy = self.need("proxy", window.kind)
+        for direction in (Direction.to_server, Direction.to_client):
+            proxy.set_shape(self._shape(direction), ProxyDirection(str(direction)))
+
+    def _shape(self, direction: Direction) -> LinkShape:
+        """The open windows that shape the link and act on `direction`, as one shape."""
+        shape: dict[str, float | str] = {"delay_s": 0.0, "jitter_s": 0.0,
+                                         "jitter_dist": "normal", "bandwidth_bps": 0.0}
+        for window in self._open:
+            if window.spec.direction not in (Direction.both, direction):
+                continue
+            add_part = getattr(fault_kind(window.kind).emulation, "shape", None)
+            if add_part is not None:
+                add_part(window, shape, self)
+        return LinkShape(**shape)
+
+    def restart_server(self, window: FaultWindow) -> None:
+        self._restart = threading.Thread(target=self._start_server, name="fault-restart",
+                                         daemon=True)
+        self._restarted = (window, time.monotonic())
+        self._restart.start()
+
+    def join_restart(self) -> None:
+        self._join_restart()
+
+    def next_id(self) -> str:
+        self._ids += 1
+        return f"{time.time_ns()}-{self._ids}"
 
     # ---- restarts ---------------------------------------------------------------------------
 

@@ -9,20 +9,14 @@ virtual clock holds each reply until the modelled round trip says so. Nothing th
 the transport or on the machine, which is what golden parity under faults checks.
 
 What each kind does to a request sent at control time t whose round trip is L (the base
-latency model's, fixed or lognormal):
-
-- latency: + delay (per direction it acts on) + a seeded jitter draw per direction;
-- bandwidth: + request bytes / B toward the server, + reply bytes / B back;
-- slow_model: + predict_s + a jitter draw; model_pause: + the pause, for the first
-  request sent in the window;
-- delay: + delay_s (a chunk held back);
-- partition, server_stall: a flight overlapping the window lands at its end + L (bytes held
-  and released, a stopped process resumed);
-- server_crash, server_drain, reset: a flight overlapping the window is lost;
-- drop, corrupt, reorder: lost with `probability` if sent in the window (a corrupt chunk is
-  rejected by the codec; a reordered one arrives after its successor and is dropped);
-  duplicate: nothing (the stream is latest-only);
-- loss: a Gilbert-Elliott chain over the episode's requests, each way.
+latency model's, fixed or lognormal) is its entry's modelling (`harness.faults.kinds`): time
+added to L, a flight held to the window's end, or a lost request. The built-ins: latency
+adds its delay and jitter draws per direction, bandwidth the bytes over the rate, slow_model
+and model_pause the prediction's extra time, delay its `delay_s`; partition and server_stall
+hold a flight overlapping the window to its end + L; server_crash, server_drain and reset
+lose it; drop, corrupt and reorder lose a request sent in the window with `probability`;
+loss runs a Gilbert-Elliott chain over the episode's requests; duplicate and slow_close
+change nothing.
 
 What it does not model: a session lost to a restart (the engine stays in its session, so
 there is no RECONNECTING), wall-time mechanisms such as leases and TCP backoff. Comparing a
@@ -32,16 +26,13 @@ modelled with an emulated run of one schedule (the agreement report) measures ex
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-from harness.faults.messages import GilbertElliott
-from harness.faults.schedule import Direction, FaultKind, FaultWindow, jittered
 from harness.client.latency import LatencyModel
-
-
-def _ways(direction: Direction) -> int:
-    return 2 if direction is Direction.both else 1
+from harness.faults.kinds import fault_kind
+from harness.faults.schedule import FaultWindow
 
 
 class ModelledLink:
@@ -57,10 +48,8 @@ class ModelledLink:
         self.request_bytes, self.reply_bytes = request_bytes, reply_bytes
         self.windows: list[FaultWindow] = []
         self._episode = 0
-        self._chains: dict[int, tuple[GilbertElliott, np.random.Generator, list[bool]]] = {}
-        """Window index -> its loss chain, generator and the losses drawn so far."""
-        self._first_in: dict[int, int] = {}
-        """Window index -> index of the first request sent in it."""
+        self._state: dict[int, object] = {}
+        """Window index -> what its modelling keeps for the episode (`window_state`)."""
 
     @classmethod
     def for_contract(cls, base: LatencyModel, contract, *, chunk_size: int,
@@ -73,10 +62,25 @@ class ModelledLink:
 
     def start_episode(self, episode: int, windows: list[FaultWindow]) -> None:
         self._episode, self.windows = episode, windows
-        self._chains, self._first_in = {}, {}
+        self._state = {}
 
-    def _rng(self, index: int, salt: int) -> np.random.Generator:
+    @property
+    def episode(self) -> int:
+        """The episode whose windows are in force."""
+        return self._episode
+
+    def rng(self, index: int, salt: int) -> np.random.Generator:
+        """The generator of request `index` for stream `salt` (a window's index, or an
+        offset of it): seeded by the run, the episode, the request and the stream alone."""
         return np.random.default_rng([self.seed, self._episode, index, salt])
+
+    def window_state(self, salt: int, make: Callable[[], object]):
+        """What window `salt`'s modelling keeps for the episode (a loss chain, the first
+        request sent in it): `make()` on first use, then the same object until the next
+        `start_episode`."""
+        if salt not in self._state:
+            self._state[salt] = make()
+        return self._state[salt]
 
     def expected_s(self) -> float | None:
         """The base model's: a client expects the fault-free round trip."""
@@ -93,17 +97,9 @@ class ModelledLink:
         for salt, window in enumerate(self.windows):
             if not self._overlaps(window, t, latency):
                 continue
-            kind = window.kind
-            if kind in (FaultKind.partition, FaultKind.server_stall):
-                latency = max(latency, window.end_s - t + base)
-            elif kind in (FaultKind.server_crash, FaultKind.server_drain, FaultKind.reset):
-                return math.inf
-            elif kind in (FaultKind.drop, FaultKind.corrupt, FaultKind.reorder):
-                if window.active(t) and self._rng(index, 100 + salt).random() < \
-                        window.spec.probability:
-                    return math.inf
-            elif kind is FaultKind.loss and window.active(t) and self._chain_loses(
-                    salt, window, index):
+            latency = fault_kind(window.kind).modelling.on_flight(window, salt, t, index, base,
+                                                                  latency, self)
+            if latency == math.inf:
                 return math.inf
         return latency
 
@@ -114,42 +110,10 @@ class ModelledLink:
     def _added_delay(self, t: float, index: int) -> float:
         added = 0.0
         for salt, window in enumerate(self.windows):
-            if not window.active(t):
-                continue
-            spec, kind = window.spec, window.kind
-            if kind is FaultKind.latency:
-                rng = self._rng(index, salt)
-                added += sum(jittered(rng, spec.delay_s, spec.jitter_dist, spec.jitter_s)
-                             for _ in range(_ways(spec.direction)))
-            elif kind is FaultKind.bandwidth:
-                up = spec.direction in (Direction.both, Direction.to_server)
-                down = spec.direction in (Direction.both, Direction.to_client)
-                bits = 8 * (self.request_bytes * up + self.reply_bytes * down)
-                added += bits / spec.bandwidth_bps
-            elif kind is FaultKind.slow_model:
-                added += jittered(self._rng(index, salt), spec.predict_s, spec.jitter_dist,
-                                  spec.jitter_s)
-            elif kind is FaultKind.model_pause and self._first_in.setdefault(salt, index) == index:
-                # the first request sent in the window (the engine asks in the order it sends)
-                added += window.end_s - window.start_s
-            elif kind is FaultKind.delay:
-                added += spec.delay_s
+            if window.active(t):
+                added += fault_kind(window.kind).modelling.added_delay(window, salt, t, index,
+                                                                       self)
         return added
-
-    def _chain_loses(self, salt: int, window: FaultWindow, index: int) -> bool:
-        """Gilbert-Elliott each way (`messages.GilbertElliott`, the emulated loss's chain),
-        stepped once per request in the order the engine asks (each request is asked about
-        once it is sent, so the chain grows to `index` and no further)."""
-        if salt not in self._chains:
-            spec = window.spec
-            self._chains[salt] = (GilbertElliott(spec.p_good_bad, spec.p_bad_good,
-                                                 spec.loss_good, spec.loss_bad),
-                                  np.random.default_rng([self.seed, self._episode, 0x6E]), [])
-        chain, rng, lost = self._chains[salt]
-        while len(lost) <= index:
-            out, back = chain.lose(rng, "out"), chain.lose(rng, "in")
-            lost.append(out or back)
-        return lost[index]
 
 
 def payload_sizes(contract, chunk_size: int) -> tuple[int, int]:

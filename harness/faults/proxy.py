@@ -49,493 +49,33 @@ bytes arrive.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
-import enum
 import itertools
 import logging
 import math
-import numbers
 import socket
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from harness.faults.pipe import Conn, Side
+from harness.faults.shaping import (
+    JITTER_DISTS,
+    Direction,
+    JitterSource,
+    LinkShape,
+    ProxyStats,
+    TokenBucket,
+    is_int,
+    is_real,
+)
 
-from harness.faults.schedule import JitterDist, jittered
-
-__all__ = ["Direction", "FaultProxy", "JitterSource", "LinkShape", "ProxyStats"]
+__all__ = ["JITTER_DISTS", "Direction", "FaultProxy", "JitterSource", "LinkShape",
+           "ProxyStats"]
 
 logger = logging.getLogger(__name__)
-
-READ_SIZE = 64 * 1024
-"""Bytes read from a socket at once."""
-
-_SPIN_S = 0.001
-"""A delayed chunk's timer fires this early and the last stretch is polled: asyncio's epoll
-timeouts are rounded up to whole milliseconds, which would otherwise add ~0.5 ms per chunk."""
-
-_PACE_S = 0.001
-"""Bandwidth pieces hold at least this much link time, so a small bucket at a high rate does
-not take one loop iteration per ~1500 bytes."""
-
-
-class Direction(enum.StrEnum):
-    """Which way bytes travel through the proxy."""
-
-    to_server = "to_server"
-    to_client = "to_client"
-
-
-JITTER_DISTS = ("normal", "pareto")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class LinkShape:
-    """How one direction of the link treats bytes (see the module docstring for jitter)."""
-
-    delay_s: float = 0.0
-    """One-way delay added to every chunk of bytes."""
-    jitter_s: float = 0.0
-    """Spread of a seeded random extra delay per chunk: the standard deviation for "normal",
-    the scale for "pareto"."""
-    jitter_dist: str = "normal"
-    """"normal": delay_s + N(0, jitter_s), truncated at 0. "pareto": delay_s + a Lomax draw
-    of scale jitter_s and shape pareto_alpha (always >= delay_s, heavy tail)."""
-    bandwidth_bps: float = 0.0
-    """Bits per second, 0 = unlimited. A token bucket: P bytes take about 8 P / bandwidth_bps."""
-    burst_bytes: int = 1500
-    """Depth of the token bucket: bytes that may leave at once after the link was idle."""
-    pareto_alpha: float = 2.0
-    """Shape of the "pareto" jitter, > 1 (the mean extra delay is jitter_s / (alpha - 1))."""
-
-    def __post_init__(self) -> None:
-        for name in ("delay_s", "jitter_s", "bandwidth_bps"):
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"LinkShape.{name} must be a finite number >= 0, got {value!r}")
-        if self.jitter_dist not in JITTER_DISTS:
-            raise ValueError(f"LinkShape.jitter_dist must be one of {JITTER_DISTS}, "
-                             f"got {self.jitter_dist!r}")
-        if not _is_int(self.burst_bytes) or self.burst_bytes < 1:
-            raise ValueError(f"LinkShape.burst_bytes must be an int >= 1, "
-                             f"got {self.burst_bytes!r}")
-        alpha = self.pareto_alpha
-        if not _is_real(alpha) or not math.isfinite(alpha) or alpha <= 1:
-            raise ValueError(f"LinkShape.pareto_alpha must be a finite number > 1, got {alpha!r}")
-
-
-@dataclass
-class ProxyStats:
-    """Counters since start(); `FaultProxy.stats` returns a copy."""
-
-    accepted: int = 0
-    """Client connections accepted."""
-    open: int = 0
-    """Connections open now."""
-    bytes_to_server: int = 0
-    """Bytes written to the server side."""
-    bytes_to_client: int = 0
-    """Bytes written to the client side."""
-    resets: int = 0
-    """Connections reset by `reset_connections()`."""
-    upstream_failures: int = 0
-    """Client connections closed because the server refused (or timed out)."""
-    held_bytes: int = 0
-    """Bytes that were held in the proxy while a partition was on."""
-
-    def forwarded(self, direction: Direction) -> int:
-        return self.bytes_to_server if direction is Direction.to_server else self.bytes_to_client
-
-
-class JitterSource:
-    """Seeded per-chunk delays of one direction: the same seed and shapes give the same draws."""
-
-    def __init__(self, seed: int, stream: int = 0) -> None:
-        self._rng = np.random.default_rng([seed, stream])
-
-    def delay(self, shape: LinkShape) -> float:
-        """The one-way delay of the next chunk under `shape`, in seconds (a draw only when
-        shape.jitter_s > 0)."""
-        if shape.jitter_s <= 0:
-            return shape.delay_s
-        return jittered(self._rng, shape.delay_s, JitterDist(shape.jitter_dist), shape.jitter_s,
-                        pareto_shape=shape.pareto_alpha)
-
-
-class _Bucket:
-    """A token bucket in virtual time (GCRA): `earliest` and `commit` take the time a piece
-    was due, not the time the writer got to it, so a late wake-up costs no throughput."""
-
-    def __init__(self) -> None:
-        self.rate = 0.0  # bytes per second; 0 = unlimited
-        self.depth = 1500
-        self._tat = -math.inf  # theoretical arrival time of the next byte
-
-    def configure(self, shape: LinkShape) -> None:
-        self.rate = shape.bandwidth_bps / 8.0
-        self.depth = shape.burst_bytes
-
-    def piece(self) -> int:
-        """Bytes to pass the bucket at once."""
-        return max(self.depth, math.ceil(self.rate * _PACE_S))
-
-    def earliest(self, t: float, n: int) -> float:
-        """When `n` bytes due at `t` may leave: once they fit in the bucket, or, larger than
-        the bucket, once it is empty (they then hold the link for n / rate)."""
-        if self.rate <= 0:
-            return t
-        return max(t, self._tat - max(0, self.depth - n) / self.rate)
-
-    def commit(self, t: float, n: int) -> None:
-        if self.rate > 0:
-            self._tat = max(self._tat, t) + n / self.rate
-
-
-class _Kind(enum.Enum):
-    data = 1
-    eof = 2
-    rst = 3
-
-
-@dataclass(slots=True)
-class _Item:
-    kind: _Kind
-    release: float
-    """Loop time at which the item may leave (before the bandwidth limit)."""
-    delay: float
-    """Its one-way delay, to release it again after a partition."""
-    data: bytes = b""
-    offset: int = 0
-    """Bytes of data already written."""
-
-
-def _wake(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _Side(asyncio.BufferedProtocol):
-    """One end of a proxied connection: the accepted client socket or the upstream socket."""
-
-    def __init__(self, conn: _Conn, outgoing: Direction) -> None:
-        self.conn = conn
-        self.outgoing = outgoing
-        """The direction of the bytes read from this side."""
-        self.transport: asyncio.Transport | None = None
-        self.lost = False
-        self.read_paused = False
-        self.write_paused = False
-        self._buf = bytearray(READ_SIZE)
-        self._view = memoryview(self._buf)
-
-    @property
-    def name(self) -> str:
-        return "client" if self.outgoing is Direction.to_server else "server"
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        self.conn.side_connected(self)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.conn.received(self, bytes(self._view[:nbytes]))
-
-    def eof_received(self) -> bool:
-        self.conn.eof_received(self)
-        return True  # keep the other half open: EOF is forwarded as a half-close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.conn.side_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.conn.pipe_to(self).kick()
-
-    def pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None and not self.lost:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.lost:
-            self.read_paused = False
-            self.transport.resume_reading()
-
-
-class _Pipe:
-    """One direction of one connection: a queue of timestamped chunks and the task that
-    writes them out when they are due."""
-
-    def __init__(self, conn: _Conn, direction: Direction, src: _Side, dst: _Side) -> None:
-        self.conn = conn
-        self.proxy = conn.proxy
-        self.direction = direction
-        self.src = src
-        self.dst = dst
-        self.queue: collections.deque[_Item] = collections.deque()
-        self.pending = 0
-        """Bytes queued and not yet written."""
-        self.last_release = -math.inf
-        self.input_closed = False
-        """An EOF or reset from src is queued: nothing more comes."""
-        self.eof_sent = False
-        self.finished = False
-        """A reset was forwarded or dst is gone: nothing more can be written."""
-        self.task: asyncio.Task | None = None
-        self._waiter: asyncio.Future | None = None
-
-    def done(self) -> bool:
-        return (self.finished or self.eof_sent) and not self.queue
-
-    def kick(self) -> None:
-        if self._waiter is not None:
-            _wake(self._waiter)
-
-    def push(self, item: _Item) -> None:
-        if (item.kind is _Kind.data and not self.queue and item.release <= self.proxy._loop_now()
-                and self._can_write() and self.proxy._buckets[self.direction].rate <= 0):
-            self._write(item.data)  # fast path: nothing waits before it
-            return
-        self.queue.append(item)
-        self.pending += len(item.data)
-        if self.pending > self.proxy._max_buffer_bytes:
-            self.src.pause_reading()
-        self.kick()
-
-    def drop(self) -> None:
-        self.finished = True
-        self.queue.clear()
-        self.pending = 0
-        self.kick()
-
-    def _can_write(self) -> bool:
-        return (not self.proxy._partitioned and self.dst.transport is not None
-                and not self.dst.lost and not self.dst.write_paused and not self.finished)
-
-    def _write(self, data: bytes) -> None:
-        assert self.dst.transport is not None
-        self.dst.transport.write(data)
-        self.proxy._count(self.direction, len(data))
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self.finished and not self.conn.closed:
-            if not self.queue or not self._can_write():
-                await self._wait()
-                continue
-            item = self.queue[0]
-            now = loop.time()
-            if now < item.release:
-                await self._wait(item.release, precise=True)
-                continue
-            if item.kind is _Kind.data:
-                pace_until = self._send_ready_pieces(item, now)
-                if pace_until is not None:
-                    await self._wait(pace_until)
-                    continue
-                self.queue.popleft()
-            elif item.kind is _Kind.eof:
-                self.queue.popleft()
-                assert self.dst.transport is not None
-                self.dst.transport.write_eof()  # shutdown(SHUT_WR) once its buffer is written
-                self.eof_sent = True
-                logger.debug("connection %d: EOF forwarded %s", self.conn.cid, self.direction)
-            else:
-                self.queue.popleft()
-                self.proxy._rst(self.dst)
-                self.finished = True
-                logger.debug("connection %d: reset forwarded %s", self.conn.cid, self.direction)
-            if self.src.read_paused and self.pending < self.proxy._max_buffer_bytes // 2:
-                self.src.resume_reading()
-            self.conn.check_done()
-
-    def _send_ready_pieces(self, item: _Item, now: float) -> float | None:
-        """Write what of `item` the bucket lets out by `now`; return when the next piece may
-        go, or None when all of it is written."""
-        bucket = self.proxy._buckets[self.direction]
-        parts = []
-        size = len(item.data)
-        next_at = None
-        while item.offset < size:
-            n = size - item.offset if bucket.rate <= 0 else min(size - item.offset, bucket.piece())
-            at = bucket.earliest(item.release, n)
-            if at > now:
-                next_at = at
-                break
-            bucket.commit(at, n)
-            parts.append(item.data[item.offset:item.offset + n])
-            item.offset += n
-        if parts:
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
-            self.pending -= len(data)
-            self._write(data)
-        return next_at
-
-    async def _wait(self, deadline: float | None = None, precise: bool = False) -> None:
-        """Until `deadline` (loop time) or a kick; `precise` polls the last millisecond."""
-        loop = asyncio.get_running_loop()
-        handle = None
-        if deadline is not None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            if precise and remaining <= _SPIN_S:
-                await asyncio.sleep(0)
-                return
-            wake_at = deadline - _SPIN_S if precise else deadline
-        fut = loop.create_future()
-        self._waiter = fut
-        if deadline is not None:
-            handle = loop.call_at(wake_at, _wake, fut)
-        try:
-            await fut
-        finally:
-            self._waiter = None
-            if handle is not None:
-                handle.cancel()
-
-
-class _Conn:
-    """One proxied connection: the client side, its own upstream side, a pipe each way."""
-
-    def __init__(self, proxy: FaultProxy, cid: int) -> None:
-        self.proxy = proxy
-        self.cid = cid
-        self.client = _Side(self, Direction.to_server)
-        self.upstream = _Side(self, Direction.to_client)
-        self.pipes = {
-            Direction.to_server: _Pipe(self, Direction.to_server, self.client, self.upstream),
-            Direction.to_client: _Pipe(self, Direction.to_client, self.upstream, self.client),
-        }
-        self.closed = False
-        self.connect_task: asyncio.Task | None = None
-
-    def pipe_to(self, side: _Side) -> _Pipe:
-        return self.pipes[Direction.to_client if side is self.client else Direction.to_server]
-
-    def side_connected(self, side: _Side) -> None:
-        if self.closed:  # torn down while the upstream connect was completing
-            assert side.transport is not None
-            side.transport.abort()
-            return
-        if side is self.client:
-            self.proxy._register(self)
-            loop = asyncio.get_running_loop()
-            for pipe in self.pipes.values():
-                pipe.task = loop.create_task(pipe.run())
-            self.connect_task = loop.create_task(self._connect_upstream())
-        else:
-            logger.debug("connection %d: upstream connected", self.cid)
-            self.pipes[Direction.to_server].kick()
-
-    async def _connect_upstream(self) -> None:
-        proxy = self.proxy
-        while proxy._partitioned:  # a SYN does not cross a partition either
-            await proxy._healed.wait()
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self.upstream, proxy.upstream_host,
-                                       proxy.upstream_port),
-                proxy.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            logger.info("connection %d: upstream %s:%d unavailable (%s); resetting the client",
-                        self.cid, proxy.upstream_host, proxy.upstream_port, exc)
-            proxy._bump("upstream_failures")
-            self.teardown(rst=True)
-
-    def received(self, side: _Side, data: bytes) -> None:
-        proxy = self.proxy
-        now = proxy._loop_now()
-        direction = side.outgoing
-        pipe = self.pipes[direction]
-        if pipe.finished or pipe.input_closed:
-            return
-        if proxy._partitioned:
-            proxy._bump("held_bytes", len(data))
-        delay = proxy._draw_delay(proxy._shapes[direction], direction)
-        release = max(now + delay, pipe.last_release)
-        pipe.last_release = release
-        pipe.push(_Item(_Kind.data, release, delay, data))
-
-    def _push_marker(self, side: _Side, kind: _Kind) -> None:
-        proxy = self.proxy
-        pipe = self.pipes[side.outgoing]
-        if pipe.finished:
-            return
-        pipe.input_closed = True
-        delay = proxy._shapes[side.outgoing].delay_s
-        if kind is _Kind.eof:
-            delay += proxy._slow_close_s
-        release = max(proxy._loop_now() + delay, pipe.last_release)
-        pipe.last_release = release
-        pipe.push(_Item(kind, release, delay))
-
-    def eof_received(self, side: _Side) -> None:
-        if not self.closed and not self.pipes[side.outgoing].input_closed:
-            logger.debug("connection %d: EOF from %s", self.cid, side.name)
-            self._push_marker(side, _Kind.eof)
-
-    def side_lost(self, side: _Side, exc: Exception | None) -> None:
-        if self.closed:
-            return
-        logger.debug("connection %d: %s side lost (%r)", self.cid, side.name, exc)
-        self.pipe_to(side).drop()
-        if exc is not None:
-            self._push_marker(side, _Kind.rst)
-        elif not self.pipes[side.outgoing].input_closed:
-            self._push_marker(side, _Kind.eof)
-        self.check_done()
-
-    def check_done(self) -> None:
-        if not self.closed and all(pipe.done() for pipe in self.pipes.values()):
-            self.teardown()
-
-    def teardown(self, *, rst: bool = False, abort: bool = False) -> None:
-        """Close both sides (flushing what was written, or with a RST, or abortively)."""
-        if self.closed:
-            return
-        self.closed = True
-        for side in (self.client, self.upstream):
-            if side.transport is None or side.lost:
-                continue
-            if rst:
-                self.proxy._rst(side)
-            elif abort:
-                side.transport.abort()
-            else:
-                side.transport.close()
-        current = asyncio.current_task()
-        for task in (self.connect_task, *(p.task for p in self.pipes.values())):
-            if task is not None and task is not current:
-                task.cancel()
-        self.proxy._unregister(self)
 
 
 class FaultProxy:
@@ -548,7 +88,7 @@ class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, *, listen_host: str = "127.0.0.1",
                  listen_port: int = 0, seed: int = 0, connect_timeout_s: float = 5.0,
                  max_buffer_bytes: int = 4 * 1024 * 1024) -> None:
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         seed = int(seed)
         self.upstream_host = upstream_host
@@ -558,12 +98,12 @@ class FaultProxy:
         self.connect_timeout_s = connect_timeout_s
         self._max_buffer_bytes = max_buffer_bytes
         self._shapes = {d: LinkShape() for d in Direction}
-        self._buckets = {d: _Bucket() for d in Direction}
+        self._buckets = {d: TokenBucket() for d in Direction}
         self._seed = seed
         self._jitter = self._make_jitter(seed)
         self._slow_close_s = 0.0
         self._partitioned = False
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._ids = itertools.count()
         self._stats = ProxyStats()
         self._stats_lock = threading.Lock()
@@ -673,17 +213,17 @@ class FaultProxy:
         for _ in range(3):  # let the transports' connection_lost callbacks close the sockets
             await asyncio.sleep(0)
 
-    def _accept(self) -> _Side:
-        return _Conn(self, next(self._ids)).client
+    def _accept(self) -> Side:
+        return Conn(self, next(self._ids)).client
 
-    def _register(self, conn: _Conn) -> None:
+    def _register(self, conn: Conn) -> None:
         self._conns.add(conn)
         with self._stats_lock:
             self._stats.accepted += 1
             self._stats.open += 1
         logger.debug("connection %d accepted", conn.cid)
 
-    def _unregister(self, conn: _Conn) -> None:
+    def _unregister(self, conn: Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
             self._bump("open", -1)
@@ -781,13 +321,13 @@ class FaultProxy:
 
     def set_slow_close(self, delay_s: float) -> None:
         """A close (EOF) from either end reaches the other end `delay_s` later (0 = at once)."""
-        if not _is_real(delay_s) or not math.isfinite(delay_s) or delay_s < 0:
+        if not is_real(delay_s) or not math.isfinite(delay_s) or delay_s < 0:
             raise ValueError(f"slow close delay_s must be a finite number >= 0, got {delay_s!r}")
         self._call(setattr, self, "_slow_close_s", float(delay_s))
 
     def reseed(self, seed: int) -> None:
         """Restart the jitter draws of both directions from `seed`."""
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self._call(self._reseed, int(seed))
 
@@ -823,7 +363,7 @@ class FaultProxy:
                 pipe.kick()
 
     @staticmethod
-    def _rst(side: _Side) -> None:
+    def _rst(side: Side) -> None:
         """Close `side` with a RST: SO_LINGER on with a zero timeout, then close."""
         transport = side.transport
         if transport is None or side.lost:

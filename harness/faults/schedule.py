@@ -7,7 +7,11 @@ on the config, the seed and the episode, never on wall time or on what happened 
 the same seed gives the same timeline byte for byte (`timeline_digest`), a resumed run gets
 the same faults, and the emulated and the modelled runs of a schedule see the same windows.
 
-Which mechanism carries out a window is the controller's business (`controller.py`).
+A fault's kind is a name in the registry of kinds (`harness.faults.kinds`): a built-in
+("server_stall", "latency", ...) or an import path naming a user's entry. The entry says what
+the kind is for the schedule (its lane: windows of one lane never overlap; its group: which
+mechanisms the job wires) and how the controller (`controller.py`) emulates it or the
+modelled link (`modelled.py`) models it.
 """
 
 from __future__ import annotations
@@ -21,97 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from harness.choices import choice
+from harness.faults.kinds.registry import fault_kind
 
 
-class FaultKind(enum.StrEnum):
-    """Lower-case members: Hydra matches config values by name."""
-
-    # -- process faults, through the server supervisor
-    server_crash = "server_crash"
-    """SIGKILL the server at the start, start it again at the end."""
-    server_stall = "server_stall"
-    """SIGSTOP the server at the start, SIGCONT at the end."""
-    server_drain = "server_drain"
-    """SIGTERM (drain) at the start, start it again at the end."""
-    # -- network faults, on the link's real bytes (the fault proxy)
-    latency = "latency"
-    """`delay_s` one way per `direction`, plus a seeded `jitter_s` draw per chunk of bytes."""
-    bandwidth = "bandwidth"
-    """A token bucket of `bandwidth_bps` per direction: payload size matters."""
-    partition = "partition"
-    """Black hole, connections kept: nothing passes; bytes held are delivered at the end."""
-    reset = "reset"
-    """Every open connection reset (RST) at the start."""
-    slow_close = "slow_close"
-    """A close from either end reaches the other `delay_s` later."""
-    loss = "loss"
-    """Gilbert-Elliott burst loss of stream messages (message level: a proxy cannot lose
-    packets inside a TCP stream, and this kernel has no netem)."""
-    # -- message faults, a wrapper of the client's transport
-    drop = "drop"
-    """Stream messages (observations out, chunks in) dropped, each with `probability`."""
-    corrupt = "corrupt"
-    """Stream messages with bytes flipped: the codecs must reject them, never crash."""
-    duplicate = "duplicate"
-    """Observations sent twice."""
-    delay = "delay"
-    """Incoming chunks held back `delay_s` of wall time."""
-    reorder = "reorder"
-    """An incoming chunk held back until the next one has been taken."""
-    # -- model faults, inside the server's predict
-    slow_model = "slow_model"
-    """Every prediction takes at least `predict_s` (plus a seeded `jitter_s` draw)."""
-    model_pause = "model_pause"
-    """The first prediction at or after the start stalls for `duration_s` (a GC pause)."""
-
-    @property
-    def is_process(self) -> bool:
-        return self in PROCESS_FAULTS
-
-    @property
-    def is_network(self) -> bool:
-        return self in NETWORK_FAULTS
-
-    @property
-    def is_model(self) -> bool:
-        return self in MODEL_FAULTS
-
-    @property
-    def is_message(self) -> bool:
-        return self in MESSAGE_FAULTS
-
-    @property
-    def group(self) -> str:
-        """Windows of one group never overlap; windows of different groups may (a slow,
-        lossy link during a server stall)."""
-        if self.is_process:
-            return "process"
-        if self.is_model:
-            return "model"
-        if self in (FaultKind.drop, FaultKind.corrupt, FaultKind.duplicate, FaultKind.delay,
-                    FaultKind.reorder):
-            return "message"
-        return str(self)
-
-    @property
-    def paced(self) -> bool:
-        """Whether the fault acts through mechanisms that live in wall time (a restart, a
-        lease, TCP backoff, a stalled prediction): then the pacing rule holds the ticks to
-        wall time for the whole window. A delay or a loss needs no pacing: the measured
-        round trip and the request timeout already put it in control time."""
-        return self in PACED_FAULTS
-
-
-PROCESS_FAULTS = frozenset({FaultKind.server_crash, FaultKind.server_stall,
-                            FaultKind.server_drain})
-NETWORK_FAULTS = frozenset({FaultKind.latency, FaultKind.bandwidth, FaultKind.partition,
-                            FaultKind.reset, FaultKind.slow_close})
-MODEL_FAULTS = frozenset({FaultKind.slow_model, FaultKind.model_pause})
-MESSAGE_FAULTS = frozenset({FaultKind.drop, FaultKind.corrupt, FaultKind.duplicate,
-                            FaultKind.delay, FaultKind.reorder, FaultKind.loss})
-PACED_FAULTS = PROCESS_FAULTS | {FaultKind.partition, FaultKind.reset, FaultKind.slow_close,
-                                 FaultKind.model_pause, FaultKind.drop, FaultKind.corrupt,
-                                 FaultKind.duplicate, FaultKind.delay, FaultKind.reorder}
+def _kind_name(kind: str, field_name: str) -> str:
+    """`kind` resolved in the registry, as its entry's name; ValueError naming `field_name`
+    and the choices if no entry has it, or naming what an entry named by import path lacks
+    (a complete one is registered)."""
+    try:
+        return fault_kind(str(kind)).name
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{field_name}: {exc}") from exc
 
 
 class Direction(enum.StrEnum):
@@ -172,7 +96,10 @@ class TimedFault:
     """One fault in every episode, at a fixed control time. Only the fields of its kind
     matter; the rest keep their defaults."""
 
-    kind: FaultKind = FaultKind.server_stall
+    kind: str = "server_stall"
+    """A registered kind's name (`harness.faults.kinds.kind_names()`), or an import path
+    "package.module:ATTR" naming a `FaultKindEntry` in the user's module; stored as the
+    entry's name."""
     start_s: float = 1.0
     """Control time since the episode began."""
     duration_s: float = 2.0
@@ -203,7 +130,7 @@ class TimedFault:
     """`slow_model`: the least time a prediction takes (OpenVLA on an L4: ~405 ms)."""
 
     def __post_init__(self) -> None:
-        self.kind = choice(FaultKind, self.kind, "faults.timed[].kind")
+        self.kind = _kind_name(self.kind, "faults.timed[].kind")
         self.direction = choice(Direction, self.direction, "faults.timed[].direction")
         self.jitter_dist = choice(JitterDist, self.jitter_dist, "faults.timed[].jitter_dist")
         if not 0 < self.probability <= 1:
@@ -231,14 +158,15 @@ class RandomOutages:
     """Outages at random times: a Poisson process of `rate_per_min`, each lasting a seeded
     lognormal draw around `median_s`."""
 
-    kind: FaultKind = FaultKind.server_stall
+    kind: str = "server_stall"
+    """As `TimedFault.kind`."""
     rate_per_min: float = 0.0
     """0: none."""
     median_s: float = 1.0
     sigma: float = 0.5
 
     def __post_init__(self) -> None:
-        self.kind = choice(FaultKind, self.kind, "faults.random.kind")
+        self.kind = _kind_name(self.kind, "faults.random.kind")
         if self.rate_per_min < 0 or self.median_s <= 0 or self.sigma < 0:
             raise ValueError(f"faults.random: rate_per_min={self.rate_per_min} >= 0, "
                              f"median_s={self.median_s} > 0 and sigma={self.sigma} >= 0")
@@ -277,34 +205,35 @@ class FaultsConfig:
     def empty(self) -> bool:
         return not self.timed and self.random.rate_per_min == 0
 
-    def _kinds(self) -> set[FaultKind]:
+    def _groups(self) -> set[str]:
         kinds = {f.kind for f in self.timed}
         if self.random.rate_per_min > 0:
             kinds.add(self.random.kind)
-        return kinds
+        return {fault_kind(kind).group for kind in kinds}
 
     @property
     def has_process_faults(self) -> bool:
-        return any(kind.is_process for kind in self._kinds())
+        return "process" in self._groups()
 
     @property
     def has_message_faults(self) -> bool:
-        return any(kind.is_message for kind in self._kinds())
+        return "message" in self._groups()
 
     @property
     def has_network_faults(self) -> bool:
-        return any(kind.is_network for kind in self._kinds())
+        return "network" in self._groups()
 
     @property
     def has_model_faults(self) -> bool:
-        return any(kind.is_model for kind in self._kinds())
+        return "model" in self._groups()
 
 
 @dataclass(frozen=True)
 class FaultWindow:
     """One fault of one episode, in its control time: active for start_s <= t < end_s."""
 
-    kind: FaultKind
+    kind: str
+    """The kind's registered name (`harness.faults.kinds.fault_kind(kind)`: its entry)."""
     start_s: float
     end_s: float
     source: str
@@ -319,8 +248,8 @@ class FaultWindow:
 def timeline(config: FaultsConfig, *, seed: int, episode: int,
              horizon_s: float) -> list[FaultWindow]:
     """The episode's fault windows within `horizon_s` of control time, sorted by start and
-    clipped at it. Windows of one group (`FaultKind.group`) never overlap: one that would
-    overlap an earlier one of its group is dropped."""
+    clipped at it. Windows of one lane (`FaultKindEntry.lane`) never overlap: one that would
+    overlap an earlier one of its lane is dropped."""
     windows = [FaultWindow(f.kind, f.start_s, min(f.start_s + f.duration_s, horizon_s), "timed",
                            f)
                for f in config.timed if f.start_s < horizon_s]
@@ -338,7 +267,8 @@ def timeline(config: FaultsConfig, *, seed: int, episode: int,
                                        TimedFault(outages.kind, start, end - start)))
     kept: list[FaultWindow] = []
     for window in sorted(windows, key=lambda w: (w.start_s, w.source, str(w.kind))):
-        group_end = max((w.end_s for w in kept if w.kind.group == window.kind.group),
+        lane = fault_kind(window.kind).overlap_lane
+        group_end = max((w.end_s for w in kept if fault_kind(w.kind).overlap_lane == lane),
                         default=0.0)
         if window.start_s >= group_end and window.end_s > window.start_s:
             kept.append(window)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.results.trace import EpisodeTrace
 from harness.results.failsafe import summarize_failsafe, trace_failsafe
 from harness.results.stats import wilson_interval
+from harness.results.trace import EpisodeTrace
 
 
 class ConfigMismatch(ValueError):

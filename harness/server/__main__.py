@@ -1,7 +1,10 @@
 """`python -m harness.server [overrides]`: one policy server, alone, until SIGTERM (drain).
 
 Takes the harness's own config (`transport=`, `policy=`, `env=` for the task whose contract
-the oracles read, `server.*`), and prints `READY <health port>` once it serves.
+the oracles read, `server.*`), and prints `READY <health port>` once it serves. An entry
+point composes what the server package must not know: with `server.model_faults_path` set
+(the harness's fault controller writes that file) the server's predict hook is the model
+faults' (`harness.faults.model_faults`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from harness.config import check_tasks_or_exit, config_dir, register_configs, validate_or_exit
+from harness.faults.model_faults import predict_hook
 from harness.server.serve import serve_forever
 
 register_configs()
@@ -21,7 +25,9 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
     check_tasks_or_exit(config)
-    serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True))
+    path = config.server.model_faults_path
+    serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True),
+                  predict_hook=predict_hook(path, seed=config.seed) if path else None)
 
 
 if __name__ == "__main__":

@@ -31,64 +31,14 @@ import numpy as np
 
 from envs.base import EnvObservation
 from harness import protocol
+from harness.protocol.checks import check_observation
 from harness.server.metrics import ServerMetrics
-from harness.server.model_faults import ModelFaults
 from harness.server.sessions import Session, SessionTable, short_id
 from policies.base import Policy
 from transports import StreamItem, TransportServer
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("harness.audit")
-
-
-MAX_PREFIX_S = 10.0
-"""Longest committed prefix a delay-aware policy is asked to roll through: a delay past
-`max_offline_s` (5 s by default) has the client DEAD anyway, and an absurd one would keep
-the inference thread busy for every other session."""
-
-
-def check_observation(spec: protocol.Contract,
-                      observation: protocol.Observation) -> tuple[str, str] | None:
-    """The first way `observation` breaks `spec`, as (reason, detail), or None if it fits.
-
-    `reason` is one of missing, dtype, shape, non_finite (the label of the rejection counter);
-    `detail` names the key and what is wrong. Only what the policy reads is checked (a robot
-    may observe more). Runs on every observation, so it stays cheap: dtype and shape compares,
-    and `np.isfinite` on float state only (images are uint8).
-    """
-    for key, wanted in spec.state.items():
-        where, value = f"state[{key!r}]", observation.state.get(key)
-        if value is None:
-            return "missing", f"{where} is missing: the policy reads it"
-        if value.dtype.name != wanted.dtype:
-            return "dtype", (f"{where} has dtype {value.dtype.name}, the contract says "
-                             f"{wanted.dtype}")
-        if value.shape != tuple(wanted.shape):
-            return "shape", (f"{where} has shape {value.shape}, the contract says "
-                             f"{tuple(wanted.shape)}")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
-            return "non_finite", (f"{where} has {bad} non-finite value{'s' if bad > 1 else ''} "
-                                  "(NaN or inf)")
-    committed = observation.committed
-    if committed.shape[0] > MAX_PREFIX_S * spec.control_hz:
-        return "shape", (f"committed holds {committed.shape[0]} actions, more than "
-                         f"{MAX_PREFIX_S:g} s of control at {spec.control_hz:g} Hz")
-    if committed.shape[0] and committed.shape[1] != spec.action_dim:
-        return "shape", (f"committed has {committed.shape[1]} entries per action, the "
-                         f"contract's actions have {spec.action_dim}")
-    if not np.isfinite(committed).all():
-        return "non_finite", "committed holds non-finite actions (NaN or inf)"
-    for camera, (height, width) in spec.images.items():
-        where, image = f"images[{camera!r}]", observation.images.get(camera)
-        if image is None:
-            return "missing", f"{where} is missing: the policy needs this camera"
-        if image.dtype != np.uint8:
-            return "dtype", f"{where} has dtype {image.dtype.name}, the contract says uint8"
-        if image.shape != (height, width, 3):
-            return "shape", (f"{where} has shape {image.shape}, the contract says "
-                             f"{(height, width, 3)}")
-    return None
 
 
 class Refusal(NamedTuple):
@@ -104,13 +54,14 @@ class PolicyServer:
     """Hosts one policy for up to `max_sessions` clients over one transport server.
 
     The transport server is built (not started) by the caller, so a wrapper of it (a fault
-    injector, a recorder) composes: `PolicyServer(Faulty(make_server(config)), ...)`.
+    injector, a recorder) composes: `PolicyServer(Faulty(make_server(config)), ...)`; inside
+    predict, `predict_hook` is that seam (model faults), so this package knows no faults.
     """
 
     def __init__(self, transport: TransportServer, make_policy: Callable[[], Policy], *,
                  max_sessions: int = 4, metrics: ServerMetrics | None = None,
                  session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128,
-                 model_faults: ModelFaults | None = None) -> None:
+                 predict_hook: Callable[[float], object] | None = None) -> None:
         """Build the pool: `make_policy` is called `max_sessions` times, here and never again
         (a session open must not load a model), and every instance must declare one spec.
 
@@ -126,8 +77,9 @@ class PolicyServer:
                 raise ValueError(f"make_policy() call {index} declared {policy.spec}, call 0 "
                                  f"{self.spec}: the pool's instances must be interchangeable")
         self.max_sessions = max_sessions
-        self.model_faults = model_faults
-        """A slow model or a pause, inside predict (`harness.server.model_faults`)."""
+        self.predict_hook = predict_hook
+        """Called after each prediction with its monotonic start, inside the session's lock:
+        its time counts as inference time, its exception as the prediction's."""
         self.max_client_id_chars = max_client_id_chars
         self.metrics = metrics or ServerMetrics()
         self._transport = transport
@@ -340,8 +292,8 @@ class PolicyServer:
                                                      body.instruction)
                         chunk = (session.policy.predict(observation, committed=body.committed)
                                  if plans_from_prefix else session.policy.predict(observation))
-                        if self.model_faults is not None:
-                            self.model_faults.stretch(predict_started)
+                        if self.predict_hook is not None:
+                            self.predict_hook(predict_started)
                     except Exception as exc:  # the model failing must not take the server down
                         failure = exc
         if refusal is not None:

@@ -17,37 +17,24 @@ from collections.abc import Callable
 
 from envs import task_ids
 from harness.server.metrics import HealthEndpoint
-from harness.server.model_faults import ModelFaults
 from harness.server.policy_server import PolicyServer
-from harness.server.supervisor import LIFELINE_ENV
-from policies import Policy, PolicyName, make_policy
+from harness.server.supervisor import LIFELINE_ENV, ServerStartError
+from policies import Policy, PolicyTask
+from policies import policy_factory as registry_factory
 from transports import make_server
 
 log = logging.getLogger(__name__)
 
 
 def policy_factory(config) -> Callable[[], Policy]:
-    """A builder of the policy `config` (a HarnessConfig) names, one instance per call."""
-    policy = config.policy
+    """A builder of the policy `config` (a HarnessConfig) names, one instance per call: any
+    kind the registry has (`policies.registry`), a researcher's own class included."""
+    env = config.env
     # "all" starts at task 0: no need to ask the suite how many it has.
-    task = 0 if config.env.tasks == "all" else task_ids(config.env.name, config.env.tasks)[0]
-    if policy.name is PolicyName.remote:
-        from policies.remote import RemoteSettings, make_remote_policy
-
-        settings = RemoteSettings(
-            protocol=policy.protocol, url=policy.url, convention=policy.convention,
-            model_id=policy.model_id, reply_chunk=policy.reply_chunk,
-            unnorm_key=policy.unnorm_key,
-            dataset_statistics=policy.dataset_statistics, image_format=policy.image_format,
-            connect_timeout_s=policy.connect_timeout_s,
-            request_timeout_s=policy.request_timeout_s)
-        size = (config.env.image_size, config.env.image_size)
-        return lambda: make_remote_policy(settings, env=config.env.name, task_id=task,
-                                          cameras=tuple(config.env.cameras), image_size=size,
-                                          chunk_size=policy.chunk_size)
-    return lambda: make_policy(policy.name, env=config.env.name, task_id=task,
-                               chunk_size=policy.chunk_size, weights=policy.weights,
-                               latency_profile=policy.latency_profile, seed=config.seed)
+    task = 0 if env.tasks == "all" else task_ids(env.name, env.tasks)[0]
+    return registry_factory(config.policy, PolicyTask(
+        env.name, task, tuple(env.cameras), (env.image_size, env.image_size),
+        config.policy.chunk_size, config.seed))
 
 
 def watch_lifeline(stop: threading.Event) -> None:
@@ -69,9 +56,12 @@ def watch_lifeline(stop: threading.Event) -> None:
 
 
 def serve_forever(config, *, ready: Callable[[int], None] | None = None,
-                  stop: threading.Event | None = None) -> None:
+                  stop: threading.Event | None = None,
+                  predict_hook: Callable[[float], object] | None = None) -> None:
     """Run a policy server for `config` (a HarnessConfig) until SIGTERM/SIGINT, the lifeline
-    closing, or `stop`; then drain. `ready(health_port)` is called once it serves."""
+    closing, or `stop`; then drain. `ready(health_port)` is called once it serves;
+    `predict_hook` is passed to `PolicyServer` (the entry point that composes the run gives
+    the model faults' hook when `server.model_faults_path` is set)."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,9 +71,7 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
                           max_sessions=config.server.max_sessions,
                           session_idle_timeout_s=config.server.session_idle_timeout_s,
                           max_client_id_chars=config.server.max_client_id_chars,
-                          model_faults=ModelFaults(config.server.model_faults_path,
-                                                   seed=config.seed)
-                          if config.server.model_faults_path else None)
+                          predict_hook=predict_hook)
     # Bound before the server starts, so a health address that cannot be bound fails the
     # start-up without leaving a serving transport behind.
     health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,
@@ -106,16 +94,19 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
 
 class InProcessServer:
     """`serve_forever` on a thread of this process (the only choice for transport=local);
-    the same start/stop shape as `ServerSupervisor`, without signals to send."""
+    the same start/stop shape as `ServerSupervisor`, without signals to send.
+    `predict_hook` as `serve_forever`'s."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, *,
+                 predict_hook: Callable[[float], object] | None = None) -> None:
         self._stop = threading.Event()
         started = threading.Event()
         self._failure: BaseException | None = None
 
         def run() -> None:
             try:
-                serve_forever(config, ready=lambda port: started.set(), stop=self._stop)
+                serve_forever(config, ready=lambda port: started.set(), stop=self._stop,
+                              predict_hook=predict_hook)
             except BaseException as exc:  # reported to the starting thread below
                 self._failure = exc
                 started.set()
@@ -123,10 +114,10 @@ class InProcessServer:
         self._thread = threading.Thread(target=run, name="policy-server", daemon=True)
         self._thread.start()
         if not started.wait(config.server.startup_timeout_s):
-            raise RuntimeError("in-process policy server did not start within "
+            raise ServerStartError("in-process policy server did not start within "
                                f"{config.server.startup_timeout_s} s")
         if self._failure is not None:
-            raise RuntimeError(f"in-process policy server failed to start: "
+            raise ServerStartError(f"in-process policy server failed to start: "
                                f"{self._failure!r}") from self._failure
 
     def stop(self) -> None:

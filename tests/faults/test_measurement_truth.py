@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from harness.bench.link import ProxiedLink, median_round_trip_s
-from harness.faults.proxy import LinkShape
+from harness.faults.shaping import LinkShape
 from tests.transports.test_conformance import config_for
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from harness.server.model_faults import ModelFaults, write_model_fault
+from harness.faults.model_faults import ModelFaults, write_model_fault
 from tests.faults.conftest import events_of, run_faulted
 
 

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.faults.proxy import Direction, FaultProxy, JitterSource, LinkShape
+from harness.faults.proxy import FaultProxy
+from harness.faults.shaping import Direction, JitterSource, LinkShape
 from tests.conftest import wait_until
 from transports.loopback import free_port
 

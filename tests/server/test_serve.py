@@ -4,7 +4,10 @@ health endpoint binds where it is told (127.0.0.1 unless the config opens it up)
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,7 +20,7 @@ from harness.config import config_dir, register_configs, validate
 from harness.server.metrics import HealthEndpoint, ServerMetrics
 from harness.server.serve import serve_forever
 from tests.conftest import wait_until
-from tests.server.wire import RawClient
+from tests.server.wire import RawClient, contract, start_server
 
 pytestmark = pytest.mark.network
 register_configs()
@@ -93,3 +96,41 @@ def test_serve_forever_applies_the_server_settings(served_from_config, env):
 
     wait_until(expired, 5.0, "the silent session to expire after 0.3 s")
 
+
+
+def test_a_predict_hook_runs_after_each_prediction_and_counts_as_inference_time(env):
+    """The seam model faults act through: the hook gets the prediction's monotonic start
+    and what it waits is inference time the client sees (`infer_ns`)."""
+    hold_s, starts = 0.05, []
+
+    def hold(started_s: float) -> None:
+        starts.append(started_s)
+        time.sleep(hold_s)
+
+    server, config = start_server(env, predict_hook=hold)
+    client = RawClient(config)
+    try:
+        assert client.open(contract(env)).msg_type is protocol.MessageType.SESSION_OK
+        before = time.monotonic()
+        client.observe(env.reset(seed=0), seq=1, episode=0)
+        reply = client.next_reply(5.0)
+        assert reply.msg_type is protocol.MessageType.ACTION_CHUNK and reply.body.obs_seq == 1
+        assert len(starts) == 1 and before <= starts[0] <= time.monotonic()
+        assert reply.body.infer_ns >= hold_s * 1e9
+    finally:
+        client.close()
+        server.drain()
+
+
+def test_the_server_package_imports_nothing_of_the_faults_or_the_config():
+    """harness.server sits below harness.faults: the model faults reach it only through the
+    predict hook its entry points pass."""
+    code = ("import sys\n"
+            "import harness.server.policy_server, harness.server.serve, "
+            "harness.server.launch, harness.server.supervisor\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('harness.faults', "
+            "'harness.config', 'harness.jobs'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -1,6 +1,11 @@
 """Model faults inside the server's predict: a slow model or a long pause, as a slow GPU or
 a garbage-collection pause would cause them.
 
+Here, in the faults package, not in the server's: the server knows nothing of faults. It
+takes a predict hook from whoever starts it (`PolicyServer(predict_hook=...)`); the entry
+points that compose a run (`python -m harness.server`, the loop job's in-process server)
+pass `predict_hook(path, seed=...)` when `server.model_faults_path` is set.
+
 They act where the model runs, after the mailbox and inside the session's lock, so the
 inference queue, the transport and the client see them exactly as they would see a real slow
 model: later chunks, observations superseded while waiting, a server that is up but silent.
@@ -22,6 +27,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +93,9 @@ class ModelFaults:
             time.sleep(wait_s)
             self.stretched_s += wait_s
         return wait_s
+
+
+def predict_hook(path: str | Path, *, seed: int = 0) -> Callable[[float], float]:
+    """The hook a policy server calls after each prediction (`PolicyServer(predict_hook=)`):
+    it holds the prediction back as the fault in `path` says (`ModelFaults.stretch`)."""
+    return ModelFaults(path, seed=seed).stretch
