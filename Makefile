@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
 test: $(STAMP) chromium peers
-	$(PY) -m ruff check harness transports policies envs reports tests
+	$(PY) -m ruff check harness transports policies envs reports tests examples
 	$(PY) -m pytest $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without

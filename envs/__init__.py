@@ -1,52 +1,36 @@
 """Simulated robots behind one interface (`envs.base.Env`); `make_env` builds one by name.
 
-`EnvName` is the one list of envs the harness knows; the config, the task selection and the
-policies all take their choices from it.
+Which envs exist is the registry's business (`envs.registry`): each env name belongs to a
+family (`envs.families`: the MuJoCo tasks, the LIBERO suites), and a researcher's own family
+is named by import path. The config, the task selection and the policies all ask it.
 """
 
 from __future__ import annotations
 
-import enum
-
 from envs.base import Env, EnvObservation, EnvSpec, StepResult
+from envs.registry import EnvFamily, UnknownEnv, env_family, env_names, register_family
+from harness.protocol.contract import Contract
 
 
-class EnvName(enum.StrEnum):
-    """Every env `make_env` can build (lower-case members: Hydra matches config values by name)."""
+def _names_of(family_attr: str) -> tuple[str, ...]:
+    from envs import families
 
-    mujoco_reach = "mujoco_reach"
-    mujoco_pick_place = "mujoco_pick_place"
-    libero_spatial = "libero_spatial"
-    libero_object = "libero_object"
-    libero_goal = "libero_goal"
-    libero_10 = "libero_10"
-    libero_90 = "libero_90"
-
-    @property
-    def is_libero(self) -> bool:
-        return self.value.startswith("libero_")
+    return getattr(families, family_attr).names
 
 
-MUJOCO_TASKS = tuple(name for name in EnvName if not name.is_libero)
-LIBERO_SUITES = tuple(name for name in EnvName if name.is_libero)
+MUJOCO_TASKS = _names_of("MUJOCO")
+LIBERO_SUITES = _names_of("LIBERO")
 
 
-def env_name(name: str) -> EnvName:
-    """`name` as an EnvName; ValueError naming the choices if it is none."""
-    try:
-        return EnvName(name)
-    except ValueError:
-        raise ValueError(f"env.name={name!r}: expected one of {[n.value for n in EnvName]}") \
-            from None
+def env_name(name: str) -> str:
+    """`name` if some family provides it; UnknownEnv (a ValueError) naming the choices."""
+    env_family(name)
+    return str(name)
 
 
 def task_count(name: str) -> int:
     """How many tasks env `name` has (a LIBERO suite: its task list; a MuJoCo task: one)."""
-    if not env_name(name).is_libero:
-        return 1
-    from envs.libero import suite_task_count
-
-    return suite_task_count(name)
+    return env_family(name).task_count(name)
 
 
 def task_ids(name: str, tasks: str) -> list[int]:
@@ -70,19 +54,20 @@ def make_env(name: str, *, cameras: tuple[str, ...] = (), image_size: tuple[int,
              max_steps: int | None = None, task_id: int = 0) -> Env:
     """Build env `name`, rendering only `cameras` (none: no renderer at all).
 
-    Raises ValueError naming the env if it is unknown, ImportError naming the package if the
-    env's simulator is not installed.
+    Raises UnknownEnv (a ValueError) naming the choices if no family provides `name`,
+    ImportError naming the package if the env's simulator is not installed.
     """
-    name = env_name(name)
-    if not name.is_libero:
-        from envs.mujoco_tasks import TASKS
-
-        return TASKS[name](cameras=cameras, image_size=image_size, max_steps=max_steps)
-    from envs.libero import LiberoEnv
-
-    return LiberoEnv(name, task_id=task_id, cameras=cameras, image_size=image_size,
-                     max_steps=max_steps)
+    return env_family(name).make(name, task_id=task_id, cameras=tuple(cameras),
+                                 image_size=tuple(image_size), max_steps=max_steps)
 
 
-__all__ = ["Env", "EnvName", "EnvObservation", "EnvSpec", "LIBERO_SUITES", "MUJOCO_TASKS",
-           "StepResult", "env_name", "make_env", "task_count", "task_ids"]
+def robot_contract(name: str, task_id: int = 0, *, cameras: tuple[str, ...] = (),
+                   image_size: tuple[int, int] = (128, 128)) -> Contract:
+    """The robot's side of the task's contract, without building a simulator."""
+    return env_family(name).contract(name, task_id, cameras=tuple(cameras),
+                                     image_size=tuple(image_size))
+
+
+__all__ = ["Env", "EnvFamily", "EnvObservation", "EnvSpec", "LIBERO_SUITES", "MUJOCO_TASKS",
+           "StepResult", "UnknownEnv", "env_family", "env_name", "env_names", "make_env",
+           "register_family", "robot_contract", "task_count", "task_ids"]

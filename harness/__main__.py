@@ -7,10 +7,8 @@ env in-process, with no transport, as the reference; `bench` measures transport 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
-import statistics
 import sys
 from pathlib import Path
 
@@ -49,42 +47,6 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
     log.info("wrote %s", output_dir / config.bench.csv)
 
 
-def run_evaluate(config: HarnessConfig, output_dir: Path) -> None:
-    from rich.table import Table
-
-    from harness.jobs.evaluate import evaluate_tasks
-    from harness.results.stats import wilson_interval
-
-    env_config, policy_config = config.env, config.policy
-    results = evaluate_tasks(
-        env_config.name, policy_config.name, tasks=env_config.tasks,
-        episodes_per_task=env_config.episodes_per_task, seed=config.seed,
-        cameras=tuple(env_config.cameras),
-        image_size=(env_config.image_size, env_config.image_size),
-        max_steps=env_config.max_steps, chunk_size=policy_config.chunk_size,
-        weights=policy_config.weights, latency_profile=policy_config.latency_profile,
-        replan_every=policy_config.replan_every)
-    rows = []
-    for task_id, outcome in results:
-        row = dataclasses.asdict(outcome)
-        row["predict_ms_p50"] = statistics.median(row.pop("predict_ms"))
-        rows.append({"env": env_config.name, "task": task_id, **row})
-    with open(output_dir / "episodes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    successes = sum(r["success"] for r in rows)
-    low, high = wilson_interval(successes, len(rows))
-    table = Table(title=f"{env_config.name} / {policy_config.name} (in-process, no transport)")
-    for column in ("episodes", "success", "Wilson 95%", "mean steps", "predict p50 ms"):
-        table.add_column(column, justify="right")
-    table.add_row(str(len(rows)), f"{successes / len(rows):.0%}", f"{low:.0%}-{high:.0%}",
-                  f"{sum(r['steps'] for r in rows) / len(rows):.1f}",
-                  f"{statistics.median(r['predict_ms_p50'] for r in rows):.3f}")
-    make_console().print(table)
-    log.info("wrote %s", output_dir / "episodes.csv")
-
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode is RunMode.MULTIRUN
@@ -104,6 +66,8 @@ def main(cfg: DictConfig) -> None:
     if config.job is Job.bench:
         run_bench(config, output_dir)
     elif config.job is Job.evaluate:
+        from harness.jobs.evaluate import run_evaluate
+
         run_evaluate(config, output_dir)
     else:
         from harness.jobs.loop import run_loop

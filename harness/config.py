@@ -7,34 +7,29 @@ so a typo in YAML or on the command line fails at startup naming the key, and
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from envs import EnvName, task_ids
+from envs import UnknownEnv, env_family, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
+from harness.client.latency import LatencyKind
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
-from harness.client.latency import LatencyKind
 from harness.results.wandb_log import LoggerConfig
-from policies import PolicyName
-from transports.config import (
-    GrpcTransportConfig,
-    LocalTransportConfig,
-    TransportConfig,
-    TransportConfigError,
-    TransportKind,
-    ZenohTransportConfig,
-    ZmqTransportConfig,
-)
+from policies.config import PolicyConfig, PolicyConfigError
+from policies.registry import UnknownPolicy, policy_entry, policy_names
+from transports.config import TransportConfig, TransportConfigError
+from transports.registry import transport_entry, transport_names
 
 
 class ConfigError(ValueError):
@@ -67,7 +62,9 @@ class ServerMode(enum.StrEnum):
 class EnvConfig:
     """Which simulated robot, which of its tasks, and what it renders."""
 
-    name: EnvName = EnvName.mujoco_pick_place
+    name: str = "mujoco_pick_place"
+    """A registered env (`envs.env_names`) or an import path 'package.module:FAMILY' naming
+    an `envs.registry.EnvFamily` of your own."""
     tasks: str = "0"
     """LIBERO task ids: "0", "0,3,7" or "all" (MuJoCo tasks have only task 0)."""
     episodes_per_task: int = 10
@@ -79,7 +76,10 @@ class EnvConfig:
     """Step limit per episode; None uses the suite's usual horizon."""
 
     def __post_init__(self) -> None:
-        self.name = choice(EnvName, self.name, "env.name")
+        try:
+            env_family(self.name)
+        except UnknownEnv as exc:
+            raise ConfigError(str(exc)) from None
         if self.tasks != "all" and not all(t.strip().isdigit() for t in self.tasks.split(",")):
             raise ConfigError(f"env.tasks={self.tasks!r}: expected 'all' or ids like '0,3'")
         if self.episodes_per_task < 1:
@@ -88,73 +88,6 @@ class EnvConfig:
             raise ConfigError(f"env.image_size={self.image_size}: must be in 16..1024")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"env.max_steps={self.max_steps}: must be >= 1 or null")
-
-
-@dataclass
-class PolicyConfig:
-    """Which policy the server hosts, and how slow it pretends to be."""
-
-    name: PolicyName = PolicyName.oracle
-    chunk_size: int = 8
-    weights: Optional[str] = None
-    """torch: a .safetensors file; None uses policies/weights/<env>.safetensors."""
-    latency_profile: str = "none"
-    """Added inference time: none, openvla_4090 (~120 ms), openvla_l4 (~405 ms)."""
-    replan_every: Optional[int] = None
-    """evaluate job: steps executed from each chunk before asking again (None: all of it)."""
-    protocol: Optional[str] = None
-    """policy=remote: the external server's protocol (openpi, vla_eval, openvla, autoeval,
-    sglang; `policies.remote.policy.RemoteProtocol`)."""
-    url: Optional[str] = None
-    """policy=remote: where the external server is (ws://host:port, http://host:port)."""
-    convention: Optional[str] = None
-    """policy=remote: the model family's observation and action conventions
-    (`policies.remote.conventions`); None: the protocol's usual one."""
-    model_id: Optional[str] = None
-    """policy=remote: the model's id where the protocol's handshake does not say it."""
-    reply_chunk: Optional[int] = None
-    """policy=remote: actions per reply where the handshake does not say it (openpi's
-    metadata has no action shape: e.g. 10 for pi0 on LIBERO; the HTTP servers answer 1)."""
-    unnorm_key: Optional[str] = None
-    """policy=remote, OpenVLA family: the dataset statistics actions are un-normalized with
-    (e.g. libero_object)."""
-    dataset_statistics: Optional[str] = None
-    """policy=remote, sglang: a dataset_statistics.json (q01/q99 per unnorm_key)."""
-    image_format: str = "png"
-    """policy=remote, vla_eval: how images travel (png, jpeg, raw)."""
-    connect_timeout_s: float = 30.0
-    """policy=remote: how long a session open waits for the external server."""
-    request_timeout_s: float = 10.0
-    """policy=remote: how long one request to the external server may take."""
-
-    def __post_init__(self) -> None:
-        self.name = choice(PolicyName, self.name, "policy.name")
-        if self.name is PolicyName.remote:
-            from policies.remote.policy import RemoteProtocol
-
-            if self.protocol is None or not self.url:
-                raise ConfigError("policy=remote: set policy.protocol (one of "
-                                  f"{[p.value for p in RemoteProtocol]}) and policy.url")
-            self.protocol = choice(RemoteProtocol, self.protocol, "policy.protocol")
-            if self.image_format not in ("png", "jpeg", "raw"):
-                raise ConfigError(f"policy.image_format={self.image_format!r}: expected png, "
-                                  "jpeg or raw")
-            if self.reply_chunk is not None and self.reply_chunk < 1:
-                raise ConfigError(f"policy.reply_chunk={self.reply_chunk}: must be >= 1")
-            if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
-                raise ConfigError(f"policy.connect_timeout_s={self.connect_timeout_s} and "
-                                  f"policy.request_timeout_s={self.request_timeout_s}: must "
-                                  "be > 0")
-        if self.chunk_size < 1:
-            raise ConfigError(f"policy.chunk_size={self.chunk_size}: must be >= 1")
-        from policies.slow import PROFILES
-
-        if self.latency_profile not in PROFILES:
-            raise ConfigError(f"policy.latency_profile={self.latency_profile!r}: expected one "
-                              f"of {sorted(PROFILES)}")
-        if self.replan_every is not None and not 1 <= self.replan_every <= self.chunk_size:
-            raise ConfigError(f"policy.replan_every={self.replan_every}: must be in "
-                              f"1..chunk_size={self.chunk_size}")
 
 
 @dataclass
@@ -239,9 +172,12 @@ class BenchConfig:
 @dataclass
 class HarnessConfig:
     job: Job = Job.loop
-    transport: TransportConfig = MISSING
+    transport: Any = MISSING
+    """A `TransportConfig` of the chosen kind: built-in YAMLs name their schema (typos fail at
+    compose time); a transport of your own is built from its registry entry in `validate`."""
     env: EnvConfig = MISSING
     policy: PolicyConfig = MISSING
+    """The kind's own schema (`policies.config`, `policies.remote.config`)."""
     server: ServerConfig = MISSING
     client: EngineConfig = field(default_factory=EngineConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
@@ -271,6 +207,12 @@ class HarnessConfig:
         return int(index), int(count)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.transport, TransportConfig):
+            self.transport = _transport_from_fields(self.transport)
+        if type(self.policy) is not policy_entry(self.policy.name).config_class:
+            raise ConfigError(f"policy.name={self.policy.name!r} with the schema of "
+                              f"{type(self.policy).__name__}: a policy YAML names its kind's "
+                              f"schema ({self.policy.name}_schema)")
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
         if self.shard is not None:
@@ -296,7 +238,7 @@ class HarnessConfig:
             return  # a modelled schedule touches nothing real
         faults = self.faults
         if faults.link is not FaultLink.client and faults.has_network_faults:
-            if self.policy.name is not PolicyName.remote:
+            if self.policy.model_link is None:
                 raise ConfigError(f"faults.link={faults.link}: the model link is our server's "
                                   "link to an external model server (policy=remote), not "
                                   f"policy={self.policy.name}")
@@ -304,7 +246,7 @@ class HarnessConfig:
                 raise ConfigError(f"faults.link={faults.link}: the model link's proxy needs a "
                                   "server the harness starts (server=process or inprocess) "
                                   "and faults.network=proxy")
-        if (faults.has_network_faults and self.transport.kind is TransportKind.local
+        if (faults.has_network_faults and not transport_entry(self.transport.kind).networked
                 and faults.link is not FaultLink.model):
             raise ConfigError(f"faults={faults.name}: network faults act on the bytes of a "
                               "networked transport (zenoh, grpc or zmq); transport=local has "
@@ -320,7 +262,7 @@ class HarnessConfig:
                               "server=external")
         if self.faults.has_process_faults and (
                 self.server.mode is not ServerMode.process
-                or self.transport.kind is TransportKind.local):
+                or not transport_entry(self.transport.kind).networked):
             raise ConfigError(f"faults={self.faults.name}: process faults act on a server the "
                               "harness supervises: server=process over zenoh, grpc or zmq "
                               f"(not server.mode={self.server.mode}, transport.kind="
@@ -332,14 +274,15 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="harness_schema", node=HarnessConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
-    store.store(group="policy", name="policy_schema", node=PolicyConfig)
+    for name in policy_names():
+        store.store(group="policy", name=f"{name}_schema", node=policy_entry(name).config_class)
     store.store(group="server", name="server_schema", node=ServerConfig)
     store.store(group="faults", name="faults_schema", node=FaultsConfig)
     store.store(group="client", name="client_schema", node=EngineConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
-    for name, node in (("local", LocalTransportConfig), ("zenoh", ZenohTransportConfig),
-                       ("grpc", GrpcTransportConfig), ("zmq", ZmqTransportConfig)):
-        store.store(group="transport", name=f"{name}_schema", node=node)
+    for name in transport_names():
+        store.store(group="transport", name=f"{name}_schema",
+                    node=transport_entry(name).config_class)
 
 
 def validate(cfg: DictConfig) -> HarnessConfig:
@@ -350,15 +293,39 @@ def validate(cfg: DictConfig) -> HarnessConfig:
     """
     try:
         config = OmegaConf.to_object(cfg)
-    except (ConfigError, TransportConfigError) as exc:
+    except (ConfigError, TransportConfigError, PolicyConfigError, UnknownPolicy) as exc:
         raise ConfigError(str(exc)) from exc
     except ValueError as exc:  # range checks of dataclasses outside this module
         raise ConfigError(str(exc)) from exc
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "a field"
+        raise ConfigError(f"{key}: no value given; set it ({key}=...)") from exc
     except OmegaConfBaseException as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ValueError) else None
         raise ConfigError(str(cause or exc)) from exc
     assert isinstance(config, HarnessConfig)
     return config
+
+
+def _transport_from_fields(fields: Any) -> TransportConfig:
+    """A transport YAML without a schema (a kind of your own, `kind: package.module:ENTRY`):
+    its fields checked against its entry's config class, naming the first unknown one."""
+    if not isinstance(fields, dict) or "kind" not in fields:
+        raise ConfigError("transport: choose one with transport=<name> (e.g. transport=zmq), "
+                          "or give transport.kind")
+    try:
+        config_class = transport_entry(str(fields["kind"])).config_class
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"transport.{unknown[0]}: not a field of {config_class.__name__} "
+                          f"(kind {fields['kind']!r}); it has {sorted(known)}")
+    try:
+        return config_class(**fields)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def validate_or_exit(cfg: DictConfig) -> HarnessConfig:

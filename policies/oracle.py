@@ -144,3 +144,9 @@ class MujocoOracle:
             actions[step] = [*delta, grip]
             sim = roll_forward(sim, delta, grip)
         return actions
+
+
+def make_mujoco_oracle(env: str, task_id: int = 0, *, chunk_size: int = 8) -> MujocoOracle:
+    """The oracle of MuJoCo task `env` (`EnvFamily.oracle` of the MuJoCo tasks: they have one
+    task each, so `task_id` is always 0)."""
+    return MujocoOracle(env, chunk_size=chunk_size)

@@ -43,14 +43,15 @@ def test_env_yaml_composes_and_names_its_env(name):
 
 @pytest.mark.parametrize("name", POLICY_FILES)
 def test_policy_yaml_composes_and_names_its_policy(name):
-    needs = {"remote": ["policy.protocol=openpi", "policy.url=ws://127.0.0.1:8000"]}
+    needs = {"remote": ["policy.protocol=openpi", "policy.url=ws://127.0.0.1:8000"],
+             "custom": ["policy.target=examples.reach_policy:ReachPolicy"]}
     assert validate(compose_config(f"policy={name}", *needs.get(name, []))).policy.name == name
 
 
 def test_every_env_and_policy_has_a_yaml():
     assert ENV_FILES == sorted(["mujoco_reach", "mujoco_pick_place", "libero_spatial",
                                 "libero_object", "libero_goal", "libero_10", "libero_90"])
-    assert POLICY_FILES == ["oracle", "remote", "torch"]
+    assert POLICY_FILES == ["custom", "oracle", "remote", "torch"]
 
 
 def test_default_transport_is_zenoh_on_loopback_dialling_its_listen_address():
@@ -95,15 +96,12 @@ def test_misspelt_key_fails_at_compose_naming_the_key():
 
 
 @pytest.mark.parametrize(("override", "field", "choices"), [
-    ("env.name=libero_100", "env.name", "mujoco_reach"),
-    ("policy.name=pi0", "policy.name", "oracle"),
     ("job=train", "job", "evaluate"),
     ("clock=wall", "clock", "virtual"),
     ("latency.kind=normal", "latency.kind", "lognormal"),
     ("server.mode=remote", "server.mode", "external"),
     ("client.fallback=brake", "client.fallback", "repeat_last"),
     ("client.ensembling=median", "client.ensembling", "exponential"),
-    ("transport.kind=udp", "transport.kind", "zenoh"),
 ])
 def test_a_choice_outside_its_enum_fails_at_compose_naming_field_and_choices(override, field,
                                                                               choices):
@@ -113,7 +111,43 @@ def test_a_choice_outside_its_enum_fails_at_compose_naming_field_and_choices(ove
     assert field in text and choices in text
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("env.name=libero_100", "env.name='libero_100': expected one of ['mujoco_reach', "),
+    ("policy.name=pi0", "policy.name='pi0': expected one of ['oracle', 'torch', 'remote', "
+                        "'custom']"),
+    ("transport.kind=udp", "transport.kind='udp': expected one of local, zenoh, grpc, zmq"),
+])
+def test_a_registry_name_outside_its_registry_fails_at_startup_naming_field_and_choices(
+        override, message):
+    """Names that a module of one's own may add (envs, policies, transports) are strings
+    checked against their registry when the config is validated, before anything starts."""
+    with pytest.raises(ConfigError) as failure:
+        validate(compose_config(override))
+    assert message in str(failure.value)
+
+
 def test_wrong_type_fails_naming_the_key():
     with pytest.raises((ConfigCompositionException, OmegaConfBaseException),
                        match="round_trips"):
         compose_config("bench.round_trips=many")
+
+
+def test_a_transport_yaml_without_a_schema_is_checked_against_its_kind():
+    """A transport of one's own has no schema in the ConfigStore: its YAML's fields are
+    checked against its entry's config class when the config is validated."""
+    from harness.config import _transport_from_fields
+
+    with pytest.raises(ConfigError, match=r"transport.listne: not a field of "
+                                          r"ZmqTransportConfig \(kind 'zmq'\)"):
+        _transport_from_fields({"kind": "zmq", "listne": "tcp://127.0.0.1:5555"})
+    with pytest.raises(ConfigError, match="transport.kind='udp': expected one of"):
+        _transport_from_fields({"kind": "udp"})
+    with pytest.raises(ConfigError, match="choose one with transport=<name>"):
+        _transport_from_fields({"listen": "tcp://127.0.0.1:5555"})
+    built = _transport_from_fields({"kind": "zmq", "listen": "tcp://127.0.0.1:6000"})
+    assert (type(built).__name__, built.listen) == ("ZmqTransportConfig", "tcp://127.0.0.1:6000")
+
+
+def test_a_policy_name_that_is_not_its_yamls_kind_fails_naming_both():
+    with pytest.raises(ConfigError, match="policy.name='torch' with the schema of OracleConfig"):
+        validate(compose_config("policy=oracle", "policy.name=torch"))

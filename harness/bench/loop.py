@@ -21,7 +21,7 @@ import uuid
 
 from rich.table import Table
 
-from envs import make_env
+from envs import env_family, make_env
 from harness import protocol
 from harness.client.config import EngineConfig
 from harness.client.engine import engine_for
@@ -44,7 +44,7 @@ def measure_overhead(env_name: str, episodes: int, task_id: int = 0) -> dict[str
     server.start()
     client = make_client(config)
     engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8)
-    init = (lambda i: i) if env_name.startswith("libero") else (lambda i: None)
+    init = env_family(env_name).init_state
     harness_s, bare_s, steps, actions = 0.0, 0.0, 0, []
     try:
         for i in range(episodes):

@@ -12,17 +12,21 @@ It is also how the README's per-env tables are made:
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import logging
+import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from envs import Env, env_name, make_env, task_ids
+from envs import Env, env_family, make_env, task_ids
 from harness.protocol.contract import check_contract
 from harness.results.stats import wilson_interval
-from policies import Policy, make_policy
+from policies import Policy, PolicyConfig, PolicyTask, build_policy, policy_entry
 
 log = logging.getLogger(__name__)
 
@@ -85,29 +89,70 @@ def step_cost_ms(env: Env, *, steps: int, seed: int = 0) -> float:
     return float(np.median(samples))
 
 
-def evaluate_tasks(name: str, policy_name: str, *, tasks: str = "0",
+def evaluate_tasks(name: str, policy: PolicyConfig, *, tasks: str = "0",
                    episodes_per_task: int, seed: int = 0, cameras: tuple[str, ...] = (),
                    image_size: tuple[int, int] = (128, 128), max_steps: int | None = None,
-                   chunk_size: int = 8, weights: str | None = None,
-                   latency_profile: str = "none",
-                   replan_every: int | None = None) -> list[tuple[int, EpisodeOutcome]]:
-    """Evaluate a policy on each selected task (one env built per task); (task, outcome)s."""
-    results, name = [], env_name(name)
+                   ) -> list[tuple[int, EpisodeOutcome]]:
+    """Evaluate the policy `policy` configures on each selected task (one env built per task,
+    any policy kind: a remote model too); (task, outcome)s."""
+    results, family = [], env_family(name)
     for task_id in task_ids(name, tasks):
         env = make_env(name, cameras=cameras, image_size=image_size, max_steps=max_steps,
                        task_id=task_id)
         try:
-            policy = make_policy(policy_name, env=name, task_id=task_id, chunk_size=chunk_size,
-                                 weights=weights, latency_profile=latency_profile, seed=seed)
-            init_states = list(range(episodes_per_task)) if name.is_libero else None
-            outcomes = evaluate(env, policy, episodes=episodes_per_task, seed=seed,
-                                replan_every=replan_every, init_states=init_states)
+            instance = build_policy(policy, PolicyTask(name, task_id, cameras, image_size,
+                                                       policy.chunk_size, seed))
+            init_states = [family.init_state(i) for i in range(episodes_per_task)]
+            outcomes = evaluate(env, instance, episodes=episodes_per_task, seed=seed,
+                                replan_every=policy.replan_every,
+                                init_states=init_states if init_states[0] is not None else None)
+            if hasattr(instance, "close"):
+                instance.close()
         finally:
             env.close()
         log.info("%s task %d: %d of %d succeeded", name, task_id,
                  sum(o.success for o in outcomes), len(outcomes))
         results += [(task_id, outcome) for outcome in outcomes]
     return results
+
+
+def run_evaluate(config, output_dir: Path) -> dict:
+    """`job=evaluate`: every selected task's episodes in-process, written to
+    `output_dir/episodes.csv`, a table printed; returns the summary (episodes, successes,
+    success_rate, success_wilson95)."""
+    from rich.table import Table
+
+    from harness.console import make_console
+
+    env_config, policy_config = config.env, config.policy
+    results = evaluate_tasks(
+        env_config.name, policy_config, tasks=env_config.tasks,
+        episodes_per_task=env_config.episodes_per_task, seed=config.seed,
+        cameras=tuple(env_config.cameras),
+        image_size=(env_config.image_size, env_config.image_size),
+        max_steps=env_config.max_steps)
+    rows = []
+    for task_id, outcome in results:
+        row = dataclasses.asdict(outcome)
+        row["predict_ms_p50"] = statistics.median(row.pop("predict_ms"))
+        rows.append({"env": env_config.name, "task": task_id, **row})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    successes = sum(r["success"] for r in rows)
+    low, high = wilson_interval(successes, len(rows))
+    table = Table(title=f"{env_config.name} / {policy_config.name} (in-process, no transport)")
+    for column in ("episodes", "success", "Wilson 95%", "mean steps", "predict p50 ms"):
+        table.add_column(column, justify="right")
+    table.add_row(str(len(rows)), f"{successes / len(rows):.0%}", f"{low:.0%}-{high:.0%}",
+                  f"{sum(r['steps'] for r in rows) / len(rows):.1f}",
+                  f"{statistics.median(r['predict_ms_p50'] for r in rows):.3f}")
+    make_console().print(table)
+    log.info("wrote %s", output_dir / "episodes.csv")
+    return {"episodes": len(rows), "successes": successes,
+            "success_rate": successes / len(rows), "success_wilson95": (low, high)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,10 +185,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s cameras=%s: %.3f ms per step (median of 200)", args.env, list(cameras),
                  cost)
         return
+    policy = policy_entry(args.policy).config_class(chunk_size=args.chunk_size,
+                                                    replan_every=args.replan_every)
     outcomes = [outcome for _, outcome in evaluate_tasks(
-        args.env, args.policy, tasks=args.tasks, episodes_per_task=args.episodes,
-        seed=args.seed, cameras=cameras, image_size=image_size, chunk_size=args.chunk_size,
-        replan_every=args.replan_every)]
+        args.env, policy, tasks=args.tasks, episodes_per_task=args.episodes,
+        seed=args.seed, cameras=cameras, image_size=image_size)]
     successes = sum(o.success for o in outcomes)
     low, high = wilson_interval(successes, len(outcomes))
     predict = np.concatenate([o.predict_ms for o in outcomes])

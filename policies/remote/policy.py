@@ -12,53 +12,14 @@ executed.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 
 import numpy as np
 
-from envs import env_name
 from harness.protocol.contract import Contract
 from policies.remote.base import Adapter, Convention, RemoteError, SpecMismatch
 
 log = logging.getLogger(__name__)
-
-
-class RemoteProtocol(enum.StrEnum):
-    """The external servers the harness can drive (lower-case: Hydra matches by name)."""
-
-    openpi = "openpi"
-    """openpi's websocket policy server (msgpack, numpy maps with bytes keys)."""
-    vla_eval = "vla_eval"
-    """A vla-eval model server (websocket, msgpack envelope)."""
-    openvla = "openvla"
-    """OpenVLA's `vla-scripts/deploy.py`: HTTP POST /act, json-numpy, one action."""
-    autoeval = "autoeval"
-    """An AutoEval-style FastAPI /act server (proprio in the request, a reset endpoint; the
-    reply a bare array, as deploy.py's, or `{"action": ...}`)."""
-    sglang = "sglang"
-    """SGLang's POST /generate serving OpenVLA: 7 action tokens, decoded here."""
-
-
-DEFAULT_CONVENTION = {RemoteProtocol.openpi: "openpi_libero",
-                      RemoteProtocol.vla_eval: "vla_eval_default",
-                      RemoteProtocol.openvla: "openvla_libero",
-                      RemoteProtocol.autoeval: "openvla_libero",
-                      RemoteProtocol.sglang: "openvla_libero"}
-"""The model family each protocol usually serves; `policy.convention` overrides it."""
-
-
-def robot_contract(env: str, task_id: int, *, cameras: tuple[str, ...],
-                   image_size: tuple[int, int]) -> Contract:
-    """The robot's side of the task's contract (no simulator is built)."""
-    name = env_name(env)
-    if name.is_libero:
-        from envs.libero import task_contract
-
-        return task_contract(name, task_id, cameras=cameras, image_size=image_size)
-    from envs.mujoco_tasks import TASKS
-
-    return TASKS[name].contract(cameras=cameras, image_size=image_size)
 
 
 class RemotePolicy:

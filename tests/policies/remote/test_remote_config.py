@@ -26,7 +26,7 @@ def test_a_remote_policy_composes_with_its_protocol_and_url():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (("policy=remote",), "policy=remote: set policy.protocol"),
+    (("policy=remote",), r"policy.protocol: no value given; set it \(policy.protocol=...\)"),
     (("policy=remote", "policy.protocol=grpc", "policy.url=x"), "policy.protocol"),
     ((*REMOTE, "policy.image_format=gif"), "policy.image_format='gif'"),
     ((*REMOTE, "policy.request_timeout_s=0"), "must be > 0"),

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs import robot_contract
 from envs.base import EnvObservation
 from policies.remote.base import ModelInput, RemoteError, RemoteSpec, SpecMismatch
-from policies.remote.policy import RemotePolicy, robot_contract
+from policies.remote.policy import RemotePolicy
 
 
 class ScriptedAdapter:
