@@ -11,6 +11,9 @@ them at once on heal is optimistic by comparison. tbf on both veth ends is a tru
 serialisation bottleneck in each direction, with the kernel's queueing; its rate counts
 whole frames, as a link's does (200 kB of TCP payload at 2 Mbit/s took 0.83 s, not 0.80).
 
+Detection (trying each feature in a throwaway namespace) and the one runner of `ip`/`tc`
+commands live in `harness.faults.kernel_probe`.
+
 What this kernel lacks: netem (`CONFIG_NET_SCH_NETEM` unset, no module), so kernel delay,
 jitter and loss are impossible here. `detect()` says so by really trying, inside a
 throwaway namespace of its own (never on the host's real interfaces), and
@@ -39,171 +42,40 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import ipaddress
 import itertools
 import logging
 import os
 import re
-import secrets
-import shutil
-import subprocess
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from harness.faults.kernel_probe import (  # noqa: F401  (KernelSupport, detect: re-exported)
+    NAMESPACE_PREFIX,
+    KernelCommandError,
+    KernelFeatureMissing,
+    KernelSupport,
+    detect,
+    require,
+    run,
+)
 
 log = logging.getLogger(__name__)
 
 NETWORK = ipaddress.IPv4Network("10.213.0.0/16")
 """Where the links' /30s come from."""
-NAMESPACE_PREFIX = "rph-"
-"""Every namespace this module creates starts with it: `rph-<pid>-<n>`, `rph-probe-<pid>-*`."""
 GUARD_METRIC = 4294967295
 """The metric of the `unreachable` guard route under each link's /30: the lowest priority."""
 GUARD_PROTO = "213"
 """The routing protocol number that marks the guard routes as this module's."""
-COMMAND_TIMEOUT_S = 10.0
 
 MECHANISM_TBF = "kernel:tbf"
 MECHANISM_LINK_DOWN = "kernel:veth-link-down"
 MECHANISM_NETEM = "kernel:netem"
 MECHANISM_NONE = "none"
-
-
-class KernelCommandError(RuntimeError):
-    """An `ip` or `tc` command failed (or could not be run): the command and its stderr."""
-
-    def __init__(self, cmd: list[str], returncode: int | None, stderr: str) -> None:
-        self.cmd = list(cmd)
-        self.returncode = returncode
-        self.stderr = stderr.strip()
-        super().__init__(f"`{' '.join(cmd)}` failed (exit {returncode}): {self.stderr}")
-
-
-class KernelFeatureMissing(Exception):
-    """A kernel feature this needs is absent here; `reason` is what detection found. The
-    caller falls back to the user-space proxy or message-level faults."""
-
-    def __init__(self, feature: str, reason: str) -> None:
-        self.feature = feature
-        self.reason = reason
-        super().__init__(f"{feature} is not available: {reason}")
-
-
-def run(cmd: list[str], *, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-    """Run one `ip`/`tc` command; its stdout, or `KernelCommandError` with its stderr (also
-    when the binary is missing, not executable or the command hangs)."""
-    binary = shutil.which(cmd[0])
-    if binary is None:
-        raise KernelCommandError(cmd, None, f"{cmd[0]} not found on PATH")
-    try:
-        result = subprocess.run([binary, *cmd[1:]], capture_output=True, text=True,
-                                timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise KernelCommandError(cmd, None, f"timed out after {timeout_s} s") from exc
-    except OSError as exc:
-        raise KernelCommandError(cmd, None, str(exc)) from exc
-    if result.returncode != 0:
-        raise KernelCommandError(cmd, result.returncode, result.stderr or result.stdout)
-    return result.stdout
-
-
-# -- detection -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KernelSupport:
-    """What this machine can do, found by trying. `reasons` says why each False one is."""
-
-    netns: bool
-    tbf: bool
-    netem: bool
-    reasons: dict[str, str] = field(default_factory=dict)
-
-
-def _not_root_prefix() -> str:
-    euid = os.geteuid()
-    return "" if euid == 0 else f"not root (euid {euid}); "
-
-
-def _probe() -> KernelSupport:
-    reasons: dict[str, str] = {}
-    missing = [binary for binary in ("ip", "tc") if shutil.which(binary) is None]
-    if "ip" in missing:
-        reasons["netns"] = "ip not found on PATH"
-        no_ns = "not probed: no namespace to probe in (ip not found on PATH)"
-        reasons["tbf"] = reasons["netem"] = (
-            "tc not found on PATH" if "tc" in missing else no_ns)
-        return KernelSupport(False, False, False, reasons)
-    name = f"{NAMESPACE_PREFIX}probe-{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        run(["ip", "netns", "add", name])
-    except KernelCommandError as exc:
-        reason = f"{_not_root_prefix()}ip netns add: {exc.stderr}"
-        reasons["netns"] = reason
-        reasons["tbf"] = reasons["netem"] = f"not probed: no namespace ({reason})"
-        return KernelSupport(False, False, False, reasons)
-    netns = tbf = netem = False
-    try:
-        try:
-            run(["ip", "-n", name, "link", "set", "lo", "up"])
-            netns = True
-        except KernelCommandError as exc:
-            reasons["netns"] = f"{_not_root_prefix()}ip link set lo up: {exc.stderr}"
-        if netns and "tc" in missing:
-            reasons["tbf"] = reasons["netem"] = "tc not found on PATH"
-        elif netns:
-            netem, reason = _try_qdisc(name, ["netem", "delay", "1ms"])
-            if reason:
-                reasons["netem"] = reason
-            tbf, reason = _try_qdisc(name, ["tbf", "rate", "10mbit", "burst", "32kbit",
-                                             "latency", "50ms"])
-            if reason:
-                reasons["tbf"] = reason
-        else:
-            reasons["tbf"] = reasons["netem"] = "not probed: the probe namespace is unusable"
-    finally:
-        try:
-            run(["ip", "netns", "del", name])
-        except KernelCommandError as exc:
-            log.warning("could not delete the probe namespace %s: %s", name, exc)
-    return KernelSupport(netns, tbf, netem, reasons)
-
-
-def _try_qdisc(namespace: str, spec: list[str]) -> tuple[bool, str]:
-    """Attach `spec` as the root qdisc of lo in `namespace` and take it off again."""
-    try:
-        run(["tc", "-n", namespace, "qdisc", "add", "dev", "lo", "root", *spec])
-    except KernelCommandError as exc:
-        return False, f"{_not_root_prefix()}{spec[0]}: {exc.stderr}"
-    try:
-        run(["tc", "-n", namespace, "qdisc", "del", "dev", "lo", "root"])
-    except KernelCommandError as exc:
-        log.debug("could not remove the probe %s qdisc: %s", spec[0], exc)
-    return True, ""
-
-
-@functools.cache
-def _detect_cached() -> KernelSupport:
-    return _probe()
-
-
-def detect(*, fresh: bool = False) -> KernelSupport:
-    """What the kernel supports, probed once per process in a throwaway namespace (created
-    and always deleted). `fresh=True` probes again and leaves the cache alone. Never raises
-    for a missing binary or a permission problem: those are False with a reason."""
-    return _probe() if fresh else _detect_cached()
-
-
-detect.cache_clear = _detect_cached.cache_clear  # type: ignore[attr-defined]
-
-
-def _require(feature: str) -> None:
-    support = detect()
-    if not getattr(support, feature):
-        raise KernelFeatureMissing(feature, support.reasons.get(feature, "unknown reason"))
 
 
 # -- shaping plans (pure: testable without the kernel) --------------------------------------
@@ -370,7 +242,7 @@ class NetnsLink:
     as a context manager or call `close()`. Setters return the mechanism that ran."""
 
     def __init__(self) -> None:
-        _require("netns")
+        require("netns")
         pid = os.getpid()
         self.closed = False
         self.bandwidth_bps: float | None = None
@@ -456,7 +328,7 @@ class NetnsLink:
         if bps is not None:
             if not bps > 0:
                 raise ValueError(f"bandwidth bps={bps}: expected > 0 or None")
-            _require("tbf")
+            require("tbf")
         self._reshape(bps, self.netem)
         return MECHANISM_TBF if bps is not None else MECHANISM_NONE
 
@@ -476,9 +348,9 @@ class NetnsLink:
         self._check_open()
         netem = Netem(delay_s, jitter_s, loss)
         if netem.active:
-            _require("netem")
+            require("netem")
             if self.bandwidth_bps is not None:
-                _require("tbf")
+                require("tbf")
         self._reshape(self.bandwidth_bps, netem if netem.active else None)
         return MECHANISM_NETEM if netem.active else MECHANISM_NONE
 
