@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,8 @@ def compose(overrides: Sequence[str] = ()):
 def run(overrides: Sequence[str] = (), *, run_dir: str | Path | None = None) -> RunResult:
     """Run the job `overrides` configure (the loop job by default) in this process.
 
-    `run_dir` defaults to `outputs/api/<date-time>`; a directory that already holds some of
-    the same config's episodes is resumed, one of another config refused (status 2).
+    `run_dir` defaults to a new `outputs/api/<date-time>-<id>`; a directory that already holds
+    some of the same config's episodes is resumed, one of another config refused (status 2).
 
     Raises:
         harness.config.ConfigError: an invalid value, before anything starts.
@@ -71,20 +72,20 @@ def run(overrides: Sequence[str] = (), *, run_dir: str | Path | None = None) -> 
     from harness.config import ConfigError, Job
 
     cfg, config = compose(overrides)
-    if config.job is not Job.bench:
-        try:
-            task_ids(config.env.name, config.env.tasks)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-    run_dir = Path(run_dir or Path("outputs") / "api" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    if config.job is Job.bench:
+        raise ConfigError("job=bench: run it from the command line (python -m harness "
+                          "job=bench) or harness.bench.transport.run_benchmark")
+    try:
+        task_ids(config.env.name, config.env.tasks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    run_dir = Path(run_dir or Path("outputs") / "api" / (
+        time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{uuid.uuid4().hex[:6]}"))
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.job is Job.evaluate:
         from harness.jobs.evaluate import run_evaluate
 
         return RunResult(0, run_dir, run_evaluate(config, run_dir))
-    if config.job is Job.bench:
-        raise ConfigError("job=bench: run it from the command line (python -m harness "
-                          "job=bench) or harness.bench.transport.run_benchmark")
     from harness.jobs.loop import run_loop
     from harness.results.store import ResultsStore
 

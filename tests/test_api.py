@@ -98,3 +98,18 @@ def test_the_script_example_serves_and_benchmarks_a_policy_object(tmp_path, monk
     assert (tmp_path / result.run_dir / "summary.json").is_file()
     assert (result.summary["episodes"], result.summary["success_rate"]) == (5, 1.0)
     assert result.summary["chunks_received"] > 0
+
+
+def test_run_evaluates_in_process_and_refuses_what_it_cannot_run(tmp_path):
+    from harness.config import ConfigError
+
+    result = harness.run(["job=evaluate", "env=mujoco_reach", "env.episodes_per_task=3"],
+                         run_dir=tmp_path / "eval")
+    assert (result.status, result.summary["episodes"], result.summary["successes"]) == (0, 3, 3)
+    assert (tmp_path / "eval" / "episodes.csv").is_file()
+    with pytest.raises(ConfigError, match="job=bench: run it from the command line"):
+        harness.run(["job=bench"])
+    with pytest.raises(ConfigError, match="env.tasks='4': mujoco_reach has only task 0"):
+        harness.run(["env=mujoco_reach", "env.tasks=4"])
+    with pytest.raises(ConfigError, match="policy.chunk_size=0: must be >= 1"):
+        harness.run(["policy.chunk_size=0"])
