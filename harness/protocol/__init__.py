@@ -23,9 +23,11 @@ from harness.protocol.contract import (
 from harness.protocol.messages import (
     DEFAULT_MAX_BODY_BYTES,
     ERROR_CONTRACT,
+    ERROR_INTERNAL,
     ERROR_PROTOCOL,
     HEADER,
     MAGIC,
+    MAX_ERROR_DETAIL_CHARS,
     NO_PREFIX,
     REJECT_CLIENT_ID,
     REJECT_CONTRACT,
@@ -51,16 +53,17 @@ from harness.protocol.messages import (
     Status,
     UnsupportedVersion,
     WireError,
+    bounded,
     retryable_reject,
 )
 
 __all__ = [
-    "ALLOWED_DTYPES", "DEFAULT_MAX_BODY_BYTES", "DTYPE_NAMES", "ERROR_CONTRACT", "ERROR_PROTOCOL",
-    "HEADER", "MAGIC", "MAX_IMAGE_SIDE", "MAX_NDIM", "NO_PREFIX", "REJECT_CLIENT_ID",
-    "REJECT_CONTRACT", "REJECT_VERSION", "SCHEMA_VERSION", "SESSION_UNKNOWN", "ActionChunk",
-    "ArraySpec", "Body", "Close", "Contract",
-    "ContractMismatch", "DecodeError", "EncodeError", "Error", "Flags", "Header", "Message",
-    "MessageTooLarge", "MessageType", "Observation", "Reset", "SessionOk", "SessionOpen",
-    "SessionReject", "Status", "UnsupportedVersion", "WireError", "check_contract", "decode",
-    "decode_header", "encode", "header_seq", "retryable_reject",
+    "ALLOWED_DTYPES", "ActionChunk", "ArraySpec", "Body", "Close", "Contract", "ContractMismatch",
+    "DEFAULT_MAX_BODY_BYTES", "DTYPE_NAMES", "DecodeError", "ERROR_CONTRACT", "ERROR_INTERNAL",
+    "ERROR_PROTOCOL", "EncodeError", "Error", "Flags", "HEADER", "Header", "MAGIC",
+    "MAX_ERROR_DETAIL_CHARS", "MAX_IMAGE_SIDE", "MAX_NDIM", "Message", "MessageTooLarge",
+    "MessageType", "NO_PREFIX", "Observation", "REJECT_CLIENT_ID", "REJECT_CONTRACT",
+    "REJECT_VERSION", "Reset", "SCHEMA_VERSION", "SESSION_UNKNOWN", "SessionOk", "SessionOpen",
+    "SessionReject", "Status", "UnsupportedVersion", "WireError", "bounded", "check_contract",
+    "decode", "decode_header", "encode", "header_seq", "retryable_reject",
 ]

@@ -19,6 +19,7 @@ receiver allocate a huge image.
 
 from __future__ import annotations
 
+import heapq
 import math
 import reprlib
 from typing import Any
@@ -129,14 +130,22 @@ def check_map(value: Any, path: str, error: Error) -> dict[str, Any]:
     return value
 
 
+MAX_KEYS_NAMED = 8
+"""An error names at most this many unexpected keys (each cut to 40 characters): a message
+of 200,000 keys must not become an error reply past the size limit, or an 11 MB log line."""
+
+
 def exact_keys(raw: Any, path: str, keys: frozenset[str]) -> dict[str, Any]:
     """A decoded map with exactly `keys`: a missing field or an extra one is an error."""
     if not isinstance(raw, dict):
         raise DecodeError(f"{path}: expected a map, got {got(raw)}")
     if raw.keys() != keys:
         missing = sorted(keys - raw.keys())
-        extra = sorted(map(repr, raw.keys() - keys))
-        raise DecodeError(f"{path}: missing keys {missing}, unexpected keys [{', '.join(extra)}]")
+        extra = raw.keys() - keys
+        shown = heapq.nsmallest(MAX_KEYS_NAMED, (repr(k)[:40] for k in extra))
+        more = f" and {len(extra) - len(shown)} more" if len(extra) > len(shown) else ""
+        raise DecodeError(f"{path}: missing keys {missing}, unexpected keys "
+                          f"[{', '.join(shown)}]{more}")
     return raw
 
 

@@ -185,12 +185,22 @@ def _pack_observation(body: Observation, path: str, jpeg_quality: int | None) ->
     packed_images = {camera: pack_image(image, f"{path}.images[{camera!r}]", jpeg_quality)
                      for camera, image in images.items()}
     delay_ticks = check_count(body.delay_ticks, f"{path}.delay_ticks", EncodeError)
+    tick = _checked_start(body.tick, delay_ticks, path, EncodeError)
     return {"state": packed_state, "images": packed_images,
             "instruction": check_str(body.instruction, f"{path}.instruction", EncodeError),
-            "tick": check_count(body.tick, f"{path}.tick", EncodeError),
-            "delay_ticks": delay_ticks,
+            "tick": tick, "delay_ticks": delay_ticks,
             "committed": pack_array(_checked_prefix(body.committed, delay_ticks, path,
                                                     EncodeError), f"{path}.committed")}
+
+
+def _checked_start(tick: Any, delay_ticks: int, path: str, error: type[WireError]) -> int:
+    """The observation's tick, such that its chunk's start (tick + delay_ticks, echoed as
+    `start_tick`) is still a count: < 2**63."""
+    tick = check_count(tick, f"{path}.tick", error)
+    if tick + delay_ticks >= 2**63:
+        raise error(f"{path}.tick + delay_ticks = {tick} + {delay_ticks}: the chunk's start "
+                    "must be < 2**63")
+    return tick
 
 
 def _checked_prefix(committed: Any, delay_ticks: int, path: str,
@@ -219,7 +229,8 @@ def _unpack_observation(raw: Any, path: str, jpeg: bool) -> Observation:
         images={camera: unpack_image(image, f"{path}.images[{camera!r}]", jpeg)
                 for camera, image in images.items()},
         instruction=check_str(item["instruction"], f"{path}.instruction", DecodeError),
-        tick=check_count(item["tick"], f"{path}.tick", DecodeError), delay_ticks=delay_ticks,
+        tick=_checked_start(item["tick"], delay_ticks, path, DecodeError),
+        delay_ticks=delay_ticks,
         committed=_checked_prefix(unpack_array(item["committed"], f"{path}.committed"),
                                   delay_ticks, path, DecodeError))
 
@@ -330,7 +341,7 @@ def encode(message: Message, *, jpeg_quality: int | None = None,
     msg_type = _TYPE_OF.get(type(body))
     if msg_type is None:
         raise EncodeError(f"message.body: {type(body).__name__} is not a message body")
-    for name, value, bits in (("seq", message.seq, 64), ("episode", message.episode, 32),
+    for name, value, bits in (("seq", message.seq, 63), ("episode", message.episode, 32),
                               ("epoch", message.epoch, 32), ("client_ns", message.client_ns, 64)):
         if not is_int(value) or not 0 <= value < 2**bits:
             raise EncodeError(f"header.{name}={value!r}: must be an int in [0, 2**{bits})")
@@ -382,6 +393,8 @@ def _parse_header(view: memoryview, max_body_bytes: int) -> Header:
         raise DecodeError(f"header.msg_type: unknown message type {msg_type}")
     if flags & ~KNOWN_FLAGS:
         raise DecodeError(f"header.flags: unknown bits {flags & ~KNOWN_FLAGS:#x} in {flags:#x}")
+    if seq >= 2**63:  # a reply echoes it as its obs_seq, a count
+        raise DecodeError(f"header.seq: {seq}, must be < 2**63")
     if body_len > max_body_bytes:
         raise MessageTooLarge(f"header.body_len: {body_len} exceeds "
                               f"max_body_bytes={max_body_bytes}")

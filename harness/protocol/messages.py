@@ -173,6 +173,20 @@ shape or dtype, a non-finite value): it was not given to the policy."""
 ERROR_PROTOCOL = "protocol"
 """`Error.code` for a message of the wrong type on a path (a chunk sent as a request, a
 reset on the stream): the session itself is fine."""
+ERROR_INTERNAL = "internal"
+"""`Error.code` when serving the message failed in a way no check foresaw: the server goes
+on serving, and the robot counts it as a server error."""
+
+MAX_ERROR_DETAIL_CHARS = 1024
+"""Longest `Error.detail` (and audit detail) a server sends or logs: a detail may quote what
+the robot sent, and what a robot sends must not size the reply or the log line."""
+
+
+def bounded(text: str, limit: int = MAX_ERROR_DETAIL_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 REJECT_CONTRACT = "contract mismatch"
 REJECT_CLIENT_ID = "client_id"

@@ -20,6 +20,7 @@ and reports durations (queue wait, inference time) only.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -241,8 +242,24 @@ class PolicyServer:
         while not self._stopped.is_set():
             item = self._transport.take_stream(timeout_s=0.1)
             if item is not None:
-                self._serve_one(item)
+                self._serve_one_safely(item)
             self._expire_idle_sessions()
+
+    def _serve_one_safely(self, item: StreamItem) -> None:
+        """`_serve_one`, and if anything escapes it (a bug, a value no check foresaw), the
+        one request is answered with an error, counted and audited: the inference thread
+        serves every other robot, so no single message may end it."""
+        started = time.monotonic_ns()
+        try:
+            self._serve_one(item)
+        except Exception as exc:  # noqa: BLE001 - the thread outlives any one request
+            detail = protocol.bounded(f"{type(exc).__name__}: {exc}")
+            log.exception("serving a message from %s failed: %s", short_id(item.client_id),
+                          detail)
+            with contextlib.suppress(Exception):  # the reply itself may be what failed
+                self._send(item.client_id, protocol.Error(protocol.ERROR_INTERNAL, detail))
+            with contextlib.suppress(Exception):
+                self._audit(item.client_id, None, "internal_error", started, detail=detail)
 
     def _expire_idle_sessions(self) -> None:
         """On the inference thread (it wakes at least every 0.1 s), never on the transport's.
@@ -358,10 +375,14 @@ class PolicyServer:
         self.metrics.implicit_resets.inc()
 
     def _send(self, client_id: str, body: protocol.Body, request: protocol.Message | None = None):
+        if isinstance(body, protocol.Error):  # a detail may quote what the robot sent
+            body = protocol.Error(body.code, protocol.bounded(body.detail))
         self._transport.send_stream(client_id, self._reply(body, request))
 
     def _audit(self, client_id: str, request: protocol.Message | None, outcome: str,
                started_ns: int, **extra: object) -> None:
+        if "detail" in extra:
+            extra["detail"] = protocol.bounded(str(extra["detail"]))
         record = {"client": short_id(client_id), "type": request.msg_type.name if request else None,
                   "seq": request.seq if request else None,
                   "episode": request.episode if request else None,

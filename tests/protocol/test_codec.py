@@ -89,10 +89,11 @@ ROUND_TRIP_CASES = [
     protocol.Message(protocol.SessionReject("max_sessions reached", 4, 4),
                      flags=protocol.Flags.RESPONSE),
     # observation with state, two cameras, unicode instruction and all header fields at max
+    # (a sequence id is a count: a reply echoes it as its obs_seq)
     protocol.Message(protocol.Observation({"joints": np.arange(7, dtype=np.float32)},
                                           {"agentview": image(8, 8), "wrist": image(4, 6, 1)},
                                           "put the crème fraîche in the basket 🧀"),
-                 seq=2**64 - 1, episode=2**32 - 1, epoch=2**32 - 1, client_ns=2**64 - 1),
+                 seq=2**63 - 1, episode=2**32 - 1, epoch=2**32 - 1, client_ns=2**64 - 1),
     # observation with nothing in it: empty dicts and empty text
     obs(),
     # zero-length, one-element and 0-d arrays
@@ -310,7 +311,7 @@ def test_any_action_chunk_round_trips_exactly(actions, obs_seq, wait_ns, infer_n
 
 
 @settings(max_examples=150, deadline=None)
-@given(seq=st.integers(0, 2**64 - 1), episode=st.integers(0, 2**32 - 1),
+@given(seq=st.integers(0, 2**63 - 1), episode=st.integers(0, 2**32 - 1),
        epoch=st.integers(0, 2**32 - 1), client_ns=st.integers(0, 2**64 - 1),
        flags=st.sampled_from([protocol.Flags.NONE, protocol.Flags.RESPONSE]),
        body=st.sampled_from([protocol.Reset("r"), protocol.Status(), protocol.Error("c", "d"),
@@ -778,7 +779,12 @@ def test_a_bug_behind_the_checks_still_raises_only_decode_error(monkeypatch):
     (protocol.Message(protocol.Status({"n": 2**64})), {},
      "is out of range, expected an int64 or uint64"),
     (protocol.Message(protocol.Close(), seq=-1), {},
-     r"header.seq=-1: must be an int in \[0, 2\*\*64\)"),
+     r"header.seq=-1: must be an int in \[0, 2\*\*63\)"),
+    (protocol.Message(protocol.Close(), seq=2**63), {},
+     r"header.seq=9223372036854775808: must be an int in \[0, 2\*\*63\)"),
+    (protocol.Message(protocol.Observation({}, {}, "", tick=2**63 - 1, delay_ticks=1,
+                                           committed=np.zeros((1, 3), np.float32))), {},
+     r"observation.tick \+ delay_ticks = 9223372036854775807 \+ 1: the chunk's start must"),
     (protocol.Message(protocol.Close(), episode=2**32), {}, r"header.episode=4294967296"),
     (protocol.Message(protocol.Close(), epoch=1.0), {}, r"header.epoch=1.0"),
     (protocol.Message(protocol.Close(), client_ns=True), {}, r"header.client_ns=True"),
