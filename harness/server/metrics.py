@@ -24,8 +24,11 @@ class ServerMetrics:
                                          registry=self.registry)
         self.requests = Counter("policy_requests", "Handled messages by outcome", ["outcome"],
                                 registry=self.registry)
-        self.served = Counter("policy_chunks_served", "Action chunks sent", ["client"],
-                              registry=self.registry)
+        self.served_all = Counter("policy_chunks_served_all", "Action chunks sent, to anyone",
+                                  registry=self.registry)
+        self.served = Counter("policy_chunks_served", "Action chunks sent per open session's "
+                              "client (its series is removed when the session ends)",
+                              ["client"], registry=self.registry)
         self.stale_dropped = Counter("policy_stale_dropped",
                                      "Observations of a finished episode, dropped",
                                      registry=self.registry)
@@ -44,12 +47,21 @@ class ServerMetrics:
                                    buckets=_LATENCY_BUCKETS_S, registry=self.registry)
 
     def observe_served(self, client_id: str, queue_wait_ns: int, infer_ns: int) -> None:
+        self.served_all.inc()
         self.served.labels(client=client_id).inc()
         self.queue_wait.observe(queue_wait_ns / 1e9)
         self.inference.observe(infer_ns / 1e9)
 
     def served_total(self) -> float:
-        return self.total(self.served)
+        return self.total(self.served_all)
+
+    def forget_client(self, client_id: str) -> None:
+        """Drop the per-client series of a client whose session ended: clients come and go
+        for as long as the server runs, and each one's series must not stay forever."""
+        try:
+            self.served.remove(client_id)
+        except KeyError:  # it was never served
+            pass
 
     @staticmethod
     def total(counter: Counter) -> float:

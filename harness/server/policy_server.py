@@ -232,7 +232,8 @@ class PolicyServer:
                     self.metrics.observations_rejected))}
 
     def _close(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
-        self._sessions.close(client_id, request.epoch)
+        if self._sessions.close(client_id, request.epoch) is not None:
+            self.metrics.forget_client(client_id)
         self.metrics.sessions.set(len(self._sessions))
         return self._reply(protocol.Close(), request), "ok"
 
@@ -271,6 +272,7 @@ class PolicyServer:
         expired = self._sessions.expire(grace_s=max(self._recent_latency_s, default=0.0))
         for session in expired:
             self.metrics.sessions_expired.inc()
+            self.metrics.forget_client(session.client_id)
             log.info("session %s of %s expired: nothing heard for >= %.1f s", session.session_id,
                      short_id(session.client_id), self._sessions.idle_timeout_s)
         if expired:
