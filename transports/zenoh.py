@@ -116,7 +116,9 @@ class ZenohServer:
 
     def _on_query(self, query: zenoh.Query) -> None:
         try:
-            client_id = query.attachment.to_bytes().decode() if query.attachment else ""
+            # Any bytes may arrive: an id that is not UTF-8 is the handler's to refuse.
+            client_id = (query.attachment.to_bytes().decode("utf-8", "replace")
+                         if query.attachment else "")
             payload = query.payload.to_bytes() if query.payload is not None else b""
             if len(payload) > self.config.max_message_bytes:
                 self.stats.rejected_oversize += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -47,3 +48,26 @@ def test_server_and_client_talk_through_an_optional_router():
         client.close()
         server.close()
         router.close()
+
+
+def test_a_query_whose_attachment_is_not_utf8_is_answered():
+    """A client id is the query's attachment; bytes that are not UTF-8 used to raise in the
+    server's callback (no reply, a traceback). The handler now gets the id with the bad
+    bytes replaced, and its reply goes back."""
+    config = ZenohTransportConfig(listen=f"tcp/127.0.0.1:{free_port()}",
+                                  namespace=f"rph/{uuid.uuid4().hex[:8]}")
+    server = make_server(config)
+    seen: list[str] = []
+    server.start(lambda client_id, payload: seen.append(client_id) or b"answer:" + payload)
+    attacker = zenoh.open(session_config(config, listen=[], connect=[config.listen]))
+    try:
+        replies, deadline = [], time.monotonic() + 10.0
+        while not replies and time.monotonic() < deadline:  # a get before the link is up
+            replies = list(attacker.get(f"{config.namespace}/req", payload=b"x",  # has none
+                                        attachment=b"\xff\xfe id", timeout=2.0))
+            time.sleep(0.05)
+        assert [r.ok.payload.to_bytes() if r.ok else r.err for r in replies] == [b"answer:x"]
+        assert seen == ["\ufffd\ufffd id"]
+    finally:
+        attacker.close()
+        server.close()
