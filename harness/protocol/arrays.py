@@ -31,6 +31,11 @@ from harness.protocol.contract import DTYPE_NAMES, ArraySpec
 from harness.protocol.messages import DecodeError, EncodeError, WireError
 
 MAX_NDIM = 8
+MAX_ENTRIES = 1024
+"""Most entries of any map or list on the wire (state keys, cameras, action names, status
+fields; a LIBERO task's contract has under 100). The decoder's parser refuses a longer one
+before building it, so an 8 MB session open of 300,000 contract entries costs microseconds,
+not seconds of the server's I/O thread."""
 MAX_IMAGE_SIDE = 8192
 ALLOWED_DTYPES = frozenset(np.dtype(name).newbyteorder("<").str for name in DTYPE_NAMES)
 """Array dtypes as they appear on the wire ("<f4", "|u1", ...): little-endian only."""
@@ -114,7 +119,7 @@ def check_list(value: Any, path: str, error: Error, low: int = 0,
 
 
 def check_str_list(value: Any, path: str, error: Error) -> list | tuple:
-    items = check_list(value, path, error)
+    items = check_list(value, path, error, 0, MAX_ENTRIES)
     for i, item in enumerate(items):
         check_str(item, f"{path}[{i}]", error)
     return items
@@ -124,6 +129,8 @@ def check_map(value: Any, path: str, error: Error) -> dict[str, Any]:
     """A map whose keys are all str (its values are the caller's to check)."""
     if not isinstance(value, dict):
         raise error(f"{path}: expected a map, got {got(value)}")
+    if len(value) > MAX_ENTRIES:
+        raise error(f"{path}: {len(value)} entries, at most {MAX_ENTRIES}")
     for key in value:
         if not isinstance(key, str):
             raise error(f"{path}: keys must be str, got {got(key)}")

@@ -21,6 +21,7 @@ import numpy as np
 
 from harness.protocol.arrays import (
     ALLOWED_DTYPES,
+    MAX_ENTRIES,
     MAX_IMAGE_SIDE,
     MAX_NDIM,
     check_bool,
@@ -451,7 +452,8 @@ def decode(buf: bytes | bytearray | memoryview, *,
     try:
         # ExtType goes through _reject_ext; a Timestamp (ext -1) fails the type checks below.
         raw = msgpack.unpackb(view[HEADER.size:], raw=False, strict_map_key=True,
-                              use_list=True, ext_hook=_reject_ext)
+                              use_list=True, ext_hook=_reject_ext, max_map_len=MAX_ENTRIES,
+                              max_array_len=MAX_ENTRIES)
     except DecodeError as exc:
         raise DecodeError(f"{path}: {exc}") from exc
     except Exception as exc:  # msgpack raises many types (ValueError, StackError, ...)
