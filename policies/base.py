@@ -20,6 +20,9 @@ class Policy(Protocol):
     """The model's side of the contract: `model_id`, `chunk_size`, the state and images it
     reads, and `delay_aware`: whether it plans from a committed prefix."""
 
+    # Optional: `warm_up = False` on a policy the server must not warm with a blank
+    # observation at start (a remote model: the blank request would reach its server).
+
     def reset(self, *, seed: int) -> None:
         """Called once before each episode; clears any per-episode state."""
 

@@ -98,8 +98,9 @@ class PolicyServer:
     def start(self) -> None:
         """Warm one policy instance with one prediction, then start serving."""
         started = time.monotonic()
-        self._sessions.warm(self._blank_observation())
-        log.info("policy %s warmed in %.3f s", self.spec.model_id, time.monotonic() - started)
+        if self._sessions.warm(self._blank_observation()):
+            log.info("policy %s warmed in %.3f s", self.spec.model_id,
+                     time.monotonic() - started)
         self._transport.start(self._answer_request)
         self._inference.start()
 

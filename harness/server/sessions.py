@@ -101,13 +101,18 @@ class SessionTable:
         with self._lock:
             return len(self._sessions)
 
-    def warm(self, observation: EnvObservation) -> None:
+    def warm(self, observation: EnvObservation) -> bool:
         """Predict once on an idle instance (the first call of a model is often the slowest);
-        it is reset before a session uses it. Call before serving."""
+        it is reset before a session uses it. Call before serving. A policy whose `warm_up`
+        is False is left alone (a remote model is warm on its own server, and a blank
+        observation would reach it as a real request); returns whether it predicted."""
         slot = self._idle[-1]
+        if not getattr(slot.policy, "warm_up", True):
+            return False
         with slot.lock:
             slot.policy.predict(observation)
             slot.dirty = True
+        return True
 
     def open(self, client_id: str) -> Session | None:
         """Start a session of `client_id` with a new epoch, replacing the client's own if it

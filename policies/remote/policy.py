@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 class RemotePolicy:
     """`Policy` over an `Adapter`, with a `Convention` on either side of it."""
 
+    warm_up = False
+    """Our server does not warm it: the model is warm on its own server, and a blank
+    observation (no instruction) would reach that server as a real request."""
+
     def __init__(self, adapter: Adapter, convention: Convention, robot: Contract, *,
                  chunk_size: int, connect_timeout_s: float) -> None:
         self._adapter = adapter

@@ -5,6 +5,8 @@ the episode's start reaches the adapter with the first observation's prompt."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,43 @@ def test_a_model_of_another_action_width_is_refused_before_any_session():
                                            rf"{ROBOT.action_dim}"):
         RemotePolicy(ScriptedAdapter(wide, []), StateOnly(), ROBOT, chunk_size=4,
                      connect_timeout_s=3.0)
+
+
+def test_our_server_does_not_warm_a_remote_model_with_a_blank_request():
+    """Warm-up predicted once on a blank observation (empty instruction): for a remote
+    model that was a garbage request to someone's server at every start (OpenVLA then
+    templated an empty prompt). A local policy is still warmed."""
+    from harness.server.policy_server import PolicyServer
+    from transports import LocalTransportConfig, make_server
+
+    adapters = []
+
+    def remote():
+        adapters.append(ScriptedAdapter(SPEC, []))
+        return RemotePolicy(adapters[-1], StateOnly(), ROBOT, chunk_size=4,
+                            connect_timeout_s=3.0)
+
+    server = PolicyServer(make_server(LocalTransportConfig(name="no-warm-remote")), remote,
+                          max_sessions=2)
+    server.start()
+    try:
+        assert [[c[0] for c in a.calls] for a in adapters] == [["connect"], ["connect"]]
+    finally:
+        server.close()
+
+    warmed = []
+
+    class Local:
+        spec = dataclasses.replace(ROBOT, chunk_size=4, model_id="local")
+
+        def reset(self, *, seed):
+            pass
+
+        def predict(self, observation):
+            warmed.append(observation.instruction)
+            return np.zeros((4, ROBOT.action_dim), np.float32)
+
+    server = PolicyServer(make_server(LocalTransportConfig(name="warm-local")), Local)
+    server.start()
+    server.close()
+    assert warmed == [""]
