@@ -93,6 +93,16 @@ class TransportServer(Protocol):
         Blocks up to `timeout_s`; returns None if nothing arrived in that time.
         """
 
+    def last_arrival_ns(self, client_id: str) -> int | None:
+        """When the newest stream message of `client_id` arrived (`time.monotonic_ns()`),
+        taken yet or not; None if none came since `forget(client_id)`. What a server counts
+        a session alive by: a robot that keeps sending is heard, however long the
+        observations wait behind a slow or blocked predict."""
+
+    def forget(self, client_id: str) -> None:
+        """Drop what is kept about `client_id` (its unserved item, its arrival time): its
+        session ended. Idempotent."""
+
     def send_stream(self, client_id: str, payload: bytes) -> None:
         """Queue `payload` for one client's stream path. Never blocks.
 

@@ -73,6 +73,8 @@ class LatestMailbox:
         self._cond = threading.Condition()
         # Insertion order is the round-robin order: a client that was served moves to the end.
         self._pending: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._arrivals: dict[str, int] = {}
+        """client -> when its newest item arrived, taken or not (until `forget`)."""
         self.stats = stats if stats is not None else StreamStats()
 
     def put(self, client_id: str, item: bytes) -> bool:
@@ -83,7 +85,9 @@ class LatestMailbox:
             if replaced:
                 self.stats.superseded += 1
             # A replaced item keeps its client's place in the round-robin order.
-            self._pending[client_id] = (item, time.monotonic_ns())
+            now_ns = time.monotonic_ns()
+            self._pending[client_id] = (item, now_ns)
+            self._arrivals[client_id] = now_ns
             self._cond.notify_all()
             return replaced
 
@@ -99,7 +103,13 @@ class LatestMailbox:
             client_id, (item, received_ns) = self._pending.popitem(last=False)
             return StreamItem(client_id, item, received_ns)
 
-    def discard(self, client_id: str) -> None:
-        """Forget a client's unserved item (e.g. its session closed)."""
+    def last_arrival_ns(self, client_id: str) -> int | None:
+        """When the client's newest item arrived, taken or not; None if none since `forget`."""
+        with self._cond:
+            return self._arrivals.get(client_id)
+
+    def forget(self, client_id: str) -> None:
+        """Forget a client's unserved item and its arrival time (its session ended)."""
         with self._cond:
             self._pending.pop(client_id, None)
+            self._arrivals.pop(client_id, None)

@@ -141,6 +141,12 @@ class ZenohServer:
     def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
 
+    def last_arrival_ns(self, client_id: str) -> int | None:
+        return self._mailbox.last_arrival_ns(client_id)
+
+    def forget(self, client_id: str) -> None:
+        self._mailbox.forget(client_id)
+
     def send_stream(self, client_id: str, payload: bytes) -> None:
         check_payload_size(payload, self.config.max_message_bytes)
         if self._session is None or self._closed:

@@ -235,6 +235,7 @@ class PolicyServer:
     def _close(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
         if self._sessions.close(client_id, request.epoch) is not None:
             self.metrics.forget_client(client_id)
+            self._transport.forget(client_id)
         self.metrics.sessions.set(len(self._sessions))
         return self._reply(protocol.Close(), request), "ok"
 
@@ -270,14 +271,22 @@ class PolicyServer:
         a slow model an observation waits behind the other sessions' predictions; so the
         timeout is extended by the longest recent arrival-to-reply time, and a client that
         keeps sending never looks silent however busy the server is."""
-        expired = self._sessions.expire(grace_s=max(self._recent_latency_s, default=0.0))
+        expired = self._sessions.expire(grace_s=max(self._recent_latency_s, default=0.0),
+                                        arrived_s=self._arrived_s)
         for session in expired:
             self.metrics.sessions_expired.inc()
             self.metrics.forget_client(session.client_id)
+            self._transport.forget(session.client_id)
             log.info("session %s of %s expired: nothing heard for >= %.1f s", session.session_id,
                      short_id(session.client_id), self._sessions.idle_timeout_s)
         if expired:
             self.metrics.sessions.set(len(self._sessions))
+
+    def _arrived_s(self, client_id: str) -> float | None:
+        """When the transport last received a stream message of `client_id`, in seconds of
+        `time.monotonic` (the session table's clock)."""
+        arrived_ns = self._transport.last_arrival_ns(client_id)
+        return None if arrived_ns is None else arrived_ns / 1e9
 
     def _serve_one(self, item: StreamItem) -> None:
         started = time.monotonic_ns()

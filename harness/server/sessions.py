@@ -160,17 +160,21 @@ class SessionTable:
             self._release(session)
             return session
 
-    def expire(self, grace_s: float = 0.0) -> list[Session]:
+    def expire(self, grace_s: float = 0.0,
+               arrived_s: Callable[[str], float | None] | None = None) -> list[Session]:
         """End and return every session not heard from for `idle_timeout_s` + `grace_s`.
         Never waits for a predict: the freed instance is reset by the open that takes it next.
 
-        `grace_s` covers an observation the client did send but the server has not taken yet
-        (it waits in the mailbox behind other sessions' predictions): the caller passes how
-        long that recently took."""
+        Heard is the later of the session's last message taken and, if `arrived_s` is given,
+        when the transport last received one from its client (on this table's clock; None:
+        nothing): a robot that keeps sending is alive however long its observations wait
+        behind a slow, blocked or failing predict. `grace_s` covers the rest."""
         now = self._clock()
         with self._lock:
             expired = [session for session in self._sessions.values()
-                       if now - session.last_heard_s >= self.idle_timeout_s + grace_s]
+                       if now - max(session.last_heard_s,
+                                    (arrived_s and arrived_s(session.client_id)) or 0.0)
+                       >= self.idle_timeout_s + grace_s]
             for session in expired:
                 self._release(session)
         return expired

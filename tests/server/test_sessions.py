@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from harness import protocol
@@ -304,3 +305,60 @@ def test_reset_never_runs_while_the_same_policy_predicts(env, kind, closing):
     assert len(factory.predictions("race")) >= 2
     assert len(factory.resets()) >= 20
     assert [policy.overlaps for policy in factory.built] == [0] * len(factory.built)
+
+
+class BlocksThenFails:
+    """A model that, asked with the instruction "block", hangs 1.2 s and then fails, as a
+    remote model behind a partition does when its request times out; otherwise a chunk of
+    zeros. A failed predict records no reply latency, so nothing else covers the wait."""
+
+    def __init__(self, spec: protocol.Contract, blocking: threading.Event) -> None:
+        self.spec, self.blocking = spec, blocking
+
+    def reset(self, *, seed: int) -> None:
+        pass
+
+    def predict(self, observation):
+        if observation.instruction == "block":
+            self.blocking.set()
+            time.sleep(1.2)
+            raise TimeoutError("the model server did not answer")
+        return np.zeros((self.spec.chunk_size, self.spec.action_dim), np.float32)
+
+
+@pytest.mark.parametrize("kind", ["local", "zmq"])
+def test_a_robot_that_keeps_sending_outlives_a_blocked_predict_past_the_idle_timeout(
+        env, kind, closing):
+    """Issue 21: a session was counted heard only when its observation was taken; with its
+    predict blocked past `session_idle_timeout_s` it expired while the robot kept sending.
+    Now the transport's arrivals count: the session survives and is served after."""
+    servers, clients = closing
+    spec, blocking = contract(env, model_id="blocks"), threading.Event()
+    server, config = start_server(env, kind=kind, max_sessions=2, session_idle_timeout_s=0.4,
+                                  policy_factory=lambda: BlocksThenFails(spec, blocking))
+    servers.append(server)
+    robot = RawClient(config)
+    clients.append(robot)
+    assert robot.open(contract(env)).msg_type is OK
+    robot.call(protocol.Reset(), episode=1)
+    observation = env.reset(seed=1)
+    blocked = protocol.Observation(observation.state, observation.images, "block")
+    robot.publish(blocked, seq=1, episode=1)
+    wait_until(blocking.is_set, 5.0, "the predict to block")
+    seq, deadline, replies = 1, time.monotonic() + 1.8, []
+    while time.monotonic() < deadline:  # the robot goes on sending while predict hangs
+        seq += 1
+        robot.observe(observation, seq=seq, episode=1)
+        reply = robot.next_reply(timeout_s=0.1)
+        if reply is not None:
+            replies.append(reply)
+    expired = server.metrics.total(server.metrics.sessions_expired)  # before it falls silent
+    kinds = [(r.msg_type, r.body.code if r.msg_type is protocol.MessageType.ERROR else None)
+             for r in replies]
+    # (The client's inbox keeps the newest reply: the inference error may be overtaken by
+    # the chunk after it before the robot looks. The server's count says it happened.)
+    exposition = server.metrics.exposition().decode()
+    assert 'policy_requests_total{outcome="inference_error"} 1.0' in exposition
+    assert (protocol.MessageType.ACTION_CHUNK, None) in kinds
+    assert expired == 0
+    assert (protocol.MessageType.ERROR, protocol.SESSION_UNKNOWN) not in kinds

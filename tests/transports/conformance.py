@@ -151,6 +151,28 @@ def check_request_to_absent_server_fails_within_deadline(kind: str) -> None:
         assert time.monotonic() - started < 0.3 + DEADLINE_SLACK_S
 
 
+def check_the_server_says_when_a_client_was_last_heard_taken_or_not(kind: str) -> None:
+    """What a session's liveness is counted by: the newest arrival, also after it was taken,
+    until the server forgets the client."""
+    with Rig(kind) as rig:
+        client = rig.client()
+        assert rig.server.last_arrival_ns(client.client_id) is None
+        before_ns = time.monotonic_ns()
+        client.publish(b"first")
+        item = rig.server.take_stream(timeout_s=5.0)
+        assert item is not None and item.client_id == client.client_id
+        first_ns = rig.server.last_arrival_ns(client.client_id)
+        assert first_ns == item.received_ns and before_ns <= first_ns
+        client.publish(b"second")
+        wait_until(lambda: rig.server.last_arrival_ns(client.client_id) != first_ns, 5.0,
+                   "the second arrival")
+        assert rig.server.last_arrival_ns(client.client_id) > first_ns
+        rig.server.forget(client.client_id)
+        assert rig.server.last_arrival_ns(client.client_id) is None
+        assert rig.server.take_stream(timeout_s=0.2) is None  # its unserved item went too
+        rig.server.forget(client.client_id)  # idempotent
+
+
 def check_newer_observation_supersedes_unserved_one(kind: str) -> None:
     with Rig(kind) as rig:
         client = rig.client()
@@ -340,6 +362,7 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_request_deadline_raises_timeout_without_hanging,
     check_request_to_absent_server_fails_within_deadline,
     check_newer_observation_supersedes_unserved_one,
+    check_the_server_says_when_a_client_was_last_heard_taken_or_not,
     check_streamed_chunks_are_latest_only_on_the_client,
     check_two_clients_never_see_each_others_replies,
     check_two_megabyte_message_works_and_over_limit_is_rejected,
