@@ -168,13 +168,17 @@ def serve(policy: Any, *, env: str, task_id: int = 0, transport: str = "zmq",
 
         factory = lambda: build_target(policy, {}, task)  # noqa: E731
         max_sessions = max_sessions or 4
-    check_contract(factory().spec, task.robot_contract())
     if listen is None:
         config = loopback_config(transport, **transport_fields)
     else:
         config = transport_entry(transport).config_class(kind=transport, listen=listen,
                                                          **transport_fields)
     server = PolicyServer(make_server(config), factory, max_sessions=max_sessions)
+    try:  # the pool is built and its specs agree: check the one it serves, before binding
+        check_contract(server.spec, task.robot_contract())
+    except BaseException:
+        server.close()
+        raise
     server.start()
     log.info("serving %s over %s at %s", server.spec.model_id, transport,
              getattr(config, "connect_address", getattr(config, "name", "")))

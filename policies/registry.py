@@ -77,16 +77,25 @@ def check_target(target: str, args: dict) -> None:
         PolicyConfigError: naming `policy.target` or `policy.args` and what is wrong.
     """
     obj = resolve_target(target)
-    try:
-        signature = inspect.signature(obj)
-    except (TypeError, ValueError):  # a builtin without a signature: checked when built
+    given, signature = _call_args(obj, args, task=None)
+    if signature is None:  # a builtin without a signature: checked when built
         return
-    given = {**args, **({"task": None} if "task" in signature.parameters else {})}
     try:
         signature.bind(**given)
     except TypeError as exc:
         raise PolicyConfigError(f"policy.args={args}: {exc} (the signature of {target} is "
                                 f"{signature})") from None
+
+
+def _call_args(target: Callable, args: dict,
+               task: PolicyTask | None) -> tuple[dict, inspect.Signature | None]:
+    """The keyword arguments `target` is called with: `args`, plus `task` if it takes a
+    `task` keyword; and its signature (None for a builtin without one)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return dict(args), None
+    return {**args, **({"task": task} if "task" in signature.parameters else {})}, signature
 
 
 def _build_oracle(config: PolicyConfig, task: PolicyTask) -> Policy:
@@ -125,13 +134,7 @@ def validated_policy(policy: object, built_by: str) -> Policy:
 def build_target(target: Callable, args: dict, task: PolicyTask) -> Policy:
     """Call `target(**args)`, adding `task=task` if it takes a `task` keyword, and check
     that the result is a Policy."""
-    args = dict(args)
-    try:
-        takes_task = "task" in inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        takes_task = False
-    if takes_task:
-        args["task"] = task
+    args, _ = _call_args(target, args, task)
     name = getattr(target, "__qualname__", repr(target))
     try:
         policy = target(**args)

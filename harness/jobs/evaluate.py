@@ -102,12 +102,14 @@ def evaluate_tasks(name: str, policy: PolicyConfig, *, tasks: str = "0",
         try:
             instance = build_policy(policy, PolicyTask(name, task_id, cameras, image_size,
                                                        policy.chunk_size, seed))
-            init_states = [family.init_state(i) for i in range(episodes_per_task)]
-            outcomes = evaluate(env, instance, episodes=episodes_per_task, seed=seed,
-                                replan_every=policy.replan_every,
-                                init_states=init_states if init_states[0] is not None else None)
-            if hasattr(instance, "close"):
-                instance.close()
+            try:
+                outcomes = evaluate(env, instance, episodes=episodes_per_task, seed=seed,
+                                    replan_every=policy.replan_every,
+                                    init_states=[family.init_state(i)
+                                                 for i in range(episodes_per_task)])
+            finally:
+                if hasattr(instance, "close"):  # a remote policy holds a connection
+                    instance.close()
         finally:
             env.close()
         log.info("%s task %d: %d of %d succeeded", name, task_id,
