@@ -66,6 +66,11 @@ class LatestSlot:
             return item, self._arrival_ns
 
 
+MAX_CLIENTS_REMEMBERED = 4096
+"""Clients whose last arrival a mailbox remembers; a session's robot heard from recently is
+never the oldest of them unless thousands of other ids have sent since."""
+
+
 class LatestMailbox:
     """One latest-only slot per client, taken round-robin so no client starves another."""
 
@@ -73,8 +78,10 @@ class LatestMailbox:
         self._cond = threading.Condition()
         # Insertion order is the round-robin order: a client that was served moves to the end.
         self._pending: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
-        self._arrivals: dict[str, int] = {}
-        """client -> when its newest item arrived, taken or not (until `forget`)."""
+        self._arrivals: OrderedDict[str, int] = OrderedDict()
+        """client -> when its newest item arrived, taken or not (until `forget`), most recent
+        last; at most MAX_CLIENTS_REMEMBERED, so ids that never open a session (a client
+        cycling them) cannot grow it without bound."""
         self.stats = stats if stats is not None else StreamStats()
 
     def put(self, client_id: str, item: bytes) -> bool:
@@ -88,6 +95,9 @@ class LatestMailbox:
             now_ns = time.monotonic_ns()
             self._pending[client_id] = (item, now_ns)
             self._arrivals[client_id] = now_ns
+            self._arrivals.move_to_end(client_id)
+            if len(self._arrivals) > MAX_CLIENTS_REMEMBERED:
+                self._arrivals.popitem(last=False)  # the one heard from longest ago
             self._cond.notify_all()
             return replaced
 
