@@ -234,6 +234,8 @@ class HarnessConfig:
                               "(emulated): each episode opens and closes its own fault "
                               "windows on the one server and link, so robots running at once "
                               "would stack them; use faults.apply=modelled or clients=1")
+        if self.job is Job.loop:
+            check_timeout_order(self)
         if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
             return  # a modelled schedule touches nothing real
         faults = self.faults
@@ -267,6 +269,36 @@ class HarnessConfig:
                               "harness supervises: server=process over zenoh, grpc or zmq "
                               f"(not server.mode={self.server.mode}, transport.kind="
                               f"{self.transport.kind})")
+
+
+def check_timeout_order(config: HarnessConfig) -> None:
+    """The timeouts of the robot, our server and the model link must trip in one order:
+
+        transport.heartbeat_timeout_s, client.request_timeout_s, policy.request_timeout_s
+            < client.max_offline_s < server.session_idle_timeout_s
+
+    A robot has to notice the server gone, and a hung model request has to come back as an
+    error, before the robot gives up (else an episode ends DEAD with nothing counted); and the
+    server has to keep a silent robot's session at least as long as the robot keeps trying
+    (else a robot that survives an outage finds its session gone). Out of order, the outcome
+    depends on which clock runs faster: refused here, naming the pair.
+
+    Raises:
+        ConfigError: naming the first pair out of order and the fix.
+    """
+    client = config.client
+    before_offline = [("transport.heartbeat_timeout_s", config.transport.heartbeat_timeout_s),
+                      ("client.request_timeout_s", client.request_timeout_s)]
+    if config.policy.model_link is not None:
+        before_offline.append(("policy.request_timeout_s", config.policy.request_timeout_s))
+    pairs = [(name, value, "client.max_offline_s", client.max_offline_s)
+             for name, value in before_offline]
+    pairs.append(("client.max_offline_s", client.max_offline_s,
+                  "server.session_idle_timeout_s", config.server.session_idle_timeout_s))
+    for first, first_s, then, then_s in pairs:
+        if first_s >= then_s:
+            raise ConfigError(f"{first}={first_s:g} must be below {then}={then_s:g}: lower "
+                              f"{first} or raise {then}")
 
 
 def register_configs() -> None:

@@ -157,3 +157,32 @@ def test_a_transport_yaml_without_a_schema_is_checked_against_its_kind():
 def test_a_policy_name_that_is_not_its_yamls_kind_fails_naming_both():
     with pytest.raises(ConfigError, match="policy.name='torch' with the schema of OracleConfig"):
         validate(compose_config("policy=oracle", "policy.name=torch"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("transport=zmq", "transport.heartbeat_timeout_s=5"),
+     "transport.heartbeat_timeout_s=5 must be below client.max_offline_s=5"),
+    (("client.request_timeout_s=6",),
+     "client.request_timeout_s=6 must be below client.max_offline_s=5"),
+    (("policy=remote", "policy.protocol=openpi", "policy.url=ws://127.0.0.1:8000",
+      "policy.request_timeout_s=10"),
+     "policy.request_timeout_s=10 must be below client.max_offline_s=5"),
+    (("client.max_offline_s=12",),
+     "client.max_offline_s=12 must be below server.session_idle_timeout_s=10"),
+])
+def test_timeouts_out_of_order_fail_at_startup_naming_the_pair(overrides, message):
+    """Each pair the robot's, the server's and the model link's timeouts must keep (a robot
+    notices an outage and a hung model request errors out before the robot gives up; the
+    server keeps a silent session longer than the robot keeps trying) is refused when
+    crossed, in one line naming both fields."""
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as caught:
+        validate(compose_config(*overrides))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_shipped_timeouts_are_in_order_for_every_policy_kind():
+    """The defaults pass the order check, remote model link included."""
+    for overrides in ((), ("policy=remote", "policy.protocol=openpi",
+                           "policy.url=ws://127.0.0.1:8000")):
+        config = validate(compose_config(*overrides))
+        assert config.client.max_offline_s < config.server.session_idle_timeout_s

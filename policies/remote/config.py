@@ -41,8 +41,10 @@ class RemotePolicyConfig(PolicyConfig):
     """vla_eval: how images travel (png, jpeg, raw)."""
     connect_timeout_s: float = 30.0
     """How long a session open waits for the external server."""
-    request_timeout_s: float = 10.0
-    """How long one request to the external server may take."""
+    request_timeout_s: float = 3.0
+    """How long one request to the external server may take (wall time). Below
+    `client.max_offline_s`: a hung request must come back as an error, counted, before the
+    robot gives up (checked at startup)."""
 
     @property
     def robot_chunk_size(self) -> int:

@@ -66,8 +66,9 @@ def collapsed(states: list[str]) -> list[str]:
 def test_an_outage_mid_episode_is_survived_on_every_transport(tmp_path, transport, fault,
                                                              record_property):
     preset, _, path = fault.partition("+")
-    extra = (f"client.max_offline_s={MAX_OFFLINE_S}",) + (("faults.network=kernel",) if path
-                                                          else ())
+    extra = (f"client.max_offline_s={MAX_OFFLINE_S}",  # the server keeps the session longer
+             f"server.session_idle_timeout_s={2 * MAX_OFFLINE_S}",
+             *(("faults.network=kernel",) if path else ()))
     run, summary = run_faulted(tmp_path, preset, episodes=1, transport=transport, extra=extra)
     assert summary["episodes"] == 1 and summary["dead_episodes"] == 0
     assert summary["invariant_breaches"] == 0
