@@ -23,6 +23,7 @@ from envs import UnknownEnv, env_family, task_ids
 from harness.choices import choice
 from harness.client.config import EngineConfig
 from harness.client.latency import LatencyKind
+from harness.faults.kinds import fault_kind
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
 from harness.results.wandb_log import LoggerConfig
@@ -74,6 +75,10 @@ class EnvConfig:
     image_size: int = 128
     max_steps: Optional[int] = None
     """Step limit per episode; None uses the suite's usual horizon."""
+    step_sleep_s: float = 0.0
+    """Sleep this long (wall time) after every step: the simulator slower than real time on
+    purpose (0.2 s at 20 Hz: 5x slower), to check that a config's results do not depend on
+    the simulator's speed (`envs.slowed`)."""
 
     def __post_init__(self) -> None:
         try:
@@ -88,6 +93,8 @@ class EnvConfig:
             raise ConfigError(f"env.image_size={self.image_size}: must be in 16..1024")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"env.max_steps={self.max_steps}: must be >= 1 or null")
+        if not 0 <= self.step_sleep_s <= 60:
+            raise ConfigError(f"env.step_sleep_s={self.step_sleep_s}: must be in 0..60")
 
 
 @dataclass
@@ -248,6 +255,15 @@ class HarnessConfig:
                 raise ConfigError(f"faults.link={faults.link}: the model link's proxy needs a "
                                   "server the harness starts (server=process or inprocess) "
                                   "and faults.network=proxy")
+        if faults.link is not FaultLink.client and faults.has_message_faults:
+            kinds = sorted({f.kind for f in faults.timed if fault_kind(f.kind).group == "message"}
+                           | ({faults.random.kind} if faults.random.rate_per_min > 0
+                              and fault_kind(faults.random.kind).group == "message" else set()))
+            raise ConfigError(
+                f"faults.link={faults.link} with faults={faults.name}: message-level kinds "
+                f"({', '.join(kinds)}) act in the robot's client wrapper, on the robot's link "
+                "only; the model link has no message-level emulation. Run them with "
+                "faults.link=client, or use a schedule without them on the model link")
         if (faults.has_network_faults and not transport_entry(self.transport.kind).networked
                 and faults.link is not FaultLink.model):
             raise ConfigError(f"faults={faults.name}: network faults act on the bytes of a "

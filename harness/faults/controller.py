@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.client.states import ClientState
+from harness.faults.gate import GateMode, RobotSideGate
 from harness.faults.kernel import NetnsLink
 from harness.faults.kinds import fault_kind
 from harness.faults.messages import FaultyClient
@@ -43,6 +44,12 @@ from harness.faults.shaping import LinkShape
 from harness.server.supervisor import ServerSupervisor
 
 log = logging.getLogger(__name__)
+
+OUTAGE_GROUPS = ("process", "network", "model")
+"""Groups whose paced kinds act on the world (the server, a link, the model), not on the
+robot's own client wrapper: the windows `FaultController._lift_outages` lifts early, holding
+the robot in the gate. A message window is lifted on its outgoing side only (the world hears
+the robot again; the wrapper keeps hitting what the robot receives)."""
 
 
 @dataclass
@@ -58,6 +65,11 @@ class Mechanisms:
     in netem where the kernel has it); the proxy keeps the rest."""
     modelled: bool = False
     """faults.apply=modelled: act on nothing, pace nothing."""
+    gate: RobotSideGate | None = None
+    """The robot's transport client, able to hold the robot inside a window the world has
+    left (`harness.faults.gate`): wired whenever a schedule has outage kinds."""
+    link: str = "client"
+    """`faults.link`: which link network kinds act on (the event log says it)."""
 
 
 def episode_faults(config: FaultsConfig, *, seed: int, episode: int, horizon_s: float,
@@ -92,12 +104,21 @@ class FaultController:
         """The window whose server restart is running, and when it began (monotonic)."""
         self._restart_s = 0.0
         self._ids = 0
+        self._started_wall: dict[int, tuple[float, float]] = {}
+        """id(window) -> (when it was applied, monotonic; the control time it had left then),
+        for each open window."""
+        self._lifted: dict[int, tuple[str | None, int, float, float]] = {}
+        """id(window) -> (what undoing it did, None for a message window; tick, control
+        time and wall time (monotonic) of the lift), for each open window the world has
+        left before the robot (see `_lift_outages`)."""
 
     def on_tick(self, tick: int, control_s: float, state: ClientState) -> bool:
         """Apply what is due at `control_s`; True while a paced fault is active (or a
         server is still restarting)."""
         for window in [w for w in self._open if control_s >= w.end_s]:
             self._end(window, tick, control_s)
+        if not self.mechanisms.modelled:
+            self._lift_outages(tick, control_s)
         if self._restarted is not None and not self._restarting():
             self._report_ready(tick, control_s)
         while self._next < len(self.windows) and control_s >= self.windows[self._next].start_s:
@@ -121,12 +142,56 @@ class FaultController:
     def _begin(self, window: FaultWindow, tick: int, control_s: float) -> None:
         self._open.append(window)
         mechanism = "modelled" if self.mechanisms.modelled else self._apply(window)
+        self._started_wall[id(window)] = (time.monotonic(), window.end_s - control_s)
         self._event(window, "start", tick, control_s, mechanism)
 
     def _end(self, window: FaultWindow, tick: int, control_s: float) -> None:
         self._open.remove(window)
-        mechanism = "modelled" if self.mechanisms.modelled else self._undo(window)
-        self._event(window, "end", tick, control_s, mechanism)
+        self._started_wall.pop(id(window), None)
+        lifted = self._lifted.pop(id(window), None)
+        if self.mechanisms.modelled:
+            mechanism = "modelled"
+        elif lifted is None:
+            mechanism = self._undo(window)
+        elif lifted[0] is None:  # a message window: its outgoing side was spared
+            self.mechanisms.client.world_left = False
+            mechanism = self._undo(window)
+        else:  # the world left it earlier: only the robot's side ends now
+            mechanism = lifted[0]
+            self.mechanisms.gate.release(str(id(window)))
+        self._event(window, "end", tick, control_s, mechanism, lifted)
+
+    def _lift_outages(self, tick: int, control_s: float) -> None:
+        """Paced windows that have lasted their duration in wall time while control time has
+        not reached their end, which happens only on a simulator slower than real time:
+        undo them in the world and hold the robot's side in the gate until their control end
+        (`harness.faults.gate` says why; a message window: see `OUTAGE_GROUPS`). The slack of
+        two ticks keeps a simulator that keeps up with real time from ever lifting one."""
+        slack_s = 2 * (control_s / tick if tick else 0.05)
+        now = time.monotonic()
+        for window in self._open:
+            kind = fault_kind(window.kind)
+            started_s, duration_s = self._started_wall[id(window)]
+            if (id(window) in self._lifted or not kind.paced
+                    or now - started_s < duration_s + slack_s):
+                continue
+            if kind.group == "message":
+                self.need("client", window.kind).world_left = True
+                self._lifted[id(window)] = (None, tick, control_s, now)
+            else:
+                gate = self.need("gate", window.kind)
+                self._lifted[id(window)] = (self._undo(window), tick, control_s, now)
+                gate.hold(str(id(window)), self._gate_mode(kind.group))
+            log.info("fault %s lifted at tick %d (%.2f s): it lasted %.2f s of wall time; "
+                     "the robot stays in it until %.2f s of control time", window.kind, tick,
+                     control_s, now - started_s, window.end_s)
+
+    def _gate_mode(self, group: str) -> GateMode:
+        """What the robot misses while held: everything when its link or the server was out,
+        only the chunks when the model (or its link) was."""
+        if group == "model" or (group == "network" and self.mechanisms.link == "model"):
+            return GateMode.replies
+        return GateMode.cut
 
     def _apply(self, window: FaultWindow) -> str:
         return fault_kind(window.kind).emulation.apply(window, self)
@@ -212,10 +277,18 @@ class FaultController:
             raise error
 
     def _event(self, window: FaultWindow, phase: str, tick: int, control_s: float,
-               mechanism: str) -> None:
+               mechanism: str, lifted: tuple[str | None, int, float, float] | None = None
+               ) -> None:
         event = {"fault": str(window.kind), "phase": phase, "tick": tick,
                  "control_s": round(control_s, 6), "wall_s": round(time.time(), 6),
                  "mechanism": mechanism, "source": window.source}
+        group = fault_kind(window.kind).group
+        if group in ("network", "message"):  # which link it acted on
+            event["link"] = self.mechanisms.link if group == "network" else "client"
+        if lifted is not None:  # the world's end, earlier than the robot's (slow simulator)
+            event["world_end_tick"], event["world_end_control_s"] = lifted[1], round(lifted[2], 6)
+            event["world_end_wall_s"] = round(event["wall_s"] - (time.monotonic() - lifted[3]),
+                                              6)
         self.events.append(event)
         log.info("fault %s %s at tick %d (%.2f s): %s", window.kind, phase, tick, control_s,
                  mechanism)

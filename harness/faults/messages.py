@@ -77,6 +77,11 @@ class FaultyClient:
         """The fault in force, or None (every message passes)."""
         self.loss: GilbertElliott | None = None
         """Burst loss in force (independent of `fault`), or None."""
+        self.world_left = False
+        """The window has lasted its duration in wall time while the robot's control time
+        has not reached its end (a simulator slower than real time): outgoing messages,
+        which the world sees, pass untouched; incoming ones, which the robot sees, are still
+        hit (`harness.faults.gate` says why)."""
         self._rng = np.random.default_rng(seed)
         self._held: list[tuple[float, bytes, int]] = []
         """Incoming messages held back: (release at, payload, arrival ns)."""
@@ -113,6 +118,9 @@ class FaultyClient:
         return True
 
     def publish(self, payload: bytes) -> None:
+        if self.world_left:
+            self.inner.publish(payload)
+            return
         if self._lost("out"):
             return
         fault = self._hits()

@@ -12,7 +12,10 @@ only when the faults are emulated (`faults.apply=modelled` wires nothing real):
   external model server, dialled by our server (set up before it starts: it dials at start);
 - after the server started (`FaultWiring.server_started`): the supervisor for process
   faults, and the proxy in front of the server's address that the robots dial;
-- message faults: each robot's client wrapped (`FaultWiring.wrap_client`).
+- message faults: each robot's client wrapped (`FaultWiring.wrap_client`);
+- outage kinds (paced, acting on the server, a link or the model): each robot's client
+  wrapped in the gate that holds it inside a window the world has left on a simulator
+  slower than real time (`harness.faults.gate`).
 
 Leaving the context stops what it started, in reverse order: the proxies, then the kernel
 link (after the server, which the job stops first, has left the namespace).
@@ -27,9 +30,11 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from harness.faults.controller import Mechanisms
+from harness.faults.controller import OUTAGE_GROUPS, Mechanisms
+from harness.faults.gate import RobotSideGate
 from harness.faults.kernel import NetnsLink
 from harness.faults.kernel import detect as kernel_support
+from harness.faults.kinds import fault_kind
 from harness.faults.links import ProxyGroup
 from harness.faults.messages import FaultyClient
 from harness.faults.model_faults import predict_hook, write_model_fault
@@ -86,8 +91,9 @@ def warn_if_presence_will_trip(faults: FaultsConfig, transport) -> None:
 class FaultWiring:
     """What one task's run goes through; the job reads these where it used its config's."""
 
-    def __init__(self, config, *, emulated: bool, message_faults: bool) -> None:
-        self.mechanisms = Mechanisms(modelled=not emulated)
+    def __init__(self, config, *, emulated: bool, message_faults: bool,
+                 outages: bool = False) -> None:
+        self.mechanisms = Mechanisms(modelled=not emulated, link=str(config.faults.link))
         self.transport = config.transport
         """The transport config the robots dial (through the proxy once the server started)
         and, with the kernel path, the one the server listens with (its side of the veth
@@ -105,6 +111,7 @@ class FaultWiring:
         self.proxy_for_robots = False
         self._seed = config.seed
         self._message_faults = message_faults
+        self._outages = outages
         self._stack = contextlib.ExitStack()
 
     def server_started(self, server: object) -> None:
@@ -121,11 +128,13 @@ class FaultWiring:
 
     def wrap_client(self, client):
         """`client` (a robot's transport client), wrapped for message faults if the schedule
-        has emulated ones (then clients=1: the config checks it)."""
-        if not self._message_faults:
-            return client
-        self.mechanisms.client = FaultyClient(client)
-        return self.mechanisms.client
+        has emulated ones (then clients=1: the config checks it), and in the gate if it has
+        outage kinds."""
+        if self._message_faults:
+            client = self.mechanisms.client = FaultyClient(client)
+        if self._outages:
+            client = self.mechanisms.gate = RobotSideGate(client)
+        return client
 
 
 @contextlib.contextmanager
@@ -142,7 +151,8 @@ def fault_wiring(config, *, task: int, run_dir: Path,
     network = emulated and faults.has_network_faults
     with contextlib.ExitStack() as stack:
         wiring = FaultWiring(config, emulated=emulated,
-                             message_faults=emulated and faults.has_message_faults)
+                             message_faults=emulated and faults.has_message_faults,
+                             outages=emulated and has_outages(faults))
         wiring.server_overrides = list(server_overrides)
         if emulated and faults.has_model_faults:
             wiring.model_faults_path = run_dir / f"server-task{task}" / "model_faults.json"
@@ -170,6 +180,15 @@ def fault_wiring(config, *, task: int, run_dir: Path,
         wiring.proxy_for_robots = network and links is not FaultLink.model
         stack.enter_context(wiring._stack)
         yield wiring
+
+
+def has_outages(faults: FaultsConfig) -> bool:
+    """Whether the schedule has a kind the controller may lift early on a slow simulator
+    (`FaultController._lift_outages`): paced, acting on the world."""
+    kinds = {f.kind for f in faults.timed}
+    if faults.random.rate_per_min > 0:
+        kinds.add(faults.random.kind)
+    return any(fault_kind(k).paced and fault_kind(k).group in OUTAGE_GROUPS for k in kinds)
 
 
 def _start_proxy(transport, seed: int) -> tuple[FaultProxy, object]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from envs import env_family, make_env, task_ids
+from envs.slowed import SlowedEnv
 from harness.client.engine import engine_for
 from harness.client.latency import LatencyModel
 from harness.config import HarnessConfig
@@ -167,9 +168,11 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
         with contextlib.ExitStack() as running:
             envs = []
             for _ in range(config.clients):
-                envs.append(make_env(env_config.name, cameras=tuple(env_config.cameras),
-                                     image_size=(env_config.image_size, env_config.image_size),
-                                     max_steps=env_config.max_steps, task_id=task))
+                env = make_env(env_config.name, cameras=tuple(env_config.cameras),
+                               image_size=(env_config.image_size, env_config.image_size),
+                               max_steps=env_config.max_steps, task_id=task)
+                envs.append(SlowedEnv(env, env_config.step_sleep_s)
+                            if env_config.step_sleep_s else env)
                 running.callback(envs[-1].close)
             wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
                                                         server_overrides=overrides))

@@ -25,6 +25,13 @@ pytestmark = pytest.mark.slow
      "faults=gc_pause: model faults act inside the predict of a server the harness starts"),
     (["transport=zmq", "faults=lte", "faults.timed.1.loss_bad=1.5"],
      "faults.timed[].loss_bad=1.5: must be in [0, 1]"),
+    (["transport=zmq", "policy=remote", "policy.protocol=openpi",
+      "policy.url=ws://127.0.0.1:9", "faults=wifi_lossy", "faults.link=model"],
+     "faults.link=model with faults=wifi_lossy: message-level kinds (loss) act in the "
+     "robot's client wrapper, on the robot's link only"),
+    (["transport=zmq", "policy=remote", "policy.protocol=openpi",
+      "policy.url=ws://127.0.0.1:9", "faults=corrupt", "faults.link=both"],
+     "faults.link=both with faults=corrupt: message-level kinds (corrupt)"),
 ])
 def test_a_fault_that_cannot_act_fails_at_startup_naming_it(tmp_path, overrides, message):
     result = run_harness(*overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

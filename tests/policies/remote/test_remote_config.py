@@ -45,5 +45,5 @@ def test_a_remote_config_that_cannot_run_names_the_field(overrides, message):
 def test_the_model_link_alone_needs_no_networked_transport():
     """faults.link=model puts the proxy on our server's link to the model: the robot's link
     may be the in-process one."""
-    faults = config(*REMOTE, "transport=local", "faults=lte", "faults.link=model").faults
+    faults = config(*REMOTE, "transport=local", "faults=wan_50ms", "faults.link=model").faults
     assert (faults.link, faults.has_network_faults) == ("model", True)
