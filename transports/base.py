@@ -72,6 +72,10 @@ class StreamStats:
     out_of_order: int = 0
     """Incoming items dropped because a newer one (by the client's `order_stream_by` key)
     was waiting to be taken."""
+    set_aside: int = 0
+    """Incoming items displaced by a newer one (superseded or out of order) that the client's
+    `order_stream_by(..., on_displaced)` kept: delivered through it, so not counted as
+    superseded or out_of_order."""
 
 
 class TransportServer(Protocol):
@@ -146,11 +150,21 @@ class TransportClient(Protocol):
         """Like `take_stream`, with the `time.monotonic_ns()` at which the payload arrived
         (what a latency measurement must use: the caller may take it much later)."""
 
-    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
+    def order_stream_by(self, key: Callable[[bytes], int],
+                        on_displaced: Callable[[bytes, int], bool] | None = None) -> None:
         """From now on, of two streamed payloads waiting to be taken keep the one with the
         larger `key` (a message's sequence id), not the last to arrive, so a reordered or
         duplicated older reply cannot overwrite a newer one. The transport stays opaque to
-        what the bytes mean: the caller supplies the key."""
+        what the bytes mean: the caller supplies the key.
+
+        `on_displaced(payload, arrival_ns)`, if given, is offered every payload that the
+        latest-only inbox would otherwise drop (one a newer payload replaced before it was
+        taken, or an older one arriving late); if it returns True the caller keeps it and it
+        is counted in `stats.set_aside`, not dropped. Latest-only suits chunks, not a reply
+        that reports a failure: the client's engine keeps its error replies this way
+        (`transports.mailbox.SetAside.offer`), so each is counted even when a newer chunk
+        overtakes it. Called on the transport's receive thread: it must be quick and must
+        not raise."""
 
     def server_present(self) -> bool:
         """Whether the server is believed alive now (liveliness token or recent heartbeat)."""

@@ -3,7 +3,8 @@
 A robot policy should act on the newest observation, never on a backlog: if the server is
 busy, an observation that was not yet served is worth nothing once a newer one exists. Both
 structures here keep one item per owner and count what they replace, so the harness can
-report how much was superseded.
+report how much was superseded. What must never be superseded unseen (an error reply) the
+owner of a client's slot marks, and the slot hands it to a `SetAside` instead.
 """
 
 from __future__ import annotations
@@ -15,36 +16,111 @@ from collections.abc import Callable
 
 from transports.base import StreamItem, StreamStats
 
+SET_ASIDE_CAPACITY = 64
+"""Payloads a `SetAside` holds between two takes. A robot polls its inbox every control tick
+and has one request in flight, so a handful is already a burst; past it the oldest goes."""
+
+
+class SetAside:
+    """Where a latest-only inbox puts the payloads it must not drop, until their owner takes
+    them.
+
+    Latest-only is right for action chunks (a newer one makes an older one worthless), wrong
+    for a message that reports a fact: an error reply says a request failed, and the robot
+    must count it (and re-open its session if the error says so) whatever reply overtook it
+    before the next poll. The transport stays opaque to what bytes mean: the owner says
+    which payloads to keep (`marks`) and hands `offer` to the inbox
+    (`TransportClient.order_stream_by(key, on_displaced=set_aside.offer)`), which offers
+    each payload it displaces instead of dropping it; the owner drains them with `take`.
+
+    Thread-safe: `offer` runs on the transport's receive thread (under the inbox's lock, so
+    `marks` must be cheap and must not raise), `take` on the owner's.
+    """
+
+    def __init__(self, marks: Callable[[bytes], bool], *,
+                 capacity: int = SET_ASIDE_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"SetAside capacity={capacity}: must be >= 1")
+        self.marks = marks
+        self.capacity = capacity
+        self.kept = 0
+        """Payloads set aside so far (taken or not)."""
+        self.overflow = 0
+        """Payloads set aside and then dropped, the oldest first, because `capacity` were
+        waiting: lost after all, so counted."""
+        self._lock = threading.Lock()
+        self._items: list[tuple[bytes, int]] = []
+
+    def offer(self, payload: bytes, arrival_ns: int) -> bool:
+        """Keep `payload` (arrived at `arrival_ns`, `time.monotonic_ns()`) if `marks` says
+        so; True if kept, False to let the inbox drop it as it would have."""
+        if not self.marks(payload):
+            return False
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                del self._items[0]
+                self.overflow += 1
+            self._items.append((payload, arrival_ns))
+            self.kept += 1
+        return True
+
+    def take(self) -> list[tuple[bytes, int]]:
+        """Every payload set aside since the last take, oldest first, each exactly once, with
+        the `time.monotonic_ns()` it arrived at. Never blocks on the network."""
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
 
 class LatestSlot:
     """One latest-only item: `put` replaces, `take` waits for and removes it.
 
     "Latest" is the last arrival, unless `order_key` (bytes -> int) says which of two items
     is newer: then an item that arrives after a newer one nobody took yet (a reordered or
-    duplicated older message) is dropped instead of overwriting it, and counted.
+    duplicated older message) is dropped instead of overwriting it, and counted. An item
+    displaced either way that `on_displaced` (bytes, arrival ns -> bool) keeps is handed to
+    it instead of dropped (`SetAside.offer`, `TransportClient.order_stream_by`).
     """
 
     def __init__(self, stats: StreamStats | None = None,
-                 order_key: Callable[[bytes], int] | None = None) -> None:
+                 order_key: Callable[[bytes], int] | None = None,
+                 on_displaced: Callable[[bytes, int], bool] | None = None) -> None:
         self._cond = threading.Condition()
         self._item: bytes | None = None
         self._arrival_ns = 0
         self.stats = stats if stats is not None else StreamStats()
         self.order_key = order_key
+        self.on_displaced = on_displaced
+
+    def order_by(self, key: Callable[[bytes], int],
+                 on_displaced: Callable[[bytes, int], bool] | None = None) -> None:
+        """Set `order_key` and `on_displaced` together, between two arrivals (what every
+        backend's `order_stream_by` does)."""
+        with self._cond:
+            self.order_key, self.on_displaced = key, on_displaced
+
+    def _kept(self, item: bytes, arrival_ns: int) -> bool:
+        """Whether `on_displaced` took the displaced `item` (then it is not dropped)."""
+        if self.on_displaced is None or not self.on_displaced(item, arrival_ns):
+            return False
+        self.stats.set_aside += 1
+        return True
 
     def put(self, item: bytes) -> bool:
         """Store `item`; return True if it replaced one nobody took."""
         with self._cond:
             self.stats.received += 1
+            now_ns = time.monotonic_ns()
             if (self.order_key is not None and self._item is not None
                     and self.order_key(item) < self.order_key(self._item)):
-                self.stats.out_of_order += 1
+                if not self._kept(item, now_ns):
+                    self.stats.out_of_order += 1
                 return False
             replaced = self._item is not None
-            if replaced:
+            if replaced and not self._kept(self._item, self._arrival_ns):
                 self.stats.superseded += 1
             self._item = item
-            self._arrival_ns = time.monotonic_ns()
+            self._arrival_ns = now_ns
             self._cond.notify_all()
             return replaced
 

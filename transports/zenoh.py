@@ -224,8 +224,9 @@ class ZenohClient:
     def take_stream_timed(self, timeout_s: float = 0.0) -> tuple[bytes, int] | None:
         return self._inbox.take_timed(timeout_s)
 
-    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
-        self._inbox.order_key = key
+    def order_stream_by(self, key: Callable[[bytes], int],
+                        on_displaced: Callable[[bytes, int], bool] | None = None) -> None:
+        self._inbox.order_by(key, on_displaced)
 
     def server_present(self) -> bool:
         return self._present.is_set()

@@ -7,8 +7,9 @@ on a thread of its own while the ticks go on with the fallback action. Only epis
 boundaries (`reset`, `close`) wait for the server. When to send, what the observation carries
 and where a chunk starts depend on the execution mode (`client.mode`, see `modes.py`); which
 arriving chunk is merged, where, and what is trimmed as stale is decided by
-`harness.protocol.checks`; the session (open, reject, re-open, epoch) is `session.py`. In
-every mode, when chunks stop coming it degrades in steps:
+`harness.protocol.checks`; the session (open, reject, re-open, epoch) is `session.py`; taking
+replies off the stream, each error reply counted once, is `replies.py`. In every mode, when
+chunks stop coming it degrades in steps:
 
     CONNECTING -> STREAMING -> DEGRADED (requests failing, queue still holds actions)
                             -> STALLED (queue empty or actions too old: fallback action)
@@ -28,7 +29,6 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,32 +45,13 @@ from harness.client.commitment import (
 from harness.client.config import EngineConfig, Fallback, OutOfBounds
 from harness.client.latency import LatencyModel
 from harness.client.modes import make_mode
+from harness.client.replies import Arrived, InFlight, Replies
 from harness.client.session import Session
 from harness.client.states import ActionSource, ClientState, EngineStats, TickResult
 from harness.protocol import checks
 from transports import TransportClient, TransportError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _InFlight:
-    request: checks.Request
-    sent_ns: int
-    key: tuple[int, int]
-    """(episode, index of the request in the episode): what latency models draw by."""
-
-
-@dataclass
-class _Arrived:
-    """A checked reply that arrived (wall time) but whose control tick may not have come."""
-
-    usable_tick: int
-    obs_tick: int
-    reply: protocol.Message
-    latency_s: float
-    """The round trip the clock uses."""
-    measured_s: float
 
 
 def _session_field(name: str, doc: str, *, settable: bool = False) -> property:
@@ -99,7 +80,8 @@ class ClientEngine:
                  latency: LatencyModel | None = None,
                  action_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.transport = transport
-        transport.order_stream_by(protocol.header_seq)  # a late older chunk never wins
+        self.replies = Replies(transport)
+        """The stream inbox's end: newest chunk by sequence id, every error reply kept."""
         self.config = config
         self.dt = dt
         self.session = Session(transport, contract, control_timeout_s=config.control_timeout_s,
@@ -117,8 +99,8 @@ class ClientEngine:
         self.execution = str(config.mode)
         """How chunks are executed: the mode, unless delay_aware met a model that is not
         (then asynchronous, and this says why). Reported per episode in `stats.execution`."""
-        self._in_flight: _InFlight | None = None
-        self._arrived: list[_Arrived] = []
+        self._in_flight: InFlight | None = None
+        self._arrived: list[Arrived] = []
         self._last_action = np.zeros(contract.action_dim, np.float32)
         self._merged_server_s: tuple[float | None, float | None] = (None, None)
         """(mailbox wait, inference) the server reported for the last chunk merged."""
@@ -184,16 +166,12 @@ class ClientEngine:
     # ---- the control tick -------------------------------------------------------------------
 
     def poll(self, tick: int) -> None:
-        """Collect arrived replies (never blocks). The runner calls this while it waits."""
-        while (taken := self.transport.take_stream_timed(0.0)) is not None:
-            payload, received_ns = taken  # arrival time, not when this tick got to it
-            try:
-                reply = protocol.decode(payload)
-            except protocol.DecodeError as exc:
-                self.stats.errors.append(f"decode: {exc}")
-                continue
+        """Collect arrived replies (never blocks). The runner calls this while it waits.
+        Every error reply is counted once, on arrival, even one a newer chunk overtook
+        (`Replies.take`); one saying our session is unknown re-opens it, once: a second
+        such reply finds the re-open pending, or the new epoch."""
+        for reply, received_ns in self.replies.take(self.stats):
             if reply.msg_type is protocol.MessageType.ERROR:
-                self.stats.errors.append(f"{reply.body.code}: {reply.body.detail}")
                 if self.session.forgot_us(reply):
                     self._in_flight = self._commitment = None
                     self.state = ClientState.RECONNECTING
@@ -225,8 +203,8 @@ class ClientEngine:
         if math.isinf(latency_s):
             return  # lost on the modelled link: it expires as lost, like a real loss
         self._delay.record(latency_s)
-        self._arrived.append(_Arrived(request.tick + ticks_for(latency_s, self.dt), request.tick,
-                                      decision.reply, latency_s, measured_s))
+        self._arrived.append(Arrived(request.tick + ticks_for(latency_s, self.dt), request.tick,
+                                     decision.reply, latency_s, measured_s))
         self._in_flight = None
         self.stats.chunks += 1
 
@@ -383,8 +361,8 @@ class ClientEngine:
         except TransportError as exc:
             self.stats.errors.append(f"publish: {exc}")
             return None
-        self._in_flight = _InFlight(checks.Request(seq, tick, delay_ticks), sent_ns,
-                                    (self.episode, self.stats.sent))
+        self._in_flight = InFlight(checks.Request(seq, tick, delay_ticks), sent_ns,
+                                   (self.episode, self.stats.sent))
         self._held = self._mode.holds_still
         self.stats.sent += 1
         if delay_ticks:

@@ -86,4 +86,24 @@ class EngineStats:
     """How chunks were executed this episode: the client mode, or for delay_aware with a
     model that is not, "asynchronous (...)" saying so."""
     errors: list[str] = field(default_factory=list)
-    """ERROR replies from the server and local decode/publish failures, as text."""
+    """As text: every ERROR reply (also counted in `error_replies`), and the engine's own
+    failures (a reply that did not decode, a chunk dropped on arrival, a publish or reset
+    that failed, error replies lost to a set-aside overflow)."""
+    error_replies: dict[str, int] = field(default_factory=dict)
+    """ERROR replies the server streamed to this robot's session, by `Error.code`
+    ("inference": the model failed, or its external server was unavailable; "session": the
+    server holds no session of our epoch; "contract", "protocol", "internal", "decode").
+    Each is counted exactly once, when it arrives, whatever newer reply overtook it before
+    the engine polled (`harness.client.replies`). The server counts the same replies when it
+    sends them (`harness.server.metrics.ERROR_REPLY_OUTCOMES`), so over a run the two
+    agree; one still in flight when an episode ends is counted in the next episode's."""
+
+    @property
+    def server_errors(self) -> int:
+        """ERROR replies received this episode, of every code (the results' `server_errors`)."""
+        return sum(self.error_replies.values())
+
+    @property
+    def client_errors(self) -> int:
+        """The engine's own failures this episode (`errors` that are no ERROR reply)."""
+        return len(self.errors) - self.server_errors

@@ -180,8 +180,12 @@ class FaultyClient:
     def request(self, payload: bytes, *, timeout_s: float) -> bytes:
         return self.inner.request(payload, timeout_s=timeout_s)
 
-    def order_stream_by(self, key: Callable[[bytes], int]) -> None:
-        self.inner.order_stream_by(key)
+    def order_stream_by(self, key: Callable[[bytes], int],
+                        on_displaced: Callable[[bytes, int], bool] | None = None) -> None:
+        """Passed through: what the inner inbox sets aside (error replies a newer chunk
+        displaced) reaches the caller without this wrapper's faults, which act on what is
+        taken from the stream."""
+        self.inner.order_stream_by(key, on_displaced)
 
     def server_present(self) -> bool:
         return self.inner.server_present()

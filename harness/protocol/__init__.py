@@ -12,6 +12,7 @@ from harness.protocol.codec import (
     decode_header,
     encode,
     header_seq,
+    is_error,
 )
 from harness.protocol.contract import (
     DTYPE_NAMES,
@@ -65,5 +66,5 @@ __all__ = [
     "MessageType", "NO_PREFIX", "Observation", "REJECT_CLIENT_ID", "REJECT_CONTRACT",
     "REJECT_VERSION", "Reset", "SCHEMA_VERSION", "SESSION_UNKNOWN", "SessionOk", "SessionOpen",
     "SessionReject", "Status", "UnsupportedVersion", "WireError", "bounded", "check_contract",
-    "decode", "decode_header", "encode", "header_seq", "retryable_reject",
+    "decode", "decode_header", "encode", "header_seq", "is_error", "retryable_reject",
 ]

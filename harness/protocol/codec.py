@@ -415,6 +415,14 @@ def header_seq(buf: bytes) -> int:
     return int.from_bytes(buf[6:14], "little")
 
 
+def is_error(buf: bytes) -> bool:
+    """Whether `buf` starts with the header of an ERROR message, read without checking the
+    rest (as `header_seq`). What a client's stream inbox sets aside instead of dropping when a
+    newer reply displaces it (`transports.mailbox.SetAside`): a failure is counted once, not
+    lost because something overtook it."""
+    return len(buf) >= HEADER.size and buf[:2] == MAGIC and buf[3] == MessageType.ERROR
+
+
 def decode_header(buf: bytes | bytearray | memoryview, *,
                   max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Header:
     """Parse and check only the header of a whole message (`buf` must hold header and body).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,24 @@ import pandas as pd
 from harness.results.failsafe import summarize_failsafe, trace_failsafe
 from harness.results.stats import wilson_interval
 from harness.results.trace import EpisodeTrace
+
+SERVER_ERRORS_PREFIX = "server_errors_"
+"""Columns `server_errors_<code>`: a row's ERROR replies of one `Error.code`."""
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def server_error_columns(error_replies: dict[str, int]) -> dict[str, int]:
+    """A row's count of ERROR replies: `server_errors`, every one the robot received from
+    the server on the stream (each once, when it arrived: `EngineStats.error_replies`), and
+    `server_errors_<code>` per code ("inference", "session", ...). The same replies the
+    server counts when it sends them (`harness.server.metrics.ERROR_REPLY_OUTCOMES`), so a
+    run's totals and the server's agree. A code that is no plain lower-case name (only a
+    foreign server would send one) is counted as `other`, so a reply never names a column."""
+    columns = {"server_errors": sum(error_replies.values())}
+    for code, count in sorted(error_replies.items()):
+        column = SERVER_ERRORS_PREFIX + (code if _CODE.fullmatch(code) else "other")
+        columns[column] = columns.get(column, 0) + count
+    return columns
 
 
 class ConfigMismatch(ValueError):
@@ -135,7 +154,8 @@ class ResultsStore:
                for state, count in states.items()},
             "requests_sent": trace.wire.sent, "chunks_received": trace.wire.chunks,
             "requests_lost": trace.wire.lost, "sessions_reopened": trace.wire.reopened,
-            "server_errors": len(trace.wire.errors),
+            **server_error_columns(trace.wire.error_replies),
+            "client_errors": trace.wire.client_errors,
             "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
             "actions_trimmed": trace.wire.trimmed, "execution": trace.wire.execution,
             "reset_wait_s": round(trace.wire.reset_wait_s, 6),
@@ -193,6 +213,9 @@ class ResultsStore:
             "requests_lost": total("requests_lost"),
             "sessions_reopened": total("sessions_reopened"),
             "server_errors": total("server_errors"),
+            **{column: total(column) for column in sorted(rows.columns)
+               if column.startswith(SERVER_ERRORS_PREFIX)},
+            "client_errors": total("client_errors"),
             "chunks_received": total("chunks_received"),
             "chunks_rejected": total("chunks_rejected"),
             "chunks_clipped": total("chunks_clipped"),

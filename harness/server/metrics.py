@@ -2,18 +2,46 @@
 
 Each server owns its registry, so several servers in one process (tests, benchmarks) never
 share counters.
+
+Error replies are counted in `policy_requests{outcome}` by the call that also writes their
+audit line (`PolicyServer._audit`), so the metrics and the audit log agree by construction;
+`ERROR_REPLY_OUTCOMES` says which outcomes are an ERROR reply on the robot's stream, the
+replies a robot counts on arrival (`EngineStats.error_replies`, the results'
+`server_errors`). `error_replies` and `audit_error_replies` count them, the same way.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from harness import protocol
+
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+ERROR_REPLY_OUTCOMES = {
+    "inference_error": "inference",
+    "internal_error": protocol.ERROR_INTERNAL,
+    "rejected_observation": protocol.ERROR_CONTRACT,
+}
+"""Audit outcome -> the `Error.code` of the reply it sent, for the outcomes that always
+answer the robot's stream with an ERROR: the model failed or its external server was
+unavailable ("inference"), serving failed unforeseen ("internal"), the observation broke
+the contract ("contract"). The robot counts each of these replies once, on arrival, by code
+(`EngineStats.error_replies`). Two outcomes answer with an ERROR on the stream only for some
+messages, and the counter cannot tell which (the audit line can, by its `type`:
+`audit_error_replies`): "rejected" (of an OBSERVATION on the stream: no session of its epoch,
+"session"; otherwise a refused session open or a control message answered on the request
+path) and "decode_error" (on the stream or the request path)."""
+SESSION_UNKNOWN_OUTCOME = ("rejected", "OBSERVATION")
+"""(outcome, type) of an audit line whose reply was a session-unknown ERROR on the stream.
+An OBSERVATION sent on the request path is audited alike (answered there with a protocol
+error); a robot's engine never sends one."""
 
 
 class ServerMetrics:
@@ -55,6 +83,18 @@ class ServerMetrics:
     def served_total(self) -> float:
         return self.total(self.served_all)
 
+    def error_replies(self) -> dict[str, int]:
+        """ERROR replies sent on the robots' streams, by code, of the outcomes that always
+        mean one (`ERROR_REPLY_OUTCOMES`; a session-unknown reply needs the audit line:
+        `audit_error_replies`). Of every client: the counter has no client label."""
+        counts: dict[str, int] = {}
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                code = ERROR_REPLY_OUTCOMES.get(sample.labels.get("outcome", ""))
+                if code is not None and sample.name.endswith("_total") and sample.value:
+                    counts[code] = counts.get(code, 0) + int(sample.value)
+        return counts
+
     def forget_client(self, client_id: str) -> None:
         """Drop the per-client series of a client whose session ended: clients come and go
         for as long as the server runs, and each one's series must not stay forever."""
@@ -71,6 +111,32 @@ class ServerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def audit_error_replies(lines: Iterable[str], client: str | None = None) -> dict[str, int]:
+    """ERROR replies sent on the robots' streams by code, counted from audit lines (the JSON
+    the "harness.audit" logger writes, one per message handled), of one client (as the audit
+    line shows it: `short_id`) or of all: the outcomes of `ERROR_REPLY_OUTCOMES`, and
+    "session" for each OBSERVATION refused for want of a session (`SESSION_UNKNOWN_OUTCOME`).
+    What the robot's `EngineStats.error_replies` must match.
+
+    Raises:
+        ValueError: a line is not a JSON object (json.JSONDecodeError is one).
+    """
+    counts: dict[str, int] = {}
+    for line in lines:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError(f"audit line is not a JSON object: {line[:200]!r}")
+        if client is not None and record.get("client") != client:
+            continue
+        outcome = record.get("outcome")
+        code = ERROR_REPLY_OUTCOMES.get(outcome) or (
+            protocol.SESSION_UNKNOWN
+            if (outcome, record.get("type")) == SESSION_UNKNOWN_OUTCOME else None)
+        if code is not None:
+            counts[code] = counts.get(code, 0) + 1
+    return counts
 
 
 class HealthEndpoint:
