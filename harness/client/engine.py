@@ -169,12 +169,19 @@ class ClientEngine:
         """Collect arrived replies (never blocks). The runner calls this while it waits.
         Every error reply is counted once, on arrival, even one a newer chunk overtook
         (`Replies.take`); one saying our session is unknown re-opens it, once: a second
-        such reply finds the re-open pending, or the new epoch."""
+        such reply finds the re-open pending, or the new epoch. One answering the request in
+        flight ends that request: it failed (counted as that error, not again as lost after
+        `request_timeout_s`), and the next observation may go at once."""
         for reply, received_ns in self.replies.take(self.stats):
             if reply.msg_type is protocol.MessageType.ERROR:
+                flight = self._in_flight
                 if self.session.forgot_us(reply):
                     self._in_flight = self._commitment = None
                     self.state = ClientState.RECONNECTING
+                elif (flight is not None and reply.seq == flight.request.seq
+                      and reply.epoch == self.epoch):
+                    self._in_flight = self._commitment = None
+                    self._last_loss_tick = tick
                 continue
             self._receive(reply, tick, received_ns)
 

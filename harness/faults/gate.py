@@ -85,7 +85,7 @@ class RobotSideGate:
         deadline = time.monotonic() + timeout_s
         while True:
             taken = self.inner.take_stream_timed(max(0.0, deadline - time.monotonic()))
-            if taken is None or self.mode is None or _is_error(taken[0]):
+            if taken is None or self.mode is None or protocol.is_error(taken[0]):
                 return taken
             self.gate_stats.discarded += 1
             if time.monotonic() >= deadline:
@@ -118,9 +118,3 @@ class RobotSideGate:
         """The rest of the interface (`wait_ready`, `close`, `order_stream_by`, ...)."""
         return getattr(self.inner, name)
 
-
-def _is_error(payload: bytes) -> bool:
-    try:
-        return protocol.decode_header(payload).msg_type is protocol.MessageType.ERROR
-    except protocol.WireError:
-        return False

@@ -165,3 +165,20 @@ def test_a_session_unknown_reply_of_an_older_epoch_is_counted_but_reopens_nothin
     engine.tick(3, OBSERVATION)
     assert engine.state is not ClientState.RECONNECTING and server.opens == 1
     assert engine.stats.error_replies == {protocol.SESSION_UNKNOWN: 1}
+
+
+def test_an_error_answering_the_request_in_flight_ends_it_counted_once_not_also_lost(loop):
+    """The request failed and said so: counted as that error, not again as lost when its
+    timeout passes, and the next observation goes on the next tick instead of after the
+    timeout."""
+    server, client, engine = loop
+    engine.tick(0, OBSERVATION)
+    first = server.observation()
+    server.reply(client, error("inference", first))
+    engine.tick(1, OBSERVATION)  # polls the error, then may send again
+    second = server.observation()
+    assert second.seq == first.seq + 1 and second.body.tick == 1
+    for tick in range(2, 5):  # past request_timeout_s of the first request (tick 2)
+        engine.tick(tick, OBSERVATION)
+    assert engine.stats.error_replies == {"inference": 1}
+    assert (engine.stats.sent, engine.stats.lost) == (3, 1)  # the second, lost at tick 3
