@@ -50,7 +50,8 @@ class ActionFromObservationDouble(PredictModelServer):
     a `fail` key (the real server then answers with an ERROR message), and raises from
     `on_episode_start` when the task name is `fail` (an ERROR for the EPISODE_START). It
     sleeps `sleep_s` seconds first when the observation has that key (a model slower than
-    the client's timeout).
+    the client's timeout). An observation's `horizon` key sets that chunk's length (a model
+    whose chunk is not the one configured).
     """
 
     def __init__(self, horizon: int = 10, chunk_size: int | None = None) -> None:
@@ -65,8 +66,9 @@ class ActionFromObservationDouble(PredictModelServer):
             raise RuntimeError(f"test double told to fail: {obs['fail']}")
         images, state = obs["images"], np.asarray(obs["state"], np.float64)
         base = image_feature(images[PRIMARY]) + image_feature(images[WRIST]) / 2
-        actions = np.zeros((self.horizon, 7))
-        for t in range(self.horizon):
+        horizon = int(obs.get("horizon", self.horizon))
+        actions = np.zeros((horizon, 7))
+        for t in range(horizon):
             for j in range(5):
                 actions[t, j] = base + state[j % len(state)] + 10 * t + j
         sid = ctx.session_id

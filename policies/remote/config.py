@@ -31,7 +31,10 @@ class RemotePolicyConfig(PolicyConfig):
     """The model's id where the protocol's handshake does not say it."""
     reply_chunk: Optional[int] = None
     """Actions per reply where the handshake does not say it (openpi's metadata has no
-    action shape: e.g. 10 for pi0 on LIBERO; the HTTP servers answer 1)."""
+    action shape: e.g. 10 for pi0 on LIBERO; the HTTP servers answer 1). vla_eval: unset (1)
+    for a server that chunks itself, vla-eval's default, whose HELLO does not say so; the
+    model's chunk for one that does not (a wrong value fails the first reply, naming the
+    right one). One action per reply wants client=synchronous."""
     unnorm_key: Optional[str] = None
     """OpenVLA family: the dataset statistics actions are un-normalized with (e.g.
     libero_object)."""

@@ -9,15 +9,23 @@ step answered by an ACTION (or an ERROR, the connection staying open) with the s
 and EPISODE_END. Arrays travel as STR-keyed maps and images as `__image__` maps
 (`msgpack_numpy`).
 
-A server with server-side chunking (`PredictModelServer(chunk_size=N)`) answers each
-observation with one action (chunk_size 1 here); without it, with what `predict` returned
-(a chunk of H actions: configure chunk_size H).
+A server with server-side chunking (`PredictModelServer(chunk_size=N)`, the default of
+vla-eval's own model servers: pi0 10, OpenVLA-OFT 10, GR00T 16, ...) keeps the chunk to itself
+and answers each observation with one action of shape (action_dim,), the next of its buffer:
+our chunk_size 1 (`policy.reply_chunk` unset), which the robot needs to run
+`client=synchronous` (asynchronously each action would arrive after its tick and be trimmed).
+Without it (`chunk_size=None`), the reply is what `predict` returned, a chunk of H actions:
+chunk_size H. The HELLO does not say which (vla-eval 0.8.0 sends `capabilities={}`, and its
+`/config` lists only batching), so the first ACTION is where a configured chunk is found
+wrong: `ReplyChunkMismatch`, naming the settings that fit the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import socket
 import time
 from importlib import metadata as _metadata
 
@@ -48,6 +56,12 @@ MAX_REPLY_BYTES = 64 * 2**20
 """Largest frame accepted from the server (an ACTION is a few KB)."""
 
 _CLOSE_TIMEOUT_S = 1.0
+
+
+class ReplyChunkMismatch(RemoteError):
+    """The server's ACTIONs carry another number of actions than the configured chunk: the
+    config was written for the other kind of server (with or without server-side chunking).
+    The message gives the settings that fit the server's kind."""
 
 
 class MessageType(enum.StrEnum):
@@ -138,8 +152,8 @@ class VlaEvalAdapter:
         """Args:
             url: `ws://host:port` of the server.
             action_dim: actions' width the config expects (checked against `action_spec`).
-            chunk_size: actions per reply: 1 for a server that chunks itself, else the
-                model's chunk.
+            chunk_size: actions per reply: 1 for a server that chunks itself (vla-eval's
+                default), else the model's chunk.
             model_id: the model's id; default the server's class name from its HELLO.
             image_format: png (vla-eval's default), jpeg or raw.
             timeout_s: the longest the reply to one request may take (seconds).
@@ -202,7 +216,8 @@ class VlaEvalAdapter:
 
         Raises:
             RemoteError: the server sent an ERROR for it (or for the EPISODE_START before
-                it), an undecodable reply, or actions not of the spec's shape.
+                it), an undecodable reply, or actions not of the spec's shape
+                (`ReplyChunkMismatch` if only their number differs).
             RemoteUnavailable: no connection, or no reply within `timeout_s`.
         """
         payload = observation_payload(model_input, self._image_format)
@@ -300,21 +315,31 @@ class VlaEvalAdapter:
         try:
             self._ws.send(frame)
         except (websockets.exceptions.ConnectionClosed, OSError) as exc:
-            self.close()
+            self._abort()
             raise RemoteUnavailable(f"vla-eval server {self._url}: connection lost "
                                     f"({exc})") from exc
         return self._seq
+
+    def _abort(self) -> None:
+        """Drop the connection without the closing handshake: on a silent link (a partition,
+        a hung server) the handshake would wait out `_CLOSE_TIMEOUT_S` on top of the
+        request's timeout. The server sees the TCP connection end, and ends its episode."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(OSError):
+                ws.socket.shutdown(socket.SHUT_RDWR)
+            ws.close()
 
     def _recv(self, deadline: float) -> tuple[MessageType, dict, int]:
         assert self._ws is not None
         try:
             frame = self._ws.recv(timeout=max(deadline - time.monotonic(), 0.001))
         except TimeoutError as exc:
-            self.close()  # a late reply would answer the next request
+            self._abort()  # a late reply would answer the next request
             raise RemoteUnavailable(f"vla-eval server {self._url}: no reply within "
                                     f"{self._timeout_s} s") from exc
         except (websockets.exceptions.ConnectionClosed, OSError) as exc:
-            self.close()
+            self._abort()
             raise RemoteUnavailable(f"vla-eval server {self._url}: connection lost "
                                     f"({exc})") from exc
         try:
@@ -328,10 +353,25 @@ class VlaEvalAdapter:
         if actions.ndim == 1:
             actions = actions[None]  # one action per observation
         assert self._spec is not None
-        expected = (self._spec.chunk_size, self._spec.action_dim)
-        if actions.shape != expected or actions.dtype.kind not in "biuf":
+        chunk, width = self._spec.chunk_size, self._spec.action_dim
+        if (actions.ndim != 2 or not actions.shape[0] or actions.shape[1] != width
+                or actions.dtype.kind not in "biuf"):
             raise RemoteError(f"vla-eval server {self._url}: actions of shape "
                               f"{list(actions.shape)} ({actions.dtype}), expected "
-                              f"{list(expected)} (chunk_size is 1 for a server that chunks "
-                              "itself, else its chunk)")
+                              f"{[chunk, width]}")
+        if actions.shape[0] != chunk:
+            raise ReplyChunkMismatch(chunk_fix(self._url, chunk, actions.shape[0]))
         return actions.astype(np.float32)
+
+
+def chunk_fix(url: str, configured: int, replied: int) -> str:
+    """What a reply of `replied` actions, against a configured chunk of `configured`, says
+    about the server, and the settings that fit it (one line, for the run's error)."""
+    if replied == 1:
+        return (f"vla-eval server {url} answers one action per observation, not a chunk of "
+                f"{configured} (it chunks itself: PredictModelServer(chunk_size=N), the "
+                "default of vla-eval's model servers): set policy.reply_chunk=1 (or leave it "
+                "unset) and client=synchronous")
+    return (f"vla-eval server {url} answers chunks of {replied} actions, not {configured} (it "
+            "does not chunk itself: PredictModelServer(chunk_size=None)): set "
+            f"policy.reply_chunk={replied} (and policy.chunk_size <= {replied})")

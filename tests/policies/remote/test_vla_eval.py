@@ -4,14 +4,19 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
 
+from harness.faults.proxy import FaultProxy
 from policies.remote.base import ModelInput, RemoteError, RemoteUnavailable, SpecMismatch
 from policies.remote.msgpack_numpy import ImageFormat, unpackb_vla_eval
 from policies.remote.vla_eval import (
+    _CLOSE_TIMEOUT_S,
     MessageType,
+    ReplyChunkMismatch,
     VlaEvalAdapter,
     encode_envelope,
     observation_payload,
@@ -242,12 +247,44 @@ def test_server_side_chunking_answers_one_action_per_observation(chunking_peer):
 
 
 @pytest.mark.network
-def test_reply_of_another_chunk_is_an_error(peer):
-    adapter = VlaEvalAdapter(url=peer.url, timeout_s=5.0)  # chunk_size 1, server sends 10
+def test_a_chunk_configured_for_a_server_that_chunks_itself_names_the_settings(chunking_peer):
+    """The usual vla-eval server (server-side chunking) answers one action per observation:
+    a config asking for its model's chunk (policy.reply_chunk=10) fails at the first reply
+    with the settings that run it. Its HELLO says nothing of chunking, so no earlier."""
+    adapter = VlaEvalAdapter(url=chunking_peer.url, chunk_size=HORIZON, timeout_s=5.0)
+    hello = adapter.connect(timeout_s=5.0).details["hello"]
+    assert hello["capabilities"] == {} and "chunk_size" not in str(hello)
+    adapter.reset(prompt="open the drawer")
+    with pytest.raises(ReplyChunkMismatch, match=r"answers one action per observation, not a "
+                       r"chunk of 10 .*: set policy.reply_chunk=1 \(or leave it unset\) and "
+                       r"client=synchronous$"):
+        adapter.act(model_input())
+    adapter.close()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(("configured", "horizon"), [(1, HORIZON), (HORIZON, 4)])
+def test_a_chunk_other_than_the_servers_names_its_size(peer, configured, horizon):
+    """A server without server-side chunking answers what `predict` returned."""
+    adapter = VlaEvalAdapter(url=peer.url, chunk_size=configured, timeout_s=5.0)
     adapter.connect(timeout_s=5.0)
     adapter.reset(prompt="open the drawer")
-    with pytest.raises(RemoteError, match=r"shape \[10, 7\] \(float32\), expected \[1, 7\]"):
-        adapter.act(model_input())
+    with pytest.raises(ReplyChunkMismatch, match=(
+            rf"answers chunks of {horizon} actions, not {configured} .*: set "
+            rf"policy.reply_chunk={horizon} \(and policy.chunk_size <= {horizon}\)$")):
+        adapter.act(model_input(horizon=horizon))
+    adapter.close()
+
+
+@pytest.mark.network
+def test_a_reply_of_no_actions_is_an_error_not_a_chunk_size(peer):
+    adapter = VlaEvalAdapter(url=peer.url, timeout_s=5.0)
+    adapter.connect(timeout_s=5.0)
+    adapter.reset(prompt="open the drawer")
+    with pytest.raises(RemoteError,
+                       match=r"shape \[0, 7\] \(float32\), expected \[1, 7\]$") as info:
+        adapter.act(model_input(horizon=0))
+    assert not isinstance(info.value, ReplyChunkMismatch)
     adapter.close()
 
 
@@ -324,3 +361,31 @@ def test_killed_peer_is_unavailable_until_it_restarts(peer):
     np.testing.assert_array_equal(adapter.act(inp),
                                   expected_chunk(inp, task="open the drawer", ended=0, step=0))
     adapter.close()
+
+
+@pytest.mark.network
+def test_a_request_into_a_partition_fails_within_its_timeout_and_the_healed_link_serves(peer):
+    """On a black-holed link the websocket's closing handshake cannot complete: the
+    connection is dropped without it, so the request costs its timeout, not the timeout
+    plus the close timeout (which made our server's answer later than the robot's patience
+    and cost it its session)."""
+    proxy = FaultProxy("127.0.0.1", peer.port)
+    port = proxy.start()
+    try:
+        adapter = VlaEvalAdapter(url=f"ws://127.0.0.1:{port}", chunk_size=HORIZON,
+                                 timeout_s=0.3)
+        adapter.connect(timeout_s=5.0)
+        adapter.reset(prompt="open the drawer")
+        inp = model_input()
+        adapter.act(inp)
+        proxy.set_partition(True)
+        started = time.monotonic()
+        with pytest.raises(RemoteUnavailable, match="no reply within 0.3 s"):
+            adapter.act(inp)
+        assert time.monotonic() - started < 0.3 + _CLOSE_TIMEOUT_S / 2
+        proxy.set_partition(False)
+        np.testing.assert_array_equal(  # a new session: the episode starts over
+            adapter.act(inp), expected_chunk(inp, task="open the drawer", ended=0, step=0))
+        adapter.close()
+    finally:
+        proxy.stop()
