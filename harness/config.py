@@ -21,7 +21,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from envs import UnknownEnv, env_family, task_ids
 from harness.choices import choice
-from harness.client.config import EngineConfig
+from harness.client.config import ClientMode, EngineConfig
 from harness.client.latency import LatencyKind
 from harness.faults.kinds import fault_kind
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
@@ -243,6 +243,14 @@ class HarnessConfig:
                               "would stack them; use faults.apply=modelled or clients=1")
         if self.job is Job.loop:
             check_timeout_order(self)
+            if (self.policy.one_action_per_reply
+                    and self.client.mode is not ClientMode.synchronous):
+                raise ConfigError(
+                    f"client.mode={self.client.mode} with policy.protocol="
+                    f"{self.policy.protocol}, which answers one action per observation: each "
+                    "arrives after the tick it was for and would be trimmed as stale; use "
+                    "client=synchronous (or policy.reply_chunk=N for a server that sends "
+                    "chunks of N)")
         if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
             return  # a modelled schedule touches nothing real
         faults = self.faults

@@ -43,6 +43,13 @@ class PolicyConfig:
         inside our server (what `faults.link=model` needs to act on)."""
         return None
 
+    @property
+    def one_action_per_reply(self) -> bool:
+        """Whether every chunk holds one action (an external server that answers so): then
+        only a synchronous client can use them; an asynchronous one trims every action as
+        stale, since each arrives after the tick it was for."""
+        return False
+
     def __post_init__(self) -> None:
         from policies.slow import PROFILES
 

@@ -58,6 +58,14 @@ class RemotePolicyConfig(PolicyConfig):
     def model_link(self) -> str | None:
         return self.url
 
+    @property
+    def one_action_per_reply(self) -> bool:
+        """The HTTP protocols and vla-eval answer one action unless `reply_chunk` says more
+        (sglang always one); openpi answers what its model chunks."""
+        if self.protocol == "sglang":
+            return True
+        return self.protocol in ("vla_eval", "openvla", "autoeval") and (self.reply_chunk or 1) == 1
+
     def __post_init__(self) -> None:
         super().__post_init__()
         from policies.remote.protocols import SPECIFIC_SETTINGS, UnknownProtocol, protocol_entry

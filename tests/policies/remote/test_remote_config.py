@@ -47,3 +47,19 @@ def test_the_model_link_alone_needs_no_networked_transport():
     may be the in-process one."""
     faults = config(*REMOTE, "transport=local", "faults=wan_50ms", "faults.link=model").faults
     assert (faults.link, faults.has_network_faults) == ("model", True)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("policy.protocol=vla_eval",), ("policy.protocol=openvla", "policy.unnorm_key=x"),
+    ("policy.protocol=sglang", "policy.unnorm_key=x"),
+])
+def test_one_action_per_reply_with_an_asynchronous_client_fails_at_startup(overrides):
+    """Every action would arrive after its tick and be trimmed: the run would hold the robot
+    all episode and exit 0. Refused, naming the fix; synchronous or chunked replies pass."""
+    base = ("policy=remote", "policy.url=ws://127.0.0.1:8000", *overrides)
+    with pytest.raises(ConfigError, match="answers one action per observation.*"
+                                          "client=synchronous"):
+        config(*base)
+    assert config(*base, "client=synchronous").client.mode == "synchronous"
+    if "policy.protocol=vla_eval" in overrides:
+        assert config(*base, "policy.reply_chunk=10").policy.reply_chunk == 10
