@@ -28,6 +28,7 @@ from policies.remote.base import (
     RemoteSpec,
     RemoteUnavailable,
     SpecMismatch,
+    abort_websocket,
 )
 from policies.remote.msgpack_numpy import packb_openpi, unpackb_openpi
 
@@ -140,7 +141,7 @@ class OpenpiAdapter:
             ws.send(frame)
             reply = ws.recv(timeout=self._timeout_s)
         except TimeoutError as exc:
-            self._drop()
+            self._drop(abort=True)  # a late reply would answer the next request
             raise RemoteUnavailable(f"openpi server {self._url}: no reply within "
                                     f"{self._timeout_s} s") from exc
         except (websockets.exceptions.ConnectionClosed, OSError) as exc:
@@ -260,7 +261,12 @@ class OpenpiAdapter:
         self.last_details = {k: v for k, v in reply.items() if k != ACTIONS_KEY}
         return actions.astype(np.float32)
 
-    def _drop(self) -> None:
+    def _drop(self, *, abort: bool = False) -> None:
+        """Forget the connection; `abort`: without the closing handshake (a silent link
+        would make it wait out its timeout: `abort_websocket`)."""
         ws, self._ws = self._ws, None
         if ws is not None:
-            ws.close()
+            if abort:
+                abort_websocket(ws)
+            else:
+                ws.close()

@@ -22,10 +22,8 @@ wrong: `ReplyChunkMismatch`, naming the settings that fit the server.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-import socket
 import time
 from importlib import metadata as _metadata
 
@@ -39,6 +37,7 @@ from policies.remote.base import (
     RemoteSpec,
     RemoteUnavailable,
     SpecMismatch,
+    abort_websocket,
 )
 from policies.remote.msgpack_numpy import (
     ImageFormat,
@@ -326,9 +325,7 @@ class VlaEvalAdapter:
         request's timeout. The server sees the TCP connection end, and ends its episode."""
         ws, self._ws = self._ws, None
         if ws is not None:
-            with contextlib.suppress(OSError):
-                ws.socket.shutdown(socket.SHUT_RDWR)
-            ws.close()
+            abort_websocket(ws)
 
     def _recv(self, deadline: float) -> tuple[MessageType, dict, int]:
         assert self._ws is not None

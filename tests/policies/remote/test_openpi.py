@@ -241,3 +241,33 @@ def test_killed_peer_is_unavailable_until_it_restarts(peer, adapter):
         adapter.act(inp)
     peer.start()
     np.testing.assert_array_equal(adapter.act(inp), expected_for(inp))
+
+
+@pytest.mark.network
+def test_a_request_into_a_partition_fails_within_its_timeout_and_the_healed_link_serves(peer):
+    """On a black-holed link the closing handshake cannot complete: the connection is
+    dropped without it, so a request costs its timeout, not its timeout plus the close wait
+    (1 s), which made our server answer after the robot had given up."""
+    import time
+
+    from harness.faults.proxy import FaultProxy
+    from policies.remote.openpi import _CLOSE_WAIT_S
+
+    proxy = FaultProxy("127.0.0.1", peer.port)
+    port = proxy.start()
+    try:
+        adapter = OpenpiAdapter(url=f"ws://127.0.0.1:{port}", action_dim=ACTION_DIM,
+                                timeout_s=0.3)
+        adapter.connect(timeout_s=5.0)
+        inp = model_input()
+        np.testing.assert_array_equal(adapter.act(inp), expected_for(inp))
+        proxy.set_partition(True)
+        started = time.monotonic()
+        with pytest.raises(RemoteUnavailable, match="no reply within 0.3 s"):
+            adapter.act(inp)
+        assert time.monotonic() - started < 0.3 + _CLOSE_WAIT_S / 2
+        proxy.set_partition(False)
+        np.testing.assert_array_equal(adapter.act(inp), expected_for(inp))
+        adapter.close()
+    finally:
+        proxy.stop()
