@@ -241,16 +241,6 @@ class HarnessConfig:
                               "(emulated): each episode opens and closes its own fault "
                               "windows on the one server and link, so robots running at once "
                               "would stack them; use faults.apply=modelled or clients=1")
-        if self.job is Job.loop:
-            check_timeout_order(self)
-            if (self.policy.one_action_per_reply
-                    and self.client.mode is not ClientMode.synchronous):
-                raise ConfigError(
-                    f"client.mode={self.client.mode} with policy.protocol="
-                    f"{self.policy.protocol}, which answers one action per observation: each "
-                    "arrives after the tick it was for and would be trimmed as stale; use "
-                    "client=synchronous (or policy.reply_chunk=N for a server that sends "
-                    "chunks of N)")
         if self.job is not Job.loop or self.faults.apply is FaultApply.modelled:
             return  # a modelled schedule touches nothing real
         faults = self.faults
@@ -295,16 +285,34 @@ class HarnessConfig:
                               f"{self.transport.kind})")
 
 
+def check_loop_config(config: HarnessConfig) -> None:
+    """What only a closed-loop run needs of the robot's and the server's settings together
+    (the server alone, `python -m harness.server`, is not held to its robots' settings).
+
+    Raises:
+        ConfigError: naming the fields and the fix.
+    """
+    check_timeout_order(config)
+    if config.policy.one_action_per_reply and config.client.mode is not ClientMode.synchronous:
+        raise ConfigError(
+            f"client.mode={config.client.mode} with policy.protocol={config.policy.protocol}, "
+            "which answers one action per observation: each arrives after the tick it was for "
+            "and would be trimmed as stale; use client=synchronous (or policy.reply_chunk=N "
+            "for a server that sends chunks of N)")
+
+
 def check_timeout_order(config: HarnessConfig) -> None:
     """The timeouts of the robot, our server and the model link must trip in one order:
 
         transport.heartbeat_timeout_s, client.request_timeout_s, policy.request_timeout_s
             < client.max_offline_s < server.session_idle_timeout_s
+        client.keepalive_s < server.session_idle_timeout_s
 
     A robot has to notice the server gone, and a hung model request has to come back as an
     error, before the robot gives up (else an episode ends DEAD with nothing counted); and the
     server has to keep a silent robot's session at least as long as the robot keeps trying
-    (else a robot that survives an outage finds its session gone). Out of order, the outcome
+    (else a robot that survives an outage finds its session gone), and a robot that waits
+    must say it is there before the server gives up on it. Out of order, the outcome
     depends on which clock runs faster: refused here, naming the pair.
 
     Raises:
@@ -317,8 +325,9 @@ def check_timeout_order(config: HarnessConfig) -> None:
         before_offline.append(("policy.request_timeout_s", config.policy.request_timeout_s))
     pairs = [(name, value, "client.max_offline_s", client.max_offline_s)
              for name, value in before_offline]
-    pairs.append(("client.max_offline_s", client.max_offline_s,
-                  "server.session_idle_timeout_s", config.server.session_idle_timeout_s))
+    idle = ("server.session_idle_timeout_s", config.server.session_idle_timeout_s)
+    pairs += [("client.max_offline_s", client.max_offline_s, *idle),
+              ("client.keepalive_s", client.keepalive_s, *idle)]
     for first, first_s, then, then_s in pairs:
         if first_s >= then_s:
             raise ConfigError(f"{first}={first_s:g} must be below {then}={then_s:g}: lower "

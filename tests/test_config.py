@@ -9,7 +9,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.config import ConfigError, config_dir, register_configs, validate
+from harness.config import (
+    ConfigError,
+    check_loop_config,
+    config_dir,
+    register_configs,
+    validate,
+)
 from transports.config import TransportConfig
 
 register_configs()
@@ -176,7 +182,7 @@ def test_timeouts_out_of_order_fail_at_startup_naming_the_pair(overrides, messag
     server keeps a silent session longer than the robot keeps trying) is refused when
     crossed, in one line naming both fields."""
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as caught:
-        validate(compose_config(*overrides))
+        check_loop_config(validate(compose_config(*overrides)))
     assert "\n" not in str(caught.value)
 
 
@@ -185,4 +191,5 @@ def test_the_shipped_timeouts_are_in_order_for_every_policy_kind():
     for overrides in ((), ("policy=remote", "policy.protocol=openpi",
                            "policy.url=ws://127.0.0.1:8000")):
         config = validate(compose_config(*overrides))
+        check_loop_config(config)
         assert config.client.max_offline_s < config.server.session_idle_timeout_s

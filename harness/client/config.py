@@ -83,6 +83,11 @@ class EngineConfig:
     """A chunk of the wrong shape or with a non-finite value is always dropped."""
     control_timeout_s: float = 2.0
     """Deadline of control messages (open, reset, close) on the request path."""
+    keepalive_s: float = 2.0
+    """After this long (wall time) without sending the server anything, send a STATUS so it
+    keeps the session of a robot that waits in control time (a simulator slower than real
+    time stretches a wait of a few ticks past `server.session_idle_timeout_s`:
+    `harness.client.keepalive`). Below that idle timeout (checked at startup)."""
     reject_retry_s: float = 30.0
     """How long (wall time) to keep retrying a session the server rejects for a reason that
     may clear (draining, max_sessions reached) before the episode ends DEAD."""
@@ -107,6 +112,6 @@ class EngineConfig:
         self.fallback = choice(Fallback, self.fallback, "client.fallback")
         self.out_of_bounds = choice(OutOfBounds, self.out_of_bounds, "client.out_of_bounds")
         for name in ("request_timeout_s", "max_action_age_s", "max_offline_s",
-                     "control_timeout_s", "reject_retry_s"):
+                     "control_timeout_s", "reject_retry_s", "keepalive_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"client.{name}={getattr(self, name)}: must be positive")

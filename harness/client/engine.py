@@ -43,6 +43,7 @@ from harness.client.commitment import (
     ticks_for,
 )
 from harness.client.config import EngineConfig, Fallback, OutOfBounds
+from harness.client.keepalive import KeepAlive
 from harness.client.latency import LatencyModel
 from harness.client.modes import make_mode
 from harness.client.replies import Arrived, InFlight, Replies
@@ -86,6 +87,7 @@ class ClientEngine:
         self.dt = dt
         self.session = Session(transport, contract, control_timeout_s=config.control_timeout_s,
                                reject_retry_s=config.reject_retry_s, on_open=self._opened)
+        self.keepalive = KeepAlive(self.session, config.keepalive_s)
         self.queue = ActionQueue(config.ensembling, max_age_ticks=math.floor(
             config.max_action_age_s / dt + 1e-9))
         self.stats = EngineStats()
@@ -151,6 +153,7 @@ class ClientEngine:
         started = time.monotonic()
         self.stats = EngineStats()
         try:
+            self.keepalive.join()
             self.session.finish_reopen()
             self._forget_pending()
             self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
@@ -161,6 +164,7 @@ class ClientEngine:
 
     def close(self) -> None:
         """Close the session (best effort; blocks up to `control_timeout_s`)."""
+        self.keepalive.join()
         self.session.close()
 
     # ---- the control tick -------------------------------------------------------------------
@@ -228,6 +232,7 @@ class ClientEngine:
         self._expire_in_flight(tick)
         self._update_state(tick)
         sent = self._maybe_send(tick, observation) if self.state is not ClientState.DEAD else None
+        self.keepalive.tick()
         result = self._choose(tick, latency_s, measured_s)
         result.committed = sent
         if latency_s is not None:  # the merged chunk's share of its round trip on the server
@@ -365,6 +370,7 @@ class ClientEngine:
                                   else None)
         try:
             self.transport.publish(payload)
+            self.keepalive.sent()
         except TransportError as exc:
             self.stats.errors.append(f"publish: {exc}")
             return None

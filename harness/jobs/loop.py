@@ -23,7 +23,7 @@ from envs import env_family, make_env, task_ids
 from envs.slowed import SlowedEnv
 from harness.client.engine import engine_for
 from harness.client.latency import LatencyModel
-from harness.config import HarnessConfig
+from harness.config import ConfigError, HarnessConfig, check_loop_config
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
 from harness.faults.wiring import (
@@ -138,6 +138,11 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     process's exit status: 0, 1 if no policy server answered, none served an episode or one
     rejected the sessions, 2 if `output_dir` holds a run of another config. Every failure
     is one line in the log."""
+    try:
+        check_loop_config(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     store = ResultsStore(output_dir)
     if resolved_config is not None:
         try:

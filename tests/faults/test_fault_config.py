@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
      "faults=gc_pause: model faults act inside the predict of a server the harness starts"),
     (["transport=zmq", "faults=lte", "faults.timed.1.loss_bad=1.5"],
      "faults.timed[].loss_bad=1.5: must be in [0, 1]"),
+    (["transport=zmq", "client.max_offline_s=12"],
+     "client.max_offline_s=12 must be below server.session_idle_timeout_s=10"),
     (["transport=zmq", "policy=remote", "policy.protocol=openpi",
       "policy.url=ws://127.0.0.1:9", "faults=wifi_lossy", "faults.link=model"],
      "faults.link=model with faults=wifi_lossy: message-level kinds (loss) act in the "

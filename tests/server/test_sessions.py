@@ -362,3 +362,37 @@ def test_a_robot_that_keeps_sending_outlives_a_blocked_predict_past_the_idle_tim
     assert (protocol.MessageType.ACTION_CHUNK, None) in kinds
     assert expired == 0
     assert (protocol.MessageType.ERROR, protocol.SESSION_UNKNOWN) not in kinds
+
+
+@pytest.mark.parametrize("keepalive_s", [0.15, 60.0])
+def test_a_robot_waiting_in_control_time_keeps_its_session_by_keepalive(env, keepalive_s,
+                                                                        closing):
+    """A synchronous robot executing its chunk sends nothing for chunk-size ticks; on a
+    simulator slower than real time (here 0.15 s of wall time a tick) that silence outlasts
+    the server's idle timeout. Its engine's STATUS every `client.keepalive_s` keeps the
+    session (the same run without it, keepalive_s=60, loses it)."""
+    from harness.client.config import EngineConfig
+    from harness.client.engine import engine_for
+    from transports import make_client
+
+    servers, clients = closing
+    server, config = start_server(env, kind="zmq", session_idle_timeout_s=0.5)
+    servers.append(server)
+    client = make_client(config)
+    clients.append(client)
+    client.wait_ready(5.0)
+    engine = engine_for(env.spec, client, EngineConfig(mode="synchronous",
+                                                       keepalive_s=keepalive_s),
+                        chunk_size=server.spec.chunk_size)
+    engine.reset(1)
+    observation = env.reset(seed=1)
+    body = protocol.Observation(observation.state, observation.images, observation.instruction)
+    for tick in range(12):
+        engine.tick(tick, body)
+        time.sleep(0.15)  # the simulator's step, slower than real time
+    expired = server.metrics.total(server.metrics.sessions_expired)
+    if keepalive_s < 0.5:
+        assert engine.keepalive.count >= 2 and expired == 0
+        assert engine.stats.error_replies == {}
+    else:
+        assert engine.keepalive.count == 0 and expired >= 1

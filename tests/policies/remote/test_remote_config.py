@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from harness.config import ConfigError, config_dir, register_configs, validate
+from harness.config import (
+    ConfigError,
+    check_loop_config,
+    config_dir,
+    register_configs,
+    validate,
+)
 
 register_configs()
 
@@ -59,7 +65,7 @@ def test_one_action_per_reply_with_an_asynchronous_client_fails_at_startup(overr
     base = ("policy=remote", "policy.url=ws://127.0.0.1:8000", *overrides)
     with pytest.raises(ConfigError, match="answers one action per observation.*"
                                           "client=synchronous"):
-        config(*base)
-    assert config(*base, "client=synchronous").client.mode == "synchronous"
+        check_loop_config(config(*base))
+    check_loop_config(config(*base, "client=synchronous"))
     if "policy.protocol=vla_eval" in overrides:
-        assert config(*base, "policy.reply_chunk=10").policy.reply_chunk == 10
+        check_loop_config(config(*base, "policy.reply_chunk=10"))
