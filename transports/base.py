@@ -22,8 +22,10 @@ from typing import NamedTuple, Protocol
 RequestHandler = Callable[[str, bytes], bytes]
 """Server-side callback for the request path: (client_id, payload) -> reply payload.
 
-Called on the transport's receive thread (one thread hand-off less per control message), so
-it must be quick: validation and bookkeeping. Model inference belongs on the stream path,
+Called on one of the transport's request threads (`transports.request_workers`: a few, with
+a cap per client), never on the thread that carries every robot's observations and pings, so
+one slow request stalls no one else; still, keep it to validation and bookkeeping. Model
+inference belongs on the stream path,
 served by the policy server's own thread. An exception in it is logged and the request goes
 unanswered (the client sees a timeout); answer with a wire ERROR message where you can.
 """

@@ -5,6 +5,13 @@ one observation), `Subscribe` (server stream of action chunks for one client) an
 (presence). Payloads travel as raw bytes (no (de)serializer), so gRPC carries exactly what
 `harness.protocol` encoded. Every call has a deadline; `wait_for_ready` turns "unreachable" into
 DEADLINE_EXCEEDED, and short reconnect backoff (FACTS.md) keeps restarts quick.
+
+gRPC's sync server runs every call on one thread pool, and a `Subscribe` stream holds its
+thread for the stream's whole life: with 16 threads, the 16th connected client left none for
+anyone's `Ping` or `Request`, and every client lost the server (issue 21, measured). So the
+pool has room for `MAX_SUBSCRIBERS` streams, `MAX_CONCURRENT_REQUESTS` handlers (a handler
+may wait on a prediction) and the quick calls besides; a call past either bound is refused at
+once, and a client that subscribes again ends its own older stream.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from transports.base import (
 from transports.config import GrpcTransportConfig
 from transports.heartbeat import Heartbeat
 from transports.mailbox import LatestMailbox, LatestSlot
+from transports.request_workers import MAX_PENDING_PER_CLIENT, Admission
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,13 @@ CLIENT_ID_KEY = "rph-client-id"
 _SUBSCRIBED = b""  # first message of every Subscribe stream: "you are registered"
 _PUBLISH_TIMEOUT_S = 1.0
 _FRAME_OVERHEAD = 1024
+MAX_SUBSCRIBERS = 32
+"""Clients with a chunk stream open at once; the next one is refused (RESOURCE_EXHAUSTED)."""
+MAX_CONCURRENT_REQUESTS = 8
+"""Request handlers running at once (`MAX_PENDING_PER_CLIENT` of one client); the next
+request is refused (UNAVAILABLE)."""
+_QUICK_CALL_THREADS = 8
+"""Threads left for Ping and Publish, which never wait, when every other slot is taken."""
 
 
 def _client_id(context: grpc.ServicerContext) -> str:
@@ -63,13 +78,17 @@ class GrpcServer:
         self._subscribers: dict[str, LatestSlot] = {}
         self._subscribers_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._requests = Admission("grpc-server", total=MAX_CONCURRENT_REQUESTS,
+                                   per_client=MAX_PENDING_PER_CLIENT)
         self._executor: ThreadPoolExecutor | None = None
         self._server: grpc.Server | None = None
         self._closed = False
 
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc-server")
+        self._executor = ThreadPoolExecutor(
+            max_workers=MAX_SUBSCRIBERS + MAX_CONCURRENT_REQUESTS + _QUICK_CALL_THREADS,
+            thread_name_prefix="grpc-server")
         options = [*_message_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
         self._server = grpc.server(self._executor, options=options)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
@@ -90,10 +109,28 @@ class GrpcServer:
             raise TransportError(f"cannot bind grpc endpoint {self.config.listen}") from cause
         self._server.start()
 
+    @property
+    def requests_dropped(self) -> int:
+        """Requests refused because too many were in progress (`MAX_CONCURRENT_REQUESTS`)."""
+        return self._requests.dropped
+
     def _request(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        return self._handler(_client_id(context), request)
+        client_id = _client_id(context)
+        if len(request) > self.config.max_message_bytes:  # grpc's limit has room for framing
+            self.stats.rejected_oversize += 1
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request of {len(request)} "
+                          f"bytes exceeds max_message_bytes={self.config.max_message_bytes}")
+        if not self._requests.admit(client_id):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "too many requests in progress")
+        try:
+            return self._handler(client_id, request)
+        finally:
+            self._requests.release(client_id)
 
     def _publish(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        if len(request) > self.config.max_message_bytes:  # grpc's limit has room for framing
+            self.stats.rejected_oversize += 1
+            return b""
         self._mailbox.put(_client_id(context), request)
         return b""
 
@@ -101,10 +138,17 @@ class GrpcServer:
         client_id = _client_id(context)
         slot = LatestSlot()
         with self._subscribers_lock:
-            self._subscribers[client_id] = slot  # a re-subscribing client replaces its old stream
+            full = (client_id not in self._subscribers
+                    and len(self._subscribers) >= MAX_SUBSCRIBERS)
+            if not full:  # a re-subscribing client replaces its old stream, which then ends
+                self._subscribers[client_id] = slot
+        if full:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{MAX_SUBSCRIBERS} clients subscribed; try again")
         try:
             yield _SUBSCRIBED
-            while context.is_active() and not self._stopping.is_set():
+            while (context.is_active() and not self._stopping.is_set()
+                   and self._subscribers.get(client_id) is slot):
                 item = slot.take(0.1)
                 if item is not None:
                     yield item

@@ -8,6 +8,11 @@ thread, which must never block, and latest-only means a dropped chunk is just a 
 which the client's engine already handles), and `alive` (the server's liveliness token).
 Multicast scouting and gossip are always off: they would send on the real network and let
 sessions dial each other around a fault proxy (FACTS.md). Shared memory is off too.
+
+Zenoh calls a queryable's callback for one query at a time: a request handler that waited
+there (a session open waits for a prediction on its policy) held up every other client's
+requests. The server's callback therefore only hands the query to `RequestWorkers`, which
+reply from their own threads.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from transports.base import (
 )
 from transports.config import ZenohTransportConfig
 from transports.mailbox import LatestMailbox, LatestSlot
+from transports.request_workers import RequestWorkers
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +102,17 @@ class ZenohServer:
         self._mailbox = LatestMailbox(self.stats)
         self._session: zenoh.Session | None = None
         self._declared: list = []
+        self._workers: RequestWorkers | None = None
         self._closed = False
+
+    @property
+    def requests_dropped(self) -> int:
+        """Requests refused at once because too many were pending (`RequestWorkers`)."""
+        return self._workers.dropped if self._workers is not None else 0
 
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
+        self._workers = RequestWorkers("zenoh-server-request")
         ns = self.config.namespace
         try:
             self._session = zenoh.open(
@@ -115,6 +128,8 @@ class ZenohServer:
         ]
 
     def _on_query(self, query: zenoh.Query) -> None:
+        """On zenoh's thread: take the bytes and hand the query to a worker, nothing slower."""
+        handed_over = False
         try:
             # Any bytes may arrive: an id that is not UTF-8 is the handler's to refuse.
             client_id = (query.attachment.to_bytes().decode("utf-8", "replace")
@@ -123,10 +138,20 @@ class ZenohServer:
             if len(payload) > self.config.max_message_bytes:
                 self.stats.rejected_oversize += 1
                 return
-            reply = self._handler(client_id, payload)
-            query.reply(query.key_expr, reply)
+            handed_over = self._workers.submit(
+                client_id, lambda: self._answer(query, client_id, payload))
+            if not handed_over:
+                query.reply_err("server busy: too many requests pending")
         except Exception:
-            log.exception("request handler failed; the client will time out")
+            log.exception("taking a zenoh query failed; the client will time out")
+        finally:
+            if not handed_over:
+                query.drop()
+
+    def _answer(self, query: zenoh.Query, client_id: str, payload: bytes) -> None:
+        """On a request worker: reply, then drop the query (its final reply)."""
+        try:
+            query.reply(query.key_expr, self._handler(client_id, payload))
         finally:
             query.drop()
 
@@ -159,6 +184,8 @@ class ZenohServer:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._workers is not None:  # before the session: their replies need it
+                self._workers.close()
             _close_session(self._session, self._declared)
 
 

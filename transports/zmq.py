@@ -9,7 +9,10 @@ ZeroMQ sockets are not thread-safe. A client therefore has two DEALERs: a *reque
 the calling thread uses directly under a lock (no thread hand-off on the control path), and a
 *stream* socket owned by an I/O thread that receives chunks whenever they come and sends
 observations and heartbeat pings that callers queue through a deque and a wake-up pipe. The
-server tells them apart by a routing-id prefix and answers requests on its I/O thread.
+server tells them apart by a routing-id prefix. It answers pings and takes observations on its
+one I/O thread, but runs the request handler on a few threads of their own (`RequestWorkers`):
+a handler may wait (a session open or reset waits for a prediction on its policy), and on the
+I/O thread that wait stalled every client's observations, pings and requests (issue 21).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from transports.base import (
 from transports.config import ZmqTransportConfig
 from transports.heartbeat import Heartbeat
 from transports.mailbox import LatestMailbox, LatestSlot
+from transports.request_workers import RequestWorkers
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +143,13 @@ class ZmqServer:
         self._handler: RequestHandler | None = None
         self._mailbox = LatestMailbox(self.stats)
         self._loop: _SocketLoop | None = None
+        self._workers: RequestWorkers | None = None
         self._closed = False
+
+    @property
+    def requests_dropped(self) -> int:
+        """Requests dropped unanswered because too many were pending (`RequestWorkers`)."""
+        return self._workers.dropped if self._workers is not None else 0
 
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
@@ -157,6 +167,7 @@ class ZmqServer:
                     socket.close(linger=0)
                     raise TransportError(f"cannot bind {self.config.listen}: {exc}") from exc
                 time.sleep(0.05)
+        self._workers = RequestWorkers("zmq-server-request")
         self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io")
         self._loop.start()
 
@@ -176,14 +187,20 @@ class ZmqServer:
                 return
             self._mailbox.put(client_id, payload)
         elif kind == REQUEST:
-            try:
-                reply = self._handler(client_id, payload)
-            except Exception:
-                log.exception("request handler failed; the client will time out")
+            # zmq's own limit (MAXMSGSIZE) has room for frame overhead: check the payload.
+            if len(payload) > self.config.max_message_bytes:
+                self.stats.rejected_oversize += 1
                 return
-            self._loop.send([identity, REPLY, request_id, reply])
+            self._workers.submit(identity, lambda: self._answer(identity, client_id,
+                                                                request_id, payload))
         else:
             log.warning("dropping zmq message of unknown kind %r", kind[:8])
+
+    def _answer(self, identity: bytes, client_id: str, request_id: bytes,
+                payload: bytes) -> None:
+        """On a request worker: the handler's reply goes back through the I/O thread, the
+        only one that may touch the socket."""
+        self._loop.send([identity, REPLY, request_id, self._handler(client_id, payload)])
 
     def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)
@@ -205,6 +222,8 @@ class ZmqServer:
         if self._closed:
             return
         self._closed = True
+        if self._workers is not None:  # first: no reply may be queued on a stopped loop
+            self._workers.close()
         if self._loop is not None:
             self._loop.stop()
 

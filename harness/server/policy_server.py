@@ -4,11 +4,12 @@ The policy is loaded and warmed once; clients open sessions. Opening a session c
 client's contract against the policy's (`harness.protocol.check_contract`: action names and
 order, observation keys and shapes, image sizes, control rate, chunk size, model id) and
 rejects a mismatch with a reason the client can log. Control messages (open, reset, status,
-close) are answered on the transport's request path; observations arrive on its latest-only
-stream, and one inference thread serves the sessions round-robin, so a newer observation
-replaces an unserved one instead of queueing behind it. Each observation is checked against
-the contract before the policy sees it (keys, dtypes, shapes, finite values). A session whose
-client sent nothing for `session_idle_timeout_s` expires and frees its slot (see
+close) are answered on the transport's request path, on its request threads (never on an I/O
+thread that also carries other robots' observations and pings); observations arrive on its
+latest-only stream, and one inference thread serves the sessions round-robin, so a newer
+observation replaces an unserved one instead of queueing behind it. Each observation is
+checked against the contract before the policy sees it (keys, dtypes, shapes, finite values).
+A session whose client sent nothing for `session_idle_timeout_s` expires and frees its slot (see
 `harness.server.sessions` for the pool of policy instances sessions share). Every request
 leaves one JSON audit line, the server exposes `/healthz` and Prometheus `/metrics`, and
 `drain()` (SIGTERM) finishes the inference in progress, refuses new sessions and closes.
@@ -33,6 +34,7 @@ import numpy as np
 from envs.base import EnvObservation
 from harness import protocol
 from harness.protocol.checks import check_observation
+from harness.server.memory import fix_mmap_threshold
 from harness.server.metrics import ServerMetrics
 from harness.server.sessions import Session, SessionTable, short_id
 from policies.base import Policy
@@ -40,7 +42,6 @@ from transports import StreamItem, TransportServer
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("harness.audit")
-
 
 class Refusal(NamedTuple):
     """Why an observation does not reach the policy: the reply to send (None: drop it
@@ -96,7 +97,9 @@ class PolicyServer:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Warm one policy instance with one prediction, then start serving."""
+        """Warm one policy instance with one prediction, then start serving (a server
+        process's memory must come back after large messages: `fix_mmap_threshold`)."""
+        fix_mmap_threshold()
         started = time.monotonic()
         if self._sessions.warm(self._blank_observation()):
             log.info("policy %s warmed in %.3f s", self.spec.model_id,

@@ -3,8 +3,8 @@ it, and when it was last heard from.
 
 The policies are built once, when the server is built, into a pool of `max_sessions`
 instances: a session takes one at open and gives it back when it closes or expires, so that
-opening a session never loads a model on the transport's I/O thread (for zmq its only one,
-where a load would stall every client). A client re-opening its own session keeps its
+opening a session never loads a model on a request thread (a transport has a few, shared by
+every client: `transports.request_workers`). A client re-opening its own session keeps its
 instance. An instance that served a session is reset before the next session uses it.
 
 Every call on an instance (reset on a request thread, predict on the inference thread) holds

@@ -1,39 +1,35 @@
-"""Messages crafted to stop the server, sent over every transport: each is answered with a
-bounded error, and afterwards an honest robot is served as before.
+"""Messages crafted to stop or starve the server, sent over every transport: each gets the
+answer it is owed (a bounded error, a reject, or a chunk for an edge value that is legal),
+and afterwards an honest robot is served as before and the inference thread is alive.
 
-The three inputs are the ones a fuzz found stopping the inference thread (issue 21): an
-observation whose header sequence id is >= 2**63 (a reply echoes it as a count), a tick
-whose chunk start overflows (2**63 - 1 plus a delay), and a 2.2 MB body of unexpected keys
-whose error reply quoted every key and outgrew the message limit. A last test makes a
+The edge values (`harness.bench.mutations.edge_cases`, the long fuzz's catalogue too) began
+with the three a fuzz found stopping the inference thread (issue 21): an observation whose
+header sequence id is >= 2**63 (a reply echoes it as a count), a tick whose chunk start
+overflows (2**63 - 1 plus a delay), and a 2.2 MB body of unexpected keys whose error reply
+quoted every key and outgrew the message limit. Then: sequence ids at 2**63 - 1 and 2**64 - 1,
+negative and huge delays, type confusion, nested maps, malformed arrays, non-UTF-8 strings,
+and bodies at and over the transport's `max_message_bytes`. A request held in the server's
+handler (a reset waiting on its policy) must not hold up another robot. A last test makes a
 failure no check foresaw escape the serving of one message (the transport's send raising
 once) and shows the thread survives it, counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import msgpack
-import numpy as np
 import pytest
 
 from harness import protocol
+from harness.bench.mutations import CHUNK, REJECT, REQUEST, STREAM, edge_cases, rewrite, sized
 from tests.conftest import wait_until
-from tests.server.wire import RawClient, contract, start_server
-from transports.registry import transport_names
+from tests.server.wire import RawClient, contract, oracle, start_server
+from transports import TransportError
+from transports.registry import transport_entry, transport_names
 
 pytestmark = pytest.mark.network
-
-
-def craft(body: protocol.Body, *, seq: int, epoch: int, fields: dict | None = None) -> bytes:
-    """A message the encoder would refuse: `body` encoded, then its header's sequence id set
-    to `seq` and its body's fields replaced by `fields` (msgpack, as on the wire)."""
-    valid = protocol.encode(protocol.Message(body, seq=1, episode=1, epoch=epoch))
-    header = list(protocol.HEADER.unpack_from(valid))
-    packed = valid[protocol.HEADER.size:]
-    if fields is not None:
-        packed = msgpack.packb({**msgpack.unpackb(packed, raw=False), **fields},
-                               use_bin_type=True)
-    header[4], header[-1] = seq, len(packed)  # seq, body length
-    return protocol.HEADER.pack(*header) + packed
 
 
 def observation(env, **fields) -> protocol.Observation:
@@ -41,15 +37,21 @@ def observation(env, **fields) -> protocol.Observation:
     return protocol.Observation(obs.state, obs.images, obs.instruction, **fields)
 
 
-def hostile_messages(env, epoch: int) -> dict[str, bytes]:
-    prefix = np.zeros((1, env.spec.contract.action_dim), np.float32)
-    keys = {f"k{i:06d}": i for i in range(200_000)}
-    return {
-        "seq 2**63": craft(observation(env), seq=2**63, epoch=epoch),
-        "tick overflow": craft(observation(env, tick=5, delay_ticks=1, committed=prefix),
-                               seq=2, epoch=epoch, fields={"tick": 2**63 - 1}),
-        "200k unexpected keys": craft(observation(env), seq=3, epoch=epoch, fields=keys),
-    }
+def edge_case(env, name: str, epoch: int = 1) -> bytes:
+    [case] = [c for c in edge_cases(observation(env), contract(env), epoch=epoch)
+              if c.name == name]
+    return case.payload
+
+
+def answers(reply: protocol.Message | None, expect: str) -> bool:
+    """Whether `reply` is what `Hostile.expect` says the server owes."""
+    if reply is None:
+        return False
+    if expect == CHUNK:
+        return reply.msg_type is protocol.MessageType.ACTION_CHUNK
+    if expect == REJECT:
+        return reply.msg_type is protocol.MessageType.SESSION_REJECT
+    return reply.msg_type is protocol.MessageType.ERROR and reply.body.code == expect
 
 
 @pytest.fixture(params=transport_names())
@@ -70,29 +72,61 @@ def honest_chunk(config, env) -> protocol.Message:
         client.close()
 
 
-def test_crafted_edge_values_get_bounded_errors_and_the_server_keeps_serving(
-        server_and_config, env):
+def test_every_edge_value_gets_its_answer_and_the_server_keeps_serving(server_and_config, env):
     server, config = server_and_config
     attacker = RawClient(config)
+    cases = []
     try:
         attacker.open(contract(env))
-        for name, payload in hostile_messages(env, attacker.epoch).items():
-            assert len(payload) < protocol.DEFAULT_MAX_BODY_BYTES, name
-            attacker.transport.publish(payload)
-            reply = attacker.next_reply()
-            assert reply is not None, f"{name}: no reply"
-            assert reply.msg_type is protocol.MessageType.ERROR, name
-            assert reply.body.code == "decode", name
-            assert len(reply.body.detail) <= protocol.MAX_ERROR_DETAIL_CHARS + 40, name
+        cases = edge_cases(observation(env), contract(env), epoch=attacker.epoch)
+        for case in cases:
+            if case.path == REQUEST:
+                reply = protocol.decode(attacker.transport.request(case.payload, timeout_s=5.0))
+            else:
+                attacker.transport.publish(case.payload)
+                reply = attacker.next_reply()
+            assert answers(reply, case.expect), f"{case.name}: {reply}"
+            if reply.msg_type is protocol.MessageType.ERROR:
+                assert len(reply.body.detail) <= protocol.MAX_ERROR_DETAIL_CHARS + 40, case.name
     finally:
         attacker.close()
+    assert {case.path for case in cases} == {STREAM, REQUEST} and len(cases) > 50
     assert server.healthy()
     reply = honest_chunk(config, env)
     assert reply is not None and reply.msg_type is protocol.MessageType.ACTION_CHUNK
 
 
+@pytest.mark.parametrize("kind", [n for n in transport_names() if transport_entry(n).networked])
+def test_bodies_at_and_past_the_message_limit(kind, env):
+    """A message of exactly `max_message_bytes` is served (an 8 MiB instruction is legal);
+    one byte more, or a MiB more, from a client that allows it, is dropped unanswered on the
+    stream and fails on the request path, and the server goes on. (Networked transports: in
+    one process the only client is the process itself.)"""
+    server, config = start_server(env, kind=kind)
+    limit = config.max_message_bytes
+    attacker = RawClient(dataclasses.replace(config, max_message_bytes=limit + 2**21))
+    try:
+        attacker.open(contract(env))
+        valid = protocol.encode(protocol.Message(observation(env), seq=1, episode=1,
+                                                 epoch=attacker.epoch))
+        attacker.transport.publish(sized(valid, limit))
+        assert attacker.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
+        reply = protocol.decode(attacker.transport.request(sized(valid, limit), timeout_s=5.0))
+        assert reply.body.code == protocol.ERROR_PROTOCOL  # an observation is no request
+        for over in (sized(valid, limit + 1), sized(valid, limit + 2**20)):
+            attacker.transport.publish(over)
+            assert attacker.next_reply(timeout_s=1.0) is None
+            with pytest.raises(TransportError):
+                attacker.transport.request(over, timeout_s=1.0)
+        assert server.healthy()
+        assert honest_chunk(config, env).msg_type is protocol.MessageType.ACTION_CHUNK
+    finally:
+        attacker.close()
+        server.close()
+
+
 def test_a_map_past_the_entry_limit_is_refused_by_the_parser(env):
-    payload = hostile_messages(env, epoch=1)["200k unexpected keys"]
+    payload = edge_case(env, "200k unexpected keys (2.2 MB)")
     with pytest.raises(protocol.DecodeError, match=r"observation: body is not valid msgpack "
                                                    r"\(ValueError: 200006 exceeds "
                                                    r"max_map_len\(1024\)\)"):
@@ -101,8 +135,9 @@ def test_a_map_past_the_entry_limit_is_refused_by_the_parser(env):
 
 def test_the_error_for_unexpected_keys_names_eight_and_counts_the_rest(env):
     keys = {f"k{i:06d}": i for i in range(1000)}
+    valid = protocol.encode(protocol.Message(observation(env), seq=1, episode=1, epoch=1))
     with pytest.raises(protocol.DecodeError) as failure:
-        protocol.decode(craft(observation(env), seq=1, epoch=1, fields=keys))
+        protocol.decode(rewrite(valid, fields=keys))
     message = str(failure.value)
     assert message.endswith("unexpected keys ['k000000', 'k000001', 'k000002', 'k000003', "
                             "'k000004', 'k000005', 'k000006', 'k000007'] and 992 more")
@@ -131,6 +166,81 @@ def test_a_session_open_of_250k_contract_entries_is_refused_on_the_request_path(
     finally:
         attacker.close()
     assert honest_chunk(config, env).msg_type is protocol.MessageType.ACTION_CHUNK
+
+
+HELD_EPISODE = 77
+
+
+class HeldResets:
+    """Test double: builds oracle policies whose reset for episode `HELD_EPISODE` waits until
+    `release` is set (at most 20 s), as a reset waits on a slow model or a session open on a
+    prediction in progress; every other reset is the oracle's own."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> _HeldResetPolicy:
+        return _HeldResetPolicy(oracle(), self)
+
+
+class _HeldResetPolicy:
+    def __init__(self, inner, gate: HeldResets) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    def reset(self, *, seed: int) -> None:
+        if seed == HELD_EPISODE:
+            self._gate.inside.set()
+            self._gate.release.wait(20.0)
+        self._inner.reset(seed=seed)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("kind", transport_names())
+def test_a_request_held_in_the_server_holds_up_no_other_robot(kind, env):
+    """Issue 21: zmq ran the request handler on its one I/O thread (zenoh: its queries one at
+    a time), so a request that took 2-3 s took every robot's observations, pings and requests
+    with it (an honest robot's p99 went from 3 ms to 767 ms). While one robot's reset is held
+    inside the server, another opens a session, is served chunks, asks for the status and
+    sees the server present. Against the transports as they were (handler inline) this fails
+    on zmq (the honest robot never sees the server: no pong while the reset is held) and on
+    zenoh (its session open times out)."""
+    held = HeldResets()
+    server, config = start_server(env, kind=kind, policy_factory=held)
+    slow = RawClient(config)
+    replies: list[protocol.Message] = []
+    reset = protocol.encode(protocol.Message(protocol.Reset(), episode=HELD_EPISODE))
+    holder = threading.Thread(target=lambda: replies.append(protocol.decode(
+        slow.transport.request(rewrite(reset, epoch=slow.epoch), timeout_s=25.0))))
+    try:
+        slow.open(contract(env))
+        holder.start()
+        assert held.inside.wait(5.0), "the reset never reached the policy"
+        honest = RawClient(config)
+        try:
+            assert honest.open(contract(env)).msg_type is protocol.MessageType.SESSION_OK
+            honest.call(protocol.Reset(), episode=1)
+            for seq in (1, 2, 3):
+                honest.observe(env.reset(seed=1), seq=seq, episode=1)
+                reply = honest.next_reply()
+                assert reply.msg_type is protocol.MessageType.ACTION_CHUNK
+                assert reply.body.obs_seq == seq
+            assert honest.call(protocol.Status()).msg_type is protocol.MessageType.STATUS
+            assert honest.transport.server_present()
+            assert holder.is_alive() and replies == []  # all of it while the reset was held
+        finally:
+            honest.close()
+    finally:
+        held.release.set()
+        if holder.is_alive():
+            holder.join(25.0)
+        slow.close()
+        server.close()
+    assert [reply.msg_type for reply in replies] == [protocol.MessageType.RESET]
+    assert server.metrics.total(server.metrics.requests) > 0
 
 
 class SendFailsOnce:

@@ -31,6 +31,7 @@ from transports import (
     transport_entry,
 )
 from transports.loopback import loopback_config
+from transports.mailbox import SetAside
 
 MAX_BYTES = 4 * 1024 * 1024
 DEADLINE_SLACK_S = 0.5
@@ -355,6 +356,124 @@ def check_an_older_reply_arriving_after_a_newer_one_does_not_overwrite_it(kind: 
         assert client.take_stream(timeout_s=0.1) is None
 
 
+def check_a_marked_reply_displaced_before_it_was_taken_is_set_aside_not_dropped(
+        kind: str) -> None:
+    """A payload the caller marks (an error reply) that a newer one displaces before it was
+    taken, or that arrives late behind a newer one, reaches the caller's set-aside once;
+    unmarked payloads stay latest-only."""
+    with Rig(kind) as rig:
+        client = rig.client()
+        set_aside = SetAside(lambda payload: payload.startswith(b"error"))
+        client.order_stream_by(lambda payload: int(payload.split(b"-")[1]), set_aside.offer)
+        client.publish(b"hello")
+        assert rig.server.take_stream(timeout_s=5.0) is not None
+        for received, payload in enumerate((b"error-1", b"chunk-3", b"error-2", b"chunk-4"), 1):
+            rig.server.send_stream(client.client_id, payload)  # one at a time: in this order
+            wait_until(lambda n=received: client.stats.received >= n, 5.0, f"{payload} to land")
+        assert client.take_stream(timeout_s=1.0) == b"chunk-4"
+        assert client.take_stream(timeout_s=0.1) is None
+        assert [payload for payload, _ in set_aside.take()] == [b"error-1", b"error-2"]
+        assert (client.stats.set_aside, client.stats.superseded,
+                client.stats.out_of_order) == (2, 1, 0)
+
+
+class HeldHandler:
+    """Test double of a request handler that waits, as a session open or a reset waits for a
+    prediction on its policy: a request b"hold" stays inside it until `release` is set (at
+    most 20 s); any other request is echoed at once."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        """Set once a held request is inside the handler."""
+        self.release = threading.Event()
+
+    def __call__(self, client_id: str, payload: bytes) -> bytes:
+        if payload == b"hold":
+            self.inside.set()
+            self.release.wait(20.0)
+            return b"released"
+        return payload
+
+
+def check_a_request_held_in_its_handler_holds_up_no_other_client(kind: str) -> None:
+    """Issue 21: zmq ran the handler on its one I/O thread, so a request that took 2-3 s took
+    every client's observations, pings and requests with it; zenoh ran queries one at a time.
+    While one client's request is held, another's requests, stream (both ways) and presence
+    all go on: everything below happens before the held request is let go."""
+    with Rig(kind) as rig:
+        held = rig.handler = HeldHandler()
+        slow, other = rig.client(), rig.client()
+        replies: list[bytes] = []
+        holder = threading.Thread(
+            target=lambda: replies.append(slow.request(b"hold", timeout_s=25.0)))
+        holder.start()
+        try:
+            assert held.inside.wait(5.0), "the held request never reached the handler"
+            for i in range(3):
+                assert other.request(b"mine-%d" % i, timeout_s=3.0) == b"mine-%d" % i
+            other.publish(b"obs")
+            assert rig.server.take_stream(timeout_s=3.0)[:2] == (other.client_id, b"obs")
+            rig.server.send_stream(other.client_id, b"chunk")
+            assert other.take_stream(timeout_s=3.0) == b"chunk"
+            # The subject: time passes with the request held, three heartbeat timeouts.
+            time.sleep(3 * rig.config.heartbeat_timeout_s)
+            assert other.server_present()
+            assert holder.is_alive() and replies == []  # all of it while the request was held
+        finally:
+            held.release.set()
+            holder.join(25.0)
+        assert replies == [b"released"]
+
+
+def check_a_client_that_keeps_giving_up_cannot_take_every_request_thread(kind: str) -> None:
+    """A client whose requests time out while their handlers still wait, and who sends more,
+    has a few in progress at most: the next client's request is still answered."""
+    with Rig(kind) as rig:
+        held = rig.handler = HeldHandler()
+        greedy, other = rig.client(), rig.client()
+        try:
+            for _ in range(6):
+                with pytest.raises(TransportError):  # timed out while held, or refused
+                    greedy.request(b"hold", timeout_s=0.2)
+            assert held.inside.is_set()
+            assert other.request(b"mine", timeout_s=3.0) == b"mine"
+        finally:
+            held.release.set()
+
+
+def check_a_message_past_the_servers_limit_is_dropped_and_counted_on_both_paths(
+        kind: str) -> None:
+    """From a client that allows more than the server (a hostile or misconfigured one), one
+    byte past the server's `max_message_bytes`: zmq's and grpc's own limits leave room for
+    framing, so the server checks the payload itself on both paths; the request fails with
+    a TransportError, and what fits still goes through."""
+    with Rig(kind) as rig:
+        client = rig.client(max_message_bytes=2 * MAX_BYTES)
+        over = bytes(MAX_BYTES + 1)
+        client.publish(over)
+        with pytest.raises(TransportError):
+            client.request(over, timeout_s=1.0)
+        wait_until(lambda: rig.server.stats.rejected_oversize >= 2, 5.0,
+                   "both messages to be counted")
+        assert rig.server.take_stream(timeout_s=0.1) is None
+        assert client.request(b"fits", timeout_s=5.0) == b"fits"
+        client.publish(b"fits")
+        assert rig.server.take_stream(timeout_s=5.0)[:2] == (client.client_id, b"fits")
+
+def check_twenty_clients_at_once_are_all_served(kind: str) -> None:
+    """More clients than grpc's old 16 server threads: each client's chunk stream held one,
+    and the 16th left none for anyone's pings and requests."""
+    with Rig(kind) as rig:
+        clients = [rig.client() for _ in range(20)]
+        for client in clients:
+            assert client.request(client.client_id.encode(), timeout_s=5.0) == \
+                client.client_id.encode()
+            client.publish(b"obs")
+            assert rig.server.take_stream(timeout_s=5.0)[:2] == (client.client_id, b"obs")
+            rig.server.send_stream(client.client_id, b"chunk")
+            assert client.take_stream(timeout_s=5.0) == b"chunk"
+        assert all(client.server_present() for client in clients)
+
 CHECKS: tuple[Callable[[str], None], ...] = (
     check_request_bytes_arrive_identical,
     check_stream_bytes_arrive_identical_both_ways,
@@ -368,11 +487,17 @@ CHECKS: tuple[Callable[[str], None], ...] = (
     check_two_megabyte_message_works_and_over_limit_is_rejected,
     check_client_reconnects_by_itself_after_server_restart,
     check_close_leaves_no_thread_or_socket_behind,
+    check_a_request_held_in_its_handler_holds_up_no_other_client,
+    check_twenty_clients_at_once_are_all_served,
     check_an_older_reply_arriving_after_a_newer_one_does_not_overwrite_it,
+    check_a_marked_reply_displaced_before_it_was_taken_is_set_aside_not_dropped,
 )
 """What every backend must do."""
 NETWORKED_CHECKS: tuple[Callable[[str], None], ...] = (
     check_client_dials_its_connect_address_not_the_listen_address,
+    # In process (local) the only client to fear is the process itself.
+    check_a_client_that_keeps_giving_up_cannot_take_every_request_thread,
+    check_a_message_past_the_servers_limit_is_dropped_and_counted_on_both_paths,
 )
 """What a backend whose server can live in another process must also do."""
 
