@@ -183,6 +183,8 @@ class PolicyServer:
                       f"max_client_id_chars={self.max_client_id_chars}")
         elif self._draining.is_set():
             reason = "server is draining"
+        elif not self._inference.is_alive() and self._inference.ident is not None:
+            reason = "server unhealthy: its inference thread stopped"
         else:
             try:
                 protocol.check_contract(self.spec, request.body.contract)
@@ -245,11 +247,27 @@ class PolicyServer:
     # ---- stream path ------------------------------------------------------------------------
 
     def _serve_observations(self) -> None:
-        while not self._stopped.is_set():
-            item = self._transport.take_stream(timeout_s=0.1)
-            if item is not None:
-                self._serve_one_safely(item)
-            self._expire_idle_sessions()
+        try:
+            while not self._stopped.is_set():
+                item = self._transport.take_stream(timeout_s=0.1)
+                if item is not None:
+                    self._serve_one_safely(item)
+                self._expire_idle_sessions()
+        except BaseException as exc:
+            self._inference_stopped(exc)
+            raise
+
+    def _inference_stopped(self, exc: BaseException) -> None:
+        """The inference thread is ending on something no request handling caught: the
+        server is unhealthy from now on (`/healthz` 503, session opens refused), and every
+        robot with a session is told, with an error it counts, instead of waiting for chunks
+        that will never come."""
+        detail = protocol.bounded(f"inference stopped ({type(exc).__name__}: {exc}): this "
+                                  "server serves no more chunks")
+        log.critical("%s", detail)
+        for client_id in self._sessions.client_ids():
+            with contextlib.suppress(Exception):
+                self._send(client_id, protocol.Error(protocol.ERROR_INTERNAL, detail))
 
     def _serve_one_safely(self, item: StreamItem) -> None:
         """`_serve_one`, and if anything escapes it (a bug, a value no check foresaw), the

@@ -101,6 +101,11 @@ class SessionTable:
         with self._lock:
             return len(self._sessions)
 
+    def client_ids(self) -> list[str]:
+        """The clients with an open session now."""
+        with self._lock:
+            return list(self._sessions)
+
     def warm(self, observation: EnvObservation) -> bool:
         """Predict once on an idle instance (the first call of a model is often the slowest);
         it is reset before a session uses it. Call before serving. A policy whose `warm_up`

@@ -330,3 +330,36 @@ def test_per_client_metrics_end_with_their_session(env):
         assert server.metrics.served_total() == 13
     finally:
         server.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_inference_thread_that_dies_anyway_tells_its_robots_and_turns_unhealthy(env):
+    """Nothing a request raises ends the inference thread; if it ends anyway (here its
+    stream take raises SystemExit, which no handler catches), the server is unhealthy from
+    then on, refuses new sessions saying so, and every robot with a session gets an error
+    it counts instead of waiting for chunks that never come."""
+    server, config = start_server(env, kind="local")
+    robot = RawClient(config)
+    try:
+        assert robot.open(contract(env)).msg_type is protocol.MessageType.SESSION_OK
+        assert server.healthy()
+
+        def stops(timeout_s: float):
+            raise SystemExit("the thread ends here")
+
+        server._transport.take_stream = stops
+        reply = robot.next_reply(timeout_s=5.0)
+        assert reply is not None and reply.msg_type is protocol.MessageType.ERROR
+        assert reply.body.code == protocol.ERROR_INTERNAL
+        assert "inference stopped (SystemExit" in reply.body.detail
+        wait_until(lambda: not server.healthy(), 5.0, "the server to turn unhealthy")
+        other = RawClient(config)
+        try:
+            refused = other.open(contract(env))
+            assert refused.msg_type is protocol.MessageType.SESSION_REJECT
+            assert "inference thread stopped" in refused.body.reason
+        finally:
+            other.close()
+    finally:
+        robot.close()
+        server.close()
