@@ -95,7 +95,7 @@ class EngineStats:
     server holds no session of our epoch; "contract", "protocol", "internal", "decode").
     Each is counted exactly once, when it arrives, whatever newer reply overtook it before
     the engine polled (`harness.client.replies`). The server counts the same replies when it
-    sends them (`harness.server.metrics.ERROR_REPLY_OUTCOMES`), so over a run the two
+    sends them (`policy_error_replies`, `harness.server.metrics`), so over a run the two
     agree; one still in flight when an episode ends is counted in the next episode's."""
 
     @property

@@ -41,7 +41,7 @@ def server_error_columns(error_replies: dict[str, int]) -> dict[str, int]:
     """A row's count of ERROR replies: `server_errors`, every one the robot received from
     the server on the stream (each once, when it arrived: `EngineStats.error_replies`), and
     `server_errors_<code>` per code ("inference", "session", ...). The same replies the
-    server counts when it sends them (`harness.server.metrics.ERROR_REPLY_OUTCOMES`), so a
+    server counts when it sends them (`policy_error_replies`, `harness.server.metrics`), so a
     run's totals and the server's agree. A code that is no plain lower-case name (only a
     foreign server would send one) is counted as `other`, so a reply never names a column."""
     columns = {"server_errors": sum(error_replies.values())}

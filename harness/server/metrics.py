@@ -3,11 +3,10 @@
 Each server owns its registry, so several servers in one process (tests, benchmarks) never
 share counters.
 
-Error replies are counted in `policy_requests{outcome}` by the call that also writes their
-audit line (`PolicyServer._audit`), so the metrics and the audit log agree by construction;
-`ERROR_REPLY_OUTCOMES` says which outcomes are an ERROR reply on the robot's stream, the
-replies a robot counts on arrival (`EngineStats.error_replies`, the results'
-`server_errors`). `error_replies` and `audit_error_replies` count them, the same way.
+Every ERROR reply streamed to a robot is counted by code in `policy_error_replies` where it is
+sent (`PolicyServer._send`): the replies a robot counts on arrival (`EngineStats.error_replies`,
+the results' `server_errors`). The audit log says the same per client: `ERROR_REPLY_OUTCOMES`
+says which outcomes are such a reply, and `audit_error_replies` counts them.
 """
 
 from __future__ import annotations
@@ -52,6 +51,9 @@ class ServerMetrics:
                                          registry=self.registry)
         self.requests = Counter("policy_requests", "Handled messages by outcome", ["outcome"],
                                 registry=self.registry)
+        self.error_replies_sent = Counter(
+            "policy_error_replies", "ERROR replies sent on the robots' streams, by code (what "
+            "the robots count on arrival)", ["code"], registry=self.registry)
         self.served_all = Counter("policy_chunks_served_all", "Action chunks sent, to anyone",
                                   registry=self.registry)
         self.served = Counter("policy_chunks_served", "Action chunks sent per open session's "
@@ -84,16 +86,12 @@ class ServerMetrics:
         return self.total(self.served_all)
 
     def error_replies(self) -> dict[str, int]:
-        """ERROR replies sent on the robots' streams, by code, of the outcomes that always
-        mean one (`ERROR_REPLY_OUTCOMES`; a session-unknown reply needs the audit line:
-        `audit_error_replies`). Of every client: the counter has no client label."""
-        counts: dict[str, int] = {}
-        for metric in self.requests.collect():
-            for sample in metric.samples:
-                code = ERROR_REPLY_OUTCOMES.get(sample.labels.get("outcome", ""))
-                if code is not None and sample.name.endswith("_total") and sample.value:
-                    counts[code] = counts.get(code, 0) + int(sample.value)
-        return counts
+        """ERROR replies sent on the robots' streams, by code (`policy_error_replies`: every
+        one the server streamed, session-unknown included). Of every client: the counter has
+        no client label (the audit log has: `audit_error_replies`)."""
+        return {sample.labels["code"]: int(sample.value)
+                for metric in self.error_replies_sent.collect() for sample in metric.samples
+                if sample.name.endswith("_total") and sample.value}
 
     def forget_client(self, client_id: str) -> None:
         """Drop the per-client series of a client whose session ended: clients come and go

@@ -411,6 +411,8 @@ class PolicyServer:
         if isinstance(body, protocol.Error):  # a detail may quote what the robot sent
             body = protocol.Error(body.code, protocol.bounded(body.detail))
         self._transport.send_stream(client_id, self._reply(body, request))
+        if isinstance(body, protocol.Error):
+            self.metrics.error_replies_sent.labels(code=body.code).inc()
 
     def _audit(self, client_id: str, request: protocol.Message | None, outcome: str,
                started_ns: int, **extra: object) -> None:

@@ -185,8 +185,8 @@ def test_session_unknown_replies_are_counted_alike_by_the_robot_and_the_audit_lo
                                                                                  caplog):
     """A server restarted between two ticks answers the old epoch's observations with
     'session unknown' until the robot has re-opened: each such reply is one in the robot's
-    count and one in the new server's audit log (the counter cannot tell them from refused
-    session opens: `harness.server.metrics.ERROR_REPLY_OUTCOMES`)."""
+    count, one in the new server's audit log and one in its `policy_error_replies`
+    counter."""
     caplog.set_level(logging.INFO, logger="harness.audit")
     loop = rig(max_offline_s=30.0)
     engine, body = loop.engine, observation_of(env)
@@ -209,6 +209,7 @@ def test_session_unknown_replies_are_counted_alike_by_the_robot_and_the_audit_lo
     wait_until(settled, 5.0, f"{engine.stats.error_replies} received == {audited()} audited")
     assert engine.stats.reopened == 1
     assert engine.stats.error_replies == {protocol.SESSION_UNKNOWN: audited()["session"]}
+    assert engine.stats.error_replies == loop.server.metrics.error_replies()
     assert audited()["session"] >= 1
 
 
