@@ -75,3 +75,21 @@ def test_the_world_sees_each_window_for_its_wall_time_on_the_slow_simulator(runs
         assert end["world_end_tick"] < end["tick"] - 5
     links = {e["fault"]: e.get("link") for e in events}
     assert links == {"server_stall": None, "partition": "client", "drop": "client"}
+
+
+def test_a_modelled_schedule_replays_byte_for_byte_on_the_slow_simulator(tmp_path):
+    """Modelled faults touch nothing in wall time: the same seeded run at both speeds
+    executes the same actions at the same ticks, byte for byte."""
+    import pandas as pd
+
+    actions = []
+    for sleep_s in (0.0, SLEEP_S):
+        (tmp_path / f"sleep{sleep_s}").mkdir()
+        run, summary = run_faulted(tmp_path / f"sleep{sleep_s}", "partition_3s", episodes=1,
+                                   extra=(
+            SCHEDULE, "faults.name=three_kinds", "faults.apply=modelled",
+            "latency.kind=fixed", "env.max_steps=40", f"env.step_sleep_s={sleep_s}"))
+        trace = pd.read_parquet(run / "traces" / "task000-ep0001.parquet")
+        actions.append((summary["dead_episodes"],
+                        trace[["tick", "source", "state", "seq", "action"]].to_json()))
+    assert actions[0] == actions[1]
