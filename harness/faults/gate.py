@@ -112,7 +112,10 @@ class RobotSideGate:
                     raise TransportTimeout("no reply: the robot is still inside a fault window "
                                            "(its control time has not reached the end)")
                 self._released.wait(remaining)
-        return self.inner.request(payload, timeout_s=max(0.0, deadline - time.monotonic()))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:  # sent with no time left, an open would take effect unheard of
+            raise TransportTimeout("no reply: the fault window ended at the deadline")
+        return self.inner.request(payload, timeout_s=remaining)
 
     def __getattr__(self, name: str):
         """The rest of the interface (`wait_ready`, `close`, `order_stream_by`, ...)."""
