@@ -252,12 +252,16 @@ def run_fuzz(kind: str, *, messages: int, time_limit_s: float, work_dir: Path, s
              big_every: int = 500, progress: bool = True) -> dict:
     """Fuzz a policy server over `kind` with up to `messages` hostile messages, stopping
     early at `time_limit_s`; returns the figures (see the module's docstring)."""
-    from harness.api import compose
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import config_dir, register_configs, validate
     from harness.server.serve import policy_factory
 
     overrides = [f"transport={kind}", "env=mujoco_pick_place",
                  *(f"transport.{k}={v}" for k, v in loopback_fields(kind).items())]
-    _, config = compose(overrides)
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        config = validate(compose("config", overrides=overrides))
     contract = policy_factory(config)().spec
     server = ServerSupervisor(overrides, work_dir / f"server-{kind}", startup_timeout_s=60.0)
     server.start()
