@@ -229,6 +229,8 @@ class HarnessConfig:
                 raise ConfigError(f"shard={self.shard!r}: expected 'i/n' with 0 <= i < n, "
                                   "e.g. shard=0/4")
             self.shard = f"{int(parts[0])}/{int(parts[1])}"
+        if self.resume is not None:
+            check_resumable(self.resume)
         if not 1 <= self.clients <= 64:
             raise ConfigError(f"clients={self.clients}: must be in 1..64")
         if self.clients > self.server.max_sessions:
@@ -283,6 +285,21 @@ class HarnessConfig:
                               "harness supervises: server=process over zenoh, grpc or zmq "
                               f"(not server.mode={self.server.mode}, transport.kind="
                               f"{self.transport.kind})")
+
+
+def check_resumable(run_dir: str) -> None:
+    """`resume=` names a run directory (one with its `config.json`), or a typo would start a
+    fresh run where the user means to finish one.
+
+    Raises:
+        ConfigError: naming the directory and what it lacks.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"resume={run_dir}: no such directory; name the run directory to "
+                          "finish (the one a run printed), or drop resume= to start a new run")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"resume={run_dir}: not a run directory (no config.json in it)")
 
 
 def check_loop_config(config: HarnessConfig) -> None:

@@ -105,6 +105,11 @@ def test_a_run_resumes_only_into_a_directory_of_the_same_config(tmp_path):
     assert not list((run_dir / "episodes").glob(".*"))
     row = json.loads((run_dir / "episodes" / "task000-ep0001.json").read_text())
     assert row["events"] == []  # the episode's events travel in its (atomic) row
+    for missing, why in ((tmp_path / "typo", "no such directory"),
+                         (tmp_path, "not a run directory (no config.json in it)")):
+        refused = harness("transport=zmq", port, f"resume={missing}", cwd=tmp_path)
+        assert refused.returncode == 2 and why in refused.stdout + refused.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_external_server_absent_fails_in_one_line_naming_where_it_looked(tmp_path):
