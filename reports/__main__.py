@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     out = args.out or args.path
+    if (out / "config.json").is_file():  # a job's own directory: its episodes.csv is the job's
+        out = out / "report"
+        log.info("%s is a job's own directory: the report goes to %s", args.out or args.path,
+                 out)
     for path in write_tables(sweep, out):
         log.info("wrote %s", path)
     if args.html:

@@ -368,3 +368,18 @@ def test_a_row_without_its_trace_counts_but_adds_no_round_trips(delay_sweep, tmp
     drawn = timeline(sweep).layout.updatemenus[0].buttons
     (view,) = [b for b in drawn if b.label == sweep.configs.loc[config, "label"]]
     assert view.args[1]["yaxis.ticktext"] == ["task 0 ep 2 ✓"]
+
+
+def test_a_report_on_one_job_directory_never_overwrites_the_jobs_own_files(delay_sweep,
+                                                                            tmp_path):
+    """A job writes its own episodes.csv; the report's has another layout. Pointed at the
+    job's directory (or told to write there), the report goes to its `report/` folder."""
+    job = job_of(copy_of(delay_sweep, tmp_path), client="synchronous",
+                 **{"faults.timed.0.delay_s": "0.1"})
+    own = {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()}
+    assert "episodes.csv" in own
+    assert main([str(job), "--no-html"]) == 0
+    assert main([str(job.parent), "--out", str(job), "--no-html"]) == 0
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == own
+    assert len(pd.read_csv(job / "report" / "configs.csv")) == 4  # the last one: the sweep
+
