@@ -209,6 +209,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                   client_mode=str(config.client.mode))
     if config.logger.kind is LoggerKind.wandb:
         _copy_to_wandb(config, store, output_dir, summary, resolved_config or {})
+    log.info("results in %s; report: python -m reports %s", output_dir, output_dir)
     return exit_status(summary)
 
 

@@ -67,6 +67,8 @@ def test_loop_over_zmq_with_server_process_writes_every_result(tmp_path):
                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == 0
     assert "all 3 episodes already in" in again.stdout + again.stderr
+    assert f"results in {run_dir}; report: python -m reports {run_dir}" in (
+        again.stdout + again.stderr)
 
 
 def test_external_server_is_used_as_is(tmp_path):
