@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.config import (
     HarnessConfig,
     Job,
+    check_choices_or_exit,
     check_tasks_or_exit,
     config_dir,
     register_configs,
@@ -51,6 +52,7 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode is RunMode.MULTIRUN
     try:
+        check_choices_or_exit(HydraConfig.get().runtime.choices)
         config = validate_or_exit(cfg)
         if config.job is not Job.bench:
             check_tasks_or_exit(config)

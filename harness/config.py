@@ -8,6 +8,7 @@ so a typo in YAML or on the command line fails at startup naming the key, and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import logging
 import sys
@@ -373,6 +374,7 @@ def validate(cfg: DictConfig) -> HarnessConfig:
     Raises:
         ConfigError: a value is missing or out of range; the message names the field.
     """
+    _refuse_unknown_keys(cfg)
     try:
         config = OmegaConf.to_object(cfg)
     except (ConfigError, TransportConfigError, PolicyConfigError, UnknownPolicy) as exc:
@@ -387,6 +389,31 @@ def validate(cfg: DictConfig) -> HarnessConfig:
         raise ConfigError(str(cause or exc)) from exc
     assert isinstance(config, HarnessConfig)
     return config
+
+
+def _refuse_unknown_keys(node: Any, path: str = "") -> None:
+    """Hydra's `+key=value` adds a key even to a schema that has no such field, and the
+    dataclass then carries it unread: a typo such as `+client.fallbak=hold` ran with the
+    default. Every key of a schema'd node must be one of its fields.
+
+    Raises:
+        ConfigError: naming the key and the closest field.
+    """
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        fields = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            if key not in fields:
+                near = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f"; did you mean {path}{near[0]}?" if near else \
+                    f"; its fields are {', '.join(fields)}"
+                raise ConfigError(f"{path}{key}: no such setting{hint}")
+    for key in node.keys():
+        value = node._get_node(key)
+        if isinstance(value, DictConfig) and not value._is_missing():
+            _refuse_unknown_keys(value, f"{path}{key}.")
 
 
 def _transport_from_fields(fields: Any) -> TransportConfig:
@@ -418,6 +445,19 @@ def validate_or_exit(cfg: DictConfig) -> HarnessConfig:
     except ConfigError as exc:
         logging.getLogger("harness").error("invalid config: %s", exc)
         sys.exit(2)
+
+
+def check_choices_or_exit(choices: Any) -> None:
+    """Group choices (`HydraConfig.get().runtime.choices`) name a YAML of `conf/`, not a
+    schema the ConfigStore registers beside them (`transport=zmq_schema` composed the bare
+    schema as if it were a transport): else one line naming the choices, exit 2."""
+    for group, picked in dict(choices).items():
+        if str(picked).endswith("_schema") and not group.startswith("hydra/"):
+            options = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+            logging.getLogger("harness").error(
+                "invalid config: %s=%s: a schema, not a choice; choose one of %s", group,
+                picked, ", ".join(options))
+            sys.exit(2)
 
 
 def check_tasks_or_exit(config: HarnessConfig) -> None:

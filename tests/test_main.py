@@ -59,3 +59,19 @@ def test_config_holes_fail_in_one_line_with_exit_2_before_anything_starts(tmp_pa
     assert result.returncode == 2, output[-2000:]
     assert message in output and "Traceback" not in output
     assert not (tmp_path / "run" / "episodes").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+client.fallbak=hold", "client.fallbak: no such setting; did you mean client.fallback?"),
+    ("transport=zmq_schema", "transport=zmq_schema: a schema, not a choice; choose one of "
+                             "grpc, local, zenoh, zmq"),
+])
+def test_a_mistyped_setting_exits_2_in_one_line_before_anything_runs(tmp_path, override,
+                                                                     message):
+    """Hydra's own `+` adds a key no schema has, and a schema registered beside the YAMLs
+    composes as if it were a choice: both ran with the defaults before."""
+    result = run_harness(override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and message in output, output[-2000:]
+    assert "Traceback" not in output
+    assert not (tmp_path / "run" / "episodes").exists()
