@@ -23,15 +23,17 @@ from envs import env_family, make_env, task_ids
 from envs.slowed import SlowedEnv
 from harness.client.engine import engine_for
 from harness.client.latency import LatencyModel
-from harness.config import ConfigError, HarnessConfig, check_loop_config
+from harness.config import ConfigError, HarnessConfig, ServerMode, check_loop_config
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
+from harness.faults.schedule import NetworkPath
 from harness.faults.wiring import (
     KernelUnavailable,
     check_kernel_path,
     fault_wiring,
     warn_if_presence_will_trip,
 )
+from harness.loop.ports import PortInUse, check_listen_free
 from harness.loop.runner import run_episode
 from harness.results.episodes import episode_id
 from harness.results.store import ConfigMismatch, ResultsStore
@@ -140,7 +142,10 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     is one line in the log."""
     try:
         check_loop_config(config)
-    except ConfigError as exc:
+        if config.server.mode is not ServerMode.external and not (
+                config.faults.has_network_faults and config.faults.network is NetworkPath.kernel):
+            check_listen_free(config.transport)  # (the kernel path listens in a namespace)
+    except (ConfigError, PortInUse) as exc:
         log.error("%s", exc)
         return 2
     store = ResultsStore(output_dir)

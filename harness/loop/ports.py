@@ -11,9 +11,11 @@ left as it is: its address is the user's.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import socket
 
-from transports.loopback import tcp_address, tcp_host_port
+from transports.loopback import free_port, tcp_address, tcp_host_port
 from transports.registry import transport_entry
 
 log = logging.getLogger(__name__)
@@ -47,3 +49,38 @@ def job_transport(transport, job_num: int):
                              "base port")
     return dataclasses.replace(transport,
                                listen=tcp_address(transport.kind, host, port + job_num))
+
+
+class PortInUse(ValueError):
+    """The server's listen address is taken: said before anything starts, naming the field."""
+
+
+def check_listen_free(transport) -> None:
+    """Bind the server's TCP listen address for a moment, as the server will: a port another
+    run or server holds fails here in one line instead of a traceback from the server's
+    start-up. Nothing to check for a non-networked transport, a non-TCP address or port 0.
+
+    Raises:
+        PortInUse: naming `transport.listen` and a free port to use instead.
+    """
+    if not transport_entry(transport.kind).networked:
+        return
+    try:
+        host, port = tcp_host_port(transport.kind, transport.listen)
+    except ValueError:
+        return
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # not ours to judge (an address of another host): the server says
+            raise PortInUse(
+                f"transport.listen={transport.listen}: address already in use (another run "
+                f"or server listens there); choose another port, e.g. transport.listen="
+                f"{tcp_address(transport.kind, host, free_port())}") from None
+

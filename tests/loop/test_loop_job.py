@@ -138,3 +138,19 @@ def test_a_run_whose_sessions_are_all_rejected_exits_non_zero_with_the_reason(tm
                 result.stdout + result.stderr)
     events = [json.loads(line) for line in open(tmp_path / "run" / "events.jsonl")]
     assert [e["episode"] for e in events if "dead" in e] == [1, 2, 3]
+
+
+def test_a_listen_port_in_use_exits_2_in_one_line_naming_the_setting(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = harness("transport=zmq", f"transport.listen=tcp://127.0.0.1:{port}",
+                         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert (f"transport.listen=tcp://127.0.0.1:{port}: address already in use" in output
+            and "choose another port, e.g. transport.listen=tcp://127.0.0.1:" in output)
+    assert "Traceback" not in output and not (tmp_path / "run" / "episodes").exists()
