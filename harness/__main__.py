@@ -27,6 +27,7 @@ from harness.config import (
     validate_or_exit,
 )
 from harness.console import make_console
+from harness.extras import missing_extra_message
 
 log = logging.getLogger("harness")
 
@@ -50,6 +51,20 @@ def run_bench(config: HarnessConfig, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
+    try:
+        run_job(cfg)
+    except ModuleNotFoundError as exc:  # an extra not installed: one line with the command
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        log.error("%s", message)
+        if HydraConfig.get().mode is RunMode.MULTIRUN:
+            raise JobFailed(message) from None
+        sys.exit(2)
+
+
+def run_job(cfg: DictConfig) -> None:
+    """The job `cfg` names (see `main`)."""
     multirun = HydraConfig.get().mode is RunMode.MULTIRUN
     try:
         check_choices_or_exit(HydraConfig.get().runtime.choices)

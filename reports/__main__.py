@@ -13,8 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from reports.console import print_configs
-from reports.sweep import NoRunsError, load_sweep, write_tables
+from harness.extras import missing_extra_message
 
 log = logging.getLogger("reports")
 
@@ -42,10 +41,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status (2: an extra is not installed, said in one line
+    with its install command)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return report(args)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        log.error("%s", message)
+        return 2
+
+
+def report(args: argparse.Namespace) -> int:
+    """Load the sweep at `args.path`, write its tables and report, print its configs."""
+    from reports.console import print_configs  # here: a missing extra is caught by main
+    from reports.sweep import NoRunsError, load_sweep, write_tables
+
     try:
         sweep = load_sweep(args.path)
     except (NoRunsError, ValueError) as exc:

@@ -9,7 +9,6 @@ config run as one job reads the same here as in its summary.
 from __future__ import annotations
 
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 from harness.results.failsafe import summarize_failsafe
 
@@ -36,6 +35,8 @@ def outcome_columns(episodes: pd.DataFrame) -> pd.DataFrame:
         **{column: (source, "sum") for column, source in TOTALS.items()})
     table = table.astype(int)
     table["success_rate"] = table["successes"] / table["episodes"]
+    from statsmodels.stats.proportion import proportion_confint  # the reports extra
+
     low, high = proportion_confint(table["successes"], table["episodes"], alpha=0.05,
                                    method="wilson")
     table["wilson95_low"], table["wilson95_high"] = low, high

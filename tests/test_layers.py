@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "transports", "envs", "policies", "reports")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("harness.choices", "harness.overrides", "harness.console", "harness.imports"),  # utilities
+    ("harness.choices", "harness.overrides", "harness.console", "harness.imports",
+     "harness.extras"),  # utilities
     ("harness.protocol",),                  # wire schema, codec, the contract
     ("transports", "envs"),                 # bytes between processes; simulated robots
     ("policies",),                          # what a server hosts

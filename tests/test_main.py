@@ -75,3 +75,22 @@ def test_a_mistyped_setting_exits_2_in_one_line_before_anything_runs(tmp_path, o
     assert result.returncode == 2 and message in output, output[-2000:]
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "episodes").exists()
+
+
+@pytest.mark.parametrize(("package", "extra", "job"), [
+    ("mujoco", "sim", "job=evaluate"),
+    ("prometheus_client", "server", "server=inprocess"),
+])
+def test_a_missing_extra_exits_2_in_one_line_naming_the_install(tmp_path, package, extra, job):
+    """The package is made missing the way Python reports it (`sys.modules[name] = None`: a
+    test double of it not being installed; every extra is installed here)."""
+    script = (f"import sys, runpy; sys.modules[{package!r}] = None; sys.argv = ['harness', "
+              f"{job!r}, 'env.episodes_per_task=1', 'hydra.run.dir={tmp_path}/run']; "
+              "runpy.run_module('harness', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert (f"missing package {package!r}: install the '{extra}' extra, "
+            f"pip install -e '.[{extra}]'") in output
+    assert "Traceback" not in output

@@ -383,3 +383,15 @@ def test_a_report_on_one_job_directory_never_overwrites_the_jobs_own_files(delay
     assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == own
     assert len(pd.read_csv(job / "report" / "configs.csv")) == 4  # the last one: the sweep
 
+
+
+def test_a_missing_reports_extra_is_one_line_naming_the_install(delay_sweep, tmp_path,
+                                                                monkeypatch, caplog):
+    """statsmodels made missing the way Python reports it (None in sys.modules: a test
+    double of the extra not being installed)."""
+    for name in ("statsmodels", "statsmodels.stats", "statsmodels.stats.proportion"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main([str(delay_sweep), "--out", str(tmp_path), "--no-html"]) == 2
+    assert ("missing package 'statsmodels': install the 'reports' extra, "
+            "pip install -e '.[reports]'") in caplog.text
+    assert not (tmp_path / "configs.csv").exists()

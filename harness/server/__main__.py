@@ -9,12 +9,14 @@ faults' (`harness.faults.model_faults`).
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from harness.config import check_tasks_or_exit, config_dir, register_configs, validate_or_exit
+from harness.extras import missing_extra_message
 from harness.faults.model_faults import predict_hook
 from harness.server.serve import serve_forever
 
@@ -26,8 +28,15 @@ def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
     check_tasks_or_exit(config)
     path = config.server.model_faults_path
-    serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True),
-                  predict_hook=predict_hook(path, seed=config.seed) if path else None)
+    try:
+        serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True),
+                      predict_hook=predict_hook(path, seed=config.seed) if path else None)
+    except ModuleNotFoundError as exc:  # an extra not installed: one line with the command
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        logging.getLogger("harness").error("%s", message)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
