@@ -94,3 +94,12 @@ def test_a_missing_extra_exits_2_in_one_line_naming_the_install(tmp_path, packag
     assert (f"missing package {package!r}: install the '{extra}' extra, "
             f"pip install -e '.[{extra}]'") in output
     assert "Traceback" not in output
+
+
+def test_the_server_entry_point_has_its_own_help(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "harness.server", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("harness.server: one policy server, alone")
+    assert "  transport: grpc, local, zenoh, zmq\n" in result.stdout  # no schemas among them
+    assert "closed-loop benchmark harness" not in result.stdout  # not the harness's help

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -39,8 +40,34 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+HELP_HEADER = """harness.server: one policy server, alone, until SIGTERM (which drains it).
+
+Serves the policy of the harness's config (policy=, env= for the task whose contract it
+serves) over its transport (transport=, transport.listen=), with its server.* settings;
+prints READY <health port> once it serves, /healthz and /metrics on that port. Robots reach
+it with python -m harness server=external transport.connect=<its address>.
+
+Examples:
+  python -m harness.server transport=zmq transport.listen=tcp://0.0.0.0:5555
+  python -m harness.server transport=grpc policy=torch env=mujoco_pick_place
+"""
+
+
+def server_help() -> str:
+    """`HELP_HEADER` and the choices of the groups a server reads, from `conf/`'s YAMLs."""
+    lines = []
+    for group in ("transport", "policy", "env", "server"):
+        options = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+        lines.append(f"  {group}: {', '.join(options)}")
+    return (f"{HELP_HEADER}\nGroups (group=option):\n" + "\n".join(lines)
+            + "\n\nEvery setting and its value: python -m harness --cfg job")
+
+
 if __name__ == "__main__":
     # Hydra names the log after the module (`__main__.log`); the server's is `server.log`.
     if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
         sys.argv.append("hydra.job.name=server")
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # its own, not the harness's
+        print(server_help())
+        sys.exit(0)
     main()
