@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,17 +62,28 @@ def start_server(config, task: int, overrides: list[str], run_dir: Path, *,
     return server
 
 
+WAIT_REPORT_S = 5.0
+"""How often a wait for the policy server says it is still waiting."""
+
+
 def wait_for_server(client, transport, *, timeout_s: float) -> bool:
     """Wait up to `timeout_s` for the policy server `client` dials over `transport` (its
     config), saying where and for how long; False (logged in one line) if it never came."""
     where = getattr(transport, "connect_address", getattr(transport, "name", ""))
     log.info("waiting up to %.0f s for the policy server (%s at %s)", timeout_s,
              transport.kind, where)
-    try:
-        client.wait_ready(timeout_s)
-    except TransportTimeout:
-        log.error("no policy server answered over %s at %s within %.0f s "
-                  "(server.startup_timeout_s); is it running?", transport.kind, where,
-                  timeout_s)
-        return False
-    return True
+    started = time.monotonic()
+    while True:  # a line every few seconds: a silent wait looks like a hang
+        remaining = timeout_s - (time.monotonic() - started)
+        try:
+            client.wait_ready(min(WAIT_REPORT_S, max(remaining, 0.0)))
+            return True
+        except TransportTimeout:
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                break
+            log.info("still no policy server over %s at %s after %.0f s (giving up at %.0f s: "
+                     "server.startup_timeout_s)", transport.kind, where, waited, timeout_s)
+    log.error("no policy server answered over %s at %s within %.0f s "
+              "(server.startup_timeout_s); is it running?", transport.kind, where, timeout_s)
+    return False
