@@ -182,7 +182,7 @@ class FaultController:
                 gate = self.need("gate", window.kind)
                 self._lifted[id(window)] = (self._undo(window), tick, control_s, now)
                 gate.hold(str(id(window)), self._gate_mode(kind.group))
-            log.info("fault %s lifted at tick %d (%.2f s): it lasted %.2f s of wall time; "
+            log.debug("fault %s lifted at tick %d (%.2f s): it lasted %.2f s of wall time; "
                      "the robot stays in it until %.2f s of control time", window.kind, tick,
                      control_s, now - started_s, window.end_s)
 
@@ -290,5 +290,5 @@ class FaultController:
             event["world_end_wall_s"] = round(event["wall_s"] - (time.monotonic() - lifted[3]),
                                               6)
         self.events.append(event)
-        log.info("fault %s %s at tick %d (%.2f s): %s", window.kind, phase, tick, control_s,
+        log.debug("fault %s %s at tick %d (%.2f s): %s", window.kind, phase, tick, control_s,
                  mechanism)

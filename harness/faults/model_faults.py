@@ -73,7 +73,7 @@ class ModelFaults:
                 log.error("model faults file %s unreadable (%s): no model fault", self.path, exc)
                 fault = {}
             self._fault = fault if isinstance(fault, dict) else {}
-            log.info("model fault now %s", self._fault or "none")
+            log.debug("model fault now %s", self._fault or "none")
         return self._fault
 
     def stretch(self, started_s: float) -> float:

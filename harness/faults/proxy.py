@@ -258,7 +258,7 @@ class FaultProxy:
             raise TypeError(f"shape must be a LinkShape, got {type(shape).__name__}")
         directions = list(Direction) if direction is None else [Direction(direction)]
         self._call(self._set_shape, shape, directions)
-        logger.info("link shape %s: %s", "/".join(directions), shape)
+        logger.debug("link shape %s: %s", "/".join(directions), shape)
 
     def _set_shape(self, shape: LinkShape, directions: list[Direction]) -> None:
         for d in directions:
@@ -277,7 +277,7 @@ class FaultProxy:
         that connects meanwhile is accepted, but its upstream connection is made only after.
         """
         self._call(self._set_partition, bool(on))
-        logger.info("partition %s", "on" if on else "off")
+        logger.debug("partition %s", "on" if on else "off")
 
     @property
     def partitioned(self) -> bool:
@@ -309,7 +309,7 @@ class FaultProxy:
     def reset_connections(self) -> int:
         """Reset (RST, SO_LINGER 0) both sides of every open connection; return how many."""
         count = self._call(self._reset_connections)
-        logger.info("reset %d connection(s)", count)
+        logger.debug("reset %d connection(s)", count)
         return count
 
     def _reset_connections(self) -> int:

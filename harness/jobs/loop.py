@@ -118,7 +118,20 @@ def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task:
                                                 "clients": config.clients, "robot": robot,
                                                 "shard": config.shard},
                             events=events)
+        log.info("%s", episode_line(task, episode, trace, events))
         progress.update(1)
+
+
+def episode_line(task: int, episode: int, trace, events: list[dict]) -> str:
+    """The one INFO line of an episode (each fault window's start and end are DEBUG): how it
+    ended, its fallback ticks, and the windows it had, by kind and ticks."""
+    windows = [f"{e['fault']} {e['tick']}-" for e in events if e.get("phase") == "start"]
+    ends = [e["tick"] for e in events if e.get("phase") == "end"]
+    spans = [f"{w}{end}" for w, end in zip(windows, ends, strict=False)] + windows[len(ends):]
+    fallback = sum(tick.source == "fallback" for tick in trace.ticks)
+    return (f"task {task} episode {episode}: {trace.termination} after {trace.steps} ticks, "
+            f"{fallback} on the fallback" + (f"; faults (ticks): {', '.join(spans)}"
+                                             if spans else ""))
 
 
 def _server_overrides(overrides: list[str]) -> list[str]:
