@@ -8,5 +8,5 @@ from rich.console import Console
 
 
 def make_console() -> Console:
-    """A console wide enough for the table even when output goes to a file or a pipe."""
-    return Console() if sys.stdout.isatty() else Console(width=110)
+    """A console of 100 columns when output goes to a file or a pipe (a terminal: its own)."""
+    return Console() if sys.stdout.isatty() else Console(width=100)

@@ -37,21 +37,23 @@ def print_summary(summary: dict, *, title: str, faults: str, faults_apply: str,
     `faults_apply`), the execution mode when it was not `client_mode`, trimming, and the
     fail-safe states."""
     table = Table(title=title)
-    for column in ("episodes", "success", "Wilson 95%", "latency p50/p95/p99 ms",
-                   "over budget", "fallback ticks", "breaches", "dead"):
-        table.add_column(column, justify="right")
+    for column in ("episodes", "success (Wilson 95%)", "round trip ms p50/p95/p99",
+                   "over budget", "fallback", "breaches", "DEAD"):
+        table.add_column(column, justify="right", no_wrap=column.startswith("round"))
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1e3:.1f}"
 
     low, high = summary["success_wilson95"]
     table.add_row(
-        str(summary["episodes"]), f"{summary['success_rate']:.0%}", f"{low:.0%}-{high:.0%}",
+        str(summary["episodes"]), f"{summary['success_rate']:.0%} ({low:.0%}-{high:.0%})",
         "/".join(ms(summary[k]) for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s")),
-        str(summary["latency_over_budget"]), str(summary["fallback_ticks"]),
-        str(summary["invariant_breaches"]), str(summary["dead_episodes"]))
+        f"{summary['latency_over_budget']} trips", f"{summary['fallback_ticks']} ticks",
+        str(summary["invariant_breaches"]), f"{summary['dead_episodes']} episodes")
     console = make_console()
     console.print(table)
+    console.print("fallback: ticks with no usable action (the hold action); every episode's "
+                  "first ticks are, while its first chunk is on its way", style="dim")
     if summary.get("faults_started"):
         console.print(f"faults={faults} ({faults_apply}): {summary['faults_started']} windows "
                       "through " + "; ".join(summary["fault_mechanisms"]))
