@@ -257,9 +257,7 @@ class HarnessConfig:
                                   "server the harness starts (server=process or inprocess) "
                                   "and faults.network=proxy")
         if faults.link is not FaultLink.client and faults.has_message_faults:
-            kinds = sorted({f.kind for f in faults.timed if fault_kind(f.kind).group == "message"}
-                           | ({faults.random.kind} if faults.random.rate_per_min > 0
-                              and fault_kind(faults.random.kind).group == "message" else set()))
+            kinds = sorted(k for k in faults.kinds if fault_kind(k).group == "message")
             raise ConfigError(
                 f"faults.link={faults.link} with faults={faults.name}: message-level kinds "
                 f"({', '.join(kinds)}) act in the robot's client wrapper, on the robot's link "
@@ -453,11 +451,16 @@ def check_choices_or_exit(choices: Any) -> None:
     schema as if it were a transport): else one line naming the choices, exit 2."""
     for group, picked in dict(choices).items():
         if str(picked).endswith("_schema") and not group.startswith("hydra/"):
-            options = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
             logging.getLogger("harness").error(
                 "invalid config: %s=%s: a schema, not a choice; choose one of %s", group,
-                picked, ", ".join(options))
+                picked, ", ".join(group_options(group)))
             sys.exit(2)
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of config group `group`: the YAML files of `conf/<group>/` (the schemas
+    the ConfigStore registers beside them are not among them)."""
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
 def check_tasks_or_exit(config: HarnessConfig) -> None:

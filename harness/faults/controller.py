@@ -183,8 +183,8 @@ class FaultController:
                 self._lifted[id(window)] = (self._undo(window), tick, control_s, now)
                 gate.hold(str(id(window)), self._gate_mode(kind.group))
             log.debug("fault %s lifted at tick %d (%.2f s): it lasted %.2f s of wall time; "
-                     "the robot stays in it until %.2f s of control time", window.kind, tick,
-                     control_s, now - started_s, window.end_s)
+                      "the robot stays in it until %.2f s of control time", window.kind, tick,
+                      control_s, now - started_s, window.end_s)
 
     def _gate_mode(self, group: str) -> GateMode:
         """What the robot misses while held: everything when its link or the server was out,

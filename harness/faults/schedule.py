@@ -205,11 +205,17 @@ class FaultsConfig:
     def empty(self) -> bool:
         return not self.timed and self.random.rate_per_min == 0
 
-    def _groups(self) -> set[str]:
+    @property
+    def kinds(self) -> set[str]:
+        """The fault kinds the schedule can open: its timed ones and, if it has random
+        outages, theirs."""
         kinds = {f.kind for f in self.timed}
         if self.random.rate_per_min > 0:
             kinds.add(self.random.kind)
-        return {fault_kind(kind).group for kind in kinds}
+        return kinds
+
+    def _groups(self) -> set[str]:
+        return {fault_kind(kind).group for kind in self.kinds}
 
     @property
     def has_process_faults(self) -> bool:

@@ -185,10 +185,8 @@ def fault_wiring(config, *, task: int, run_dir: Path,
 def has_outages(faults: FaultsConfig) -> bool:
     """Whether the schedule has a kind the controller may lift early on a slow simulator
     (`FaultController._lift_outages`): paced, acting on the world."""
-    kinds = {f.kind for f in faults.timed}
-    if faults.random.rate_per_min > 0:
-        kinds.add(faults.random.kind)
-    return any(fault_kind(k).paced and fault_kind(k).group in OUTAGE_GROUPS for k in kinds)
+    return any(fault_kind(k).paced and fault_kind(k).group in OUTAGE_GROUPS
+               for k in faults.kinds)
 
 
 def _start_proxy(transport, seed: int) -> tuple[FaultProxy, object]:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from harness.config import check_tasks_or_exit, config_dir, register_configs, validate_or_exit
+from harness.config import (
+    check_tasks_or_exit,
+    config_dir,
+    group_options,
+    register_configs,
+    validate_or_exit,
+)
 from harness.extras import missing_extra_message
 from harness.faults.model_faults import predict_hook
 from harness.server.serve import serve_forever
@@ -57,8 +62,7 @@ def server_help() -> str:
     """`HELP_HEADER` and the choices of the groups a server reads, from `conf/`'s YAMLs."""
     lines = []
     for group in ("transport", "policy", "env", "server"):
-        options = sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
-        lines.append(f"  {group}: {', '.join(options)}")
+        lines.append(f"  {group}: {', '.join(group_options(group))}")
     return (f"{HELP_HEADER}\nGroups (group=option):\n" + "\n".join(lines)
             + "\n\nEvery setting and its value: python -m harness --cfg job")
 
