@@ -134,27 +134,19 @@ def reopened(engine: ClientEngine, epoch: int) -> None:
     pytest.fail(f"no re-open: still epoch {epoch}, {engine.state}")
 
 
-def test_a_session_unknown_reply_overtaken_by_a_newer_chunk_still_reopens_the_session(loop):
+@pytest.mark.parametrize("second_reply, unknown", [
+    (chunk, 1),  # a session-unknown reply overtaken by a newer chunk still re-opens
+    (lambda answered: error(protocol.SESSION_UNKNOWN, answered), 2),  # two in one burst: once
+], ids=["overtaken_by_a_chunk", "two_in_one_burst"])
+def test_a_session_unknown_reply_reopens_the_session_once(loop, second_reply, unknown):
     server, client, engine = loop
     epoch = engine.epoch
     first, second = send_two_observations(server, engine)
-    server.reply(client, error(protocol.SESSION_UNKNOWN, first), chunk(second))
+    server.reply(client, error(protocol.SESSION_UNKNOWN, first), second_reply(second))
     assert engine.tick(3, OBSERVATION).state is ClientState.RECONNECTING
     reopened(engine, epoch)
     assert (engine.epoch, server.opens, engine.stats.reopened) == (epoch + 1, 2, 1)
-    assert engine.stats.error_replies == {protocol.SESSION_UNKNOWN: 1}
-
-
-def test_two_session_unknown_replies_in_one_burst_reopen_the_session_once(loop):
-    server, client, engine = loop
-    epoch = engine.epoch
-    first, second = send_two_observations(server, engine)
-    server.reply(client, error(protocol.SESSION_UNKNOWN, first),
-                 error(protocol.SESSION_UNKNOWN, second))
-    assert engine.tick(3, OBSERVATION).state is ClientState.RECONNECTING
-    reopened(engine, epoch)
-    assert (engine.epoch, server.opens, engine.stats.reopened) == (epoch + 1, 2, 1)
-    assert engine.stats.error_replies == {protocol.SESSION_UNKNOWN: 2}
+    assert engine.stats.error_replies == {protocol.SESSION_UNKNOWN: unknown}
 
 
 def test_a_session_unknown_reply_of_an_older_epoch_is_counted_but_reopens_nothing(loop):

@@ -301,24 +301,23 @@ def test_per_client_metrics_end_with_their_session(env):
     server, config = start_server(env, kind="zmq", session_idle_timeout_s=0.3)
     try:
         ids = []
+        def served_once(client: RawClient) -> None:
+            client.open(contract(env))
+            client.call(protocol.Reset(), episode=1)
+            client.observe(env.reset(seed=1), seq=1, episode=1)
+            assert client.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
+            ids.append(client.transport.client_id)
+
         for _ in range(12):
             client = RawClient(config)
             try:
-                client.open(contract(env))
-                client.call(protocol.Reset(), episode=1)
-                client.observe(env.reset(seed=1), seq=1, episode=1)
-                assert client.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
-                ids.append(client.transport.client_id)
+                served_once(client)
                 client.call(protocol.Close())
             finally:
                 client.close()
         silent = RawClient(config)  # served once, then silent until its session expires
         try:
-            silent.open(contract(env))
-            silent.call(protocol.Reset(), episode=1)
-            silent.observe(env.reset(seed=1), seq=1, episode=1)
-            assert silent.next_reply().msg_type is protocol.MessageType.ACTION_CHUNK
-            ids.append(silent.transport.client_id)
+            served_once(silent)
             wait_until(lambda: server.metrics.total(server.metrics.sessions_expired) == 1, 5.0,
                        "the silent session to expire")
         finally:
