@@ -40,10 +40,11 @@ def networked_transports() -> list[str]:
 
 def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
                after_episodes: int = 20, down_s: float = 2.0,
-               timeout_s: float = 300.0) -> dict:
+               timeout_s: float = 300.0, overrides: tuple[str, ...] = ()) -> dict:
     """One run of `episodes` mujoco_pick_place episodes over `kind`, with one `fault` once
     `after_episodes` are written; returns its summary.json plus the harness's exit status and
-    the rows written."""
+    the rows written. `overrides` go to the server and the harness alike. `outage_s` in it is how long the server was really away: for `kill`,
+    `down_s` plus the new process's start-up, which a busy machine stretches."""
     if fault not in FAULTS:
         raise ValueError(f"fault={fault!r}: expected one of {FAULTS}")
     if not transport_entry(kind).networked:
@@ -51,7 +52,7 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
                          f"its own process; choose one of {', '.join(networked_transports())}")
     overrides = [f"transport={kind}",
                  *(f"transport.{k}={v}" for k, v in loopback_fields(kind).items()),
-                 "env=mujoco_pick_place"]
+                 "env=mujoco_pick_place", *overrides]
     server = ServerSupervisor(overrides, run_dir / "server", startup_timeout_s=60.0)
     server.start()
     harness = subprocess.Popen(
@@ -66,14 +67,16 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
                 raise RuntimeError(f"the run ended or stalled before {after_episodes} "
                                    f"episodes: {harness.stderr.read()[-2000:]}")
             time.sleep(0.05)
+        began = time.monotonic()
         if fault == "kill":
             server.kill()
             time.sleep(down_s)
-            server.start()
+            server.start()  # returns once the new process reports ready
         else:
             server.pause()
             time.sleep(down_s)
             server.resume()
+        outage_s = time.monotonic() - began
         _, stderr = harness.communicate(timeout=timeout_s)
     finally:
         if harness.poll() is None:
@@ -83,6 +86,7 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
     summary_path = run_dir / "run" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary["exit_status"] = harness.returncode
+    summary["outage_s"] = round(outage_s, 2)  # a restart adds its start-up to `down_s`
     summary["rows_written"] = len(list(rows.glob("*.json")))
     if harness.returncode != 0:
         summary["stderr_tail"] = stderr[-2000:]

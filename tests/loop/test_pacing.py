@@ -46,14 +46,21 @@ def test_a_stretch_resumed_late_does_not_wait_for_time_already_passed():
 @pytest.mark.parametrize("fault", ["kill", "stop"])
 def test_a_server_outage_mid_run_costs_no_episode(tmp_path, fault):
     """Server SIGKILLed and restarted 2 s later, or SIGSTOPped for 2 s, over zmq, in the
-    middle of a run with the default `max_offline_s`: every row written, none DEAD, no
-    breach, and the outage shows as paced ticks. Without the pacing rule the same kill left
-    82 of 150 episodes DEAD (measured 2026-12-01, python -m harness.bench.outage)."""
+    middle of a run: every row written, none DEAD, no breach, and the outage shows as paced
+    ticks. Without the pacing rule the same kill left 82 of 150 episodes DEAD (measured
+    2026-12-01, python -m harness.bench.outage).
+
+    A restart adds the new process's start-up to the time the server is away: 1.2 s on this
+    machine idle, 3.9 s with two other busy processes, when the outage plus the re-open came
+    to the default `max_offline_s` (5 s) and one episode rightly went DEAD. The claim is that
+    an outage shorter than `max_offline_s` costs no episode, so this run gives it 10 s."""
     summary = run_outage("zmq", fault, run_dir=tmp_path, episodes=60, after_episodes=10,
-                         down_s=2.0)
+                         down_s=2.0, overrides=("client.max_offline_s=10",
+                                                "server.session_idle_timeout_s=20"))
     assert summary["exit_status"] == 0, summary.get("stderr_tail")
     assert summary["rows_written"] == summary["episodes"] == 60
-    assert summary["dead_episodes"] == 0 and summary["invariant_breaches"] == 0
+    assert summary["outage_s"] < 8.0, summary  # else the machine, not the harness, was slow
+    assert summary["dead_episodes"] == 0 and summary["invariant_breaches"] == 0, summary
     # The outage was felt: ticks held to the wall clock while it lasted, or (when it fell
     # between two episodes) an episode start that waited for the stopped server.
     assert summary["paced_ticks"] >= 20 or summary["reset_wait_max_s"] >= 1.0, summary
