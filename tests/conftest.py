@@ -1,8 +1,9 @@
 """Shared test helpers: polling with a deadline (never fixed sleeps); free loopback ports come
-from `transports.loopback`."""
+from `transports.loopback`; and, under pytest-xdist, default ports of a worker's own."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -16,3 +17,13 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
         time.sleep(0.01)
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2`), worker gwN moves every default port of
+    `conf/transport/` up by 1000 * N (`HARNESS_PORT_OFFSET`, inherited by the harness and
+    server processes the tests start): two tests on two workers that both run
+    `python -m harness` on the shipped defaults would otherwise bind the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        os.environ["HARNESS_PORT_OFFSET"] = str(1000 * int(worker[2:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from harness.loop.ports import PortRangeError, job_transport
+from harness.loop.ports import PortRangeError, default_port, job_transport
 from harness.overrides import quoted_override
 from transports.config import (
     GrpcTransportConfig,
@@ -93,7 +93,8 @@ def test_parallel_jobs_each_serve_on_their_own_port_and_a_rerun_skips_them(tmp_p
         assert "transport=zmq" in json.loads((job / "overrides.json").read_text())
         addresses |= set(re.findall(r"policy server \(zmq at (\S+)\)",
                                     (job / "__main__.log").read_text()))
-    assert addresses == {"tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"}
+    assert addresses == {f"tcp://127.0.0.1:{default_port(5555)}",
+                         f"tcp://127.0.0.1:{default_port(5556)}"}
     written = {p: p.stat().st_mtime_ns for p in sweep.glob("*/episodes/*.json")}
     second = harness(tmp_path, *args)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.loop.ports import default_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["conf", "harness", "transports", "policies", "envs", "reports", "pyproject.toml",
            "README.md"]
@@ -77,7 +79,8 @@ def test_wheel_holds_every_package_of_the_source_tree(wheel_python, tmp_path):
 def test_wheel_help_and_cfg_job_work_from_another_directory(wheel_python, tmp_path):
     help_text = _run([wheel_python, "-m", "harness", "--help"], cwd=tmp_path)
     assert "transport: grpc" in help_text and "local" in help_text
-    job = _run([wheel_python, "-m", "harness", "--cfg", "job", "transport=grpc"], cwd=tmp_path)
-    assert "kind: grpc" in job and "listen: 127.0.0.1:50051" in job
+    job = _run([wheel_python, "-m", "harness", "--cfg", "job", "--resolve", "transport=grpc"],
+               cwd=tmp_path)
+    assert "kind: grpc" in job and f"listen: 127.0.0.1:{default_port(50051)}" in job
     bench_help = _run([wheel_python, "-m", "harness.bench", "--help"], cwd=tmp_path)
     assert "--round-trips" in bench_help

@@ -43,8 +43,9 @@ def run_outage(kind: str, fault: str, *, run_dir: Path, episodes: int = 100,
                timeout_s: float = 300.0, overrides: tuple[str, ...] = ()) -> dict:
     """One run of `episodes` mujoco_pick_place episodes over `kind`, with one `fault` once
     `after_episodes` are written; returns its summary.json plus the harness's exit status and
-    the rows written. `overrides` go to the server and the harness alike. `outage_s` in it is how long the server was really away: for `kill`,
-    `down_s` plus the new process's start-up, which a busy machine stretches."""
+    the rows written. `overrides` go to the server and the harness alike. `outage_s` in it
+    is how long the server was really away: for `kill`, `down_s` plus the new process's
+    start-up, which a busy machine stretches."""
     if fault not in FAULTS:
         raise ValueError(f"fault={fault!r}: expected one of {FAULTS}")
     if not transport_entry(kind).networked:

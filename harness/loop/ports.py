@@ -1,4 +1,5 @@
-"""Ports of the jobs of one sweep: each job's server listens on its own.
+"""Ports of the jobs of one sweep: each job's server listens on its own; and the offset
+that moves every default port of a host (`HARNESS_PORT_OFFSET`).
 
 A multirun runs its jobs side by side (the joblib launcher) or on one host of a cluster;
 two servers told to listen on the same port would fail at bind or, worse, serve each other's
@@ -6,6 +7,10 @@ clients. Job n listens on the configured port + n: deterministic (a re-run of th
 the same ports, and each run directory's recorded config stays the configured one), and
 distinct within the sweep. A transport with an explicit `connect` (a server the user runs) is
 left as it is: its address is the user's.
+
+Two people (or two test workers) running the harness on one host would both take the shipped
+default ports. `HARNESS_PORT_OFFSET=N` moves every default listen port of `conf/transport/`
+up by N (the YAML reads `${port:5555}`); an address given on the command line is never moved.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import os
 import socket
 
 from transports.loopback import free_port, tcp_address, tcp_host_port
@@ -21,8 +27,29 @@ from transports.registry import transport_entry
 log = logging.getLogger(__name__)
 
 
+PORT_OFFSET_ENV = "HARNESS_PORT_OFFSET"
+
+
 class PortRangeError(ValueError):
     """The job's port would pass 65535."""
+
+
+def default_port(base: int | str) -> int:
+    """The shipped default port `base` moved up by `HARNESS_PORT_OFFSET` (0 when unset): the
+    `${port:...}` resolver of `conf/transport/*.yaml`.
+
+    Raises:
+        PortRangeError: the offset is not a whole number >= 0, or moves the port past 65535
+            (naming the variable).
+    """
+    raw = os.environ.get(PORT_OFFSET_ENV, "0").strip() or "0"
+    if not raw.isdigit():
+        raise PortRangeError(f"{PORT_OFFSET_ENV}={raw!r}: expected a whole number >= 0")
+    port = int(base) + int(raw)
+    if port > 65535:
+        raise PortRangeError(f"{PORT_OFFSET_ENV}={raw}: moves default port {base} to {port} "
+                             "> 65535; choose a smaller offset")
+    return port
 
 
 def job_transport(transport, job_num: int):
