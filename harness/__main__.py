@@ -28,6 +28,13 @@ from harness.config import (
 )
 from harness.console import make_console
 from harness.extras import missing_extra_message
+from harness.preflight import (
+    CommandLineError,
+    check_job,
+    compose_with_hydra,
+    hydra_owns,
+    job_overrides,
+)
 
 log = logging.getLogger("harness")
 
@@ -120,5 +127,69 @@ class JobFailed(RuntimeError):
     """A job of a multirun sweep ended with a failing exit status."""
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """`python -m harness`: `--check` lists and validates the jobs of a command line and runs
+    nothing; otherwise the command line is judged first (`harness.preflight`: one line and
+    exit status 2 for what Hydra would print as a multi-line error after making a run
+    directory), then Hydra runs it. Flags Hydra answers itself pass straight through."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--help"], ["-h"]):
+        from harness.help import help_for_defaults
+
+        sys.stdout.write(help_for_defaults(compose_with_hydra))
+        return
+    if "--check" in argv:
+        sys.exit(run_check([arg for arg in argv if arg != "--check"]))
+    if not hydra_owns(argv):
+        multirun = "-m" in argv or "--multirun" in argv
+        overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+        try:
+            points = job_overrides(overrides, multirun=multirun)
+            if not multirun:  # a sweep's invalid point fails alone, as its job (JobFailed)
+                check_job(points[0])
+        except CommandLineError as exc:
+            _say_and_exit(f"invalid config: {exc}")
+        except ModuleNotFoundError as exc:
+            message = missing_extra_message(exc)
+            if message is None:
+                raise
+            _say_and_exit(message)
     main()
+
+
+def run_check(argv: list[str]) -> int:
+    """The dry run: one line per job the command line would run, valid or why not; 0 if
+    every job is valid, else 2. Nothing is started or written."""
+    multirun = "-m" in argv or "--multirun" in argv
+    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    console = make_console()
+    try:
+        points = job_overrides(overrides, multirun=multirun)
+    except CommandLineError as exc:
+        console.print(f"[red]invalid[/red] {exc}", markup=True, highlight=False)
+        return 2
+    failed = 0
+    for point in points:
+        name = " ".join(point) or "(defaults)"
+        try:
+            line = f"[green]ok[/green]      {name}: {check_job(point).describe()}"
+        except CommandLineError as exc:
+            failed += 1
+            line = f"[red]invalid[/red] {name}: {exc}"
+        except ModuleNotFoundError as exc:
+            failed += 1
+            line = f"[red]invalid[/red] {name}: {missing_extra_message(exc) or exc}"
+        console.print(line, markup=True, highlight=False, soft_wrap=True)
+    console.print(f"{len(points)} job{'s' * (len(points) != 1)}, {failed} invalid; "
+                  "nothing was run", highlight=False)
+    return 2 if failed else 0
+
+
+def _say_and_exit(message: str) -> None:
+    logging.basicConfig(format="[harness][ERROR] - %(message)s")
+    log.error("%s", message)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

@@ -27,6 +27,7 @@ from harness.client.latency import LatencyKind
 from harness.faults.kinds import fault_kind
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
 from harness.loop.clock import Clock
+from harness.loop.ports import default_port
 from harness.results.wandb_log import LoggerConfig
 from policies.config import PolicyConfig, PolicyConfigError
 from policies.registry import UnknownPolicy, policy_entry, policy_names
@@ -47,6 +48,14 @@ class Job(enum.StrEnum):
     """The policy on the env in-process, no transport: the reference."""
     bench = "bench"
     """Transport round trips against raw-TCP, codec and websocket floors."""
+
+
+class Record(enum.StrEnum):
+    """Which episodes leave a video in the run directory's `videos/` (the `video` extra)."""
+
+    none = "none"
+    failures = "failures"
+    all = "all"
 
 
 class ServerMode(enum.StrEnum):
@@ -202,6 +211,10 @@ class HarnessConfig:
     """"i/n": run only the i-th of n interleaved shares of the config's episodes (episode k
     of the task list, counted across tasks, when k % n == i), so one config can be spread
     over jobs; `python -m reports` merges the shards back into one config."""
+    record: Record = Record.none
+    """Episode videos from the env's camera with the client state and fault windows drawn:
+    none, failures (episodes that did not succeed) or all; written to `videos/` and linked
+    from the episode row, the HTML report and the wandb run."""
     clients: int = 1
     """Robots sharing the one policy server, each its own env, engine and transport client
     in a thread of the harness, taking the task's episodes in turn: the capacity axis."""
@@ -223,6 +236,7 @@ class HarnessConfig:
                               f"schema ({self.policy.name}_schema)")
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
+        self.record = choice(Record, self.record, "record")
         if self.shard is not None:
             parts = str(self.shard).split("/")
             if (len(parts) != 2 or not all(p.strip().isdigit() for p in parts)
@@ -352,6 +366,8 @@ def check_timeout_order(config: HarnessConfig) -> None:
 
 def register_configs() -> None:
     """Put every schema in the ConfigStore; YAML files extend them by name."""
+    if not OmegaConf.has_resolver("port"):  # conf/transport/*.yaml: ${port:5555}
+        OmegaConf.register_new_resolver("port", default_port)
     store = ConfigStore.instance()
     store.store(name="harness_schema", node=HarnessConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
