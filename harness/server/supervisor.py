@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,11 @@ def proc_state(pid: int) -> str:
             return stat.read().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return ""
+
+
+EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Unavailable|"
+                            r"Mismatch|Exit)\b:?.*)$")
+"""A traceback's last line, e.g. `ValueError: env.cameras=[]: ...`."""
 
 
 class ServerStartError(RuntimeError):
@@ -140,8 +146,14 @@ class ServerSupervisor:
                 log.warning("server pid %d: %s", process.pid, line)
 
     def _describe_exit(self, what: str) -> str:
+        """One line: what happened and, when the server died of an exception, that exception
+        (the traceback's last line); its last output lines follow only when there is none."""
         code = self.process.poll() if self.process is not None else None
         status = f"exit status {code}" if code is not None else "still running"
+        causes = [m.group(1) for m in map(EXCEPTION_LINE.match, self._tail) if m]
+        if causes:
+            return (f"policy server {what} ({status}): {causes[-1]} (its log: "
+                    f"{self.run_dir})")
         tail = "\n".join(f"    {line}" for line in self._tail) or "    (no output)"
         return (f"policy server ({' '.join(self.overrides) or 'default config'}) {what} "
                 f"({status}); its last lines:\n{tail}\n(full log in {self.run_dir})")

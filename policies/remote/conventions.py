@@ -176,15 +176,17 @@ def openvla_prompt(instruction: str) -> str:
 def _check_cameras(name: str, cameras: tuple[str, ...], needed: tuple[str, ...]) -> None:
     missing = [c for c in needed if c not in cameras]
     if missing:
-        raise ValueError(f"env.cameras={list(cameras)}: {name} reads {list(needed)}, missing "
-                         f"{missing}; set env.cameras={list(needed)}")
+        raise ValueError(f"env.cameras=[{','.join(cameras)}]: {name} reads "
+                         f"{', '.join(needed)}, missing {', '.join(missing)}; set "
+                         f"\"env.cameras=[{','.join(needed)}]\"")
 
 
 def _check_size(name: str, image_size: tuple[int, int], expected: tuple[int, int] | None):
     if expected is not None and tuple(image_size) != tuple(expected):
-        raise ValueError(f"env.image_size={list(image_size)}: {name}'s models were trained on "
-                         f"{list(expected)} renders; set env.image_size={list(expected)} (or "
-                         f"expected_image_size=None to accept the shift)")
+        given, wanted = (f"{a}x{b}" if a != b else str(a) for a, b in (image_size, expected))
+        raise ValueError(f"env.image_size={given}: {name}'s models were trained on {wanted} "
+                         f"renders; set env.image_size={wanted} (or a convention with "
+                         "expected_image_size=None to accept the shift)")
 
 
 def _image(observation: EnvObservation, camera: str) -> np.ndarray:

@@ -72,7 +72,7 @@ def test_kill_pause_resume_restart_and_drain_act_on_the_real_process(supervised)
     assert not supervisor.alive()
 
 
-def test_a_server_dying_at_start_up_fails_at_once_quoting_its_last_lines(tmp_path):
+def test_a_server_dying_at_start_up_fails_at_once_in_one_line_naming_its_exception(tmp_path):
     config = loopback_config("zmq")
     supervisor = ServerSupervisor(
         [*zmq_overrides(config), "policy=torch", f"policy.weights={tmp_path}/missing.safetensors"],
@@ -84,6 +84,7 @@ def test_a_server_dying_at_start_up_fails_at_once_quoting_its_last_lines(tmp_pat
     message = str(failure.value)
     assert "exited during start-up" in message and "exit status 1" in message
     assert "missing.safetensors does not exist" in message  # the child's own error, quoted
+    assert "\n" not in message and "Traceback" not in message  # its cause, not its traceback
     assert not supervisor.alive()
 
 

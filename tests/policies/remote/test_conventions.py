@@ -459,11 +459,13 @@ def test_make_convention_names_an_unknown_setting():
 
 
 def test_a_convention_without_its_cameras_says_which_to_set():
-    with pytest.raises(ValueError, match=r"missing \['wrist'\]; set env.cameras"):
+    with pytest.raises(ValueError,
+                       match=r"missing wrist; set \"env.cameras=\[agentview,wrist\]\""):
         make_convention("openpi_libero", cameras=("agentview",), image_size=(256, 256))
 
 
 def test_a_render_size_the_models_never_saw_is_refused():
-    with pytest.raises(ValueError, match=r"env.image_size=\[128, 128\].*\[256, 256\]"):
+    with pytest.raises(ValueError,
+                       match=r"env.image_size=128: .* on 256 renders; set env.image_size=256"):
         make_convention("openvla_libero", cameras=("agentview",), image_size=(128, 128))
     assert make_convention("openvla_libero", image_size=(128, 128), expected_image_size=None)
