@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
+# Tests on both cores (pytest-xdist): each worker's harness runs listen on default ports of its
+# own (HARNESS_PORT_OFFSET, tests/conftest.py). One file alone: .venv/bin/python -m pytest FILE
 test: $(STAMP) chromium peers
 	$(PY) -m ruff check harness transports policies envs reports tests examples
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
 # root or apt the test skips and says why.

@@ -16,6 +16,7 @@ from harness.config import (
     register_configs,
     validate,
 )
+from harness.loop.ports import default_port
 from transports.config import TransportConfig
 
 register_configs()
@@ -69,9 +70,10 @@ def test_every_env_and_policy_has_a_yaml():
 def test_default_transport_is_zenoh_on_loopback_dialling_its_listen_address():
     config = validate(compose_config())
     assert config.transport.kind == "zenoh"
-    assert config.transport.listen == "tcp/127.0.0.1:7447"
+    port = default_port(7447)  # 7447 unless HARNESS_PORT_OFFSET moves it (pytest-xdist does)
+    assert config.transport.listen == f"tcp/127.0.0.1:{port}"
     assert config.transport.connect is None
-    assert config.transport.connect_address == "tcp/127.0.0.1:7447"
+    assert config.transport.connect_address == f"tcp/127.0.0.1:{port}"
 
 
 def test_connect_address_can_differ_from_listen():

@@ -84,25 +84,37 @@ class RequestWorkers:
         """Requests refused because too many were pending."""
         return self._admission.dropped
 
-    def submit(self, client: Hashable, work: Callable[[], None]) -> bool:
-        """Run `work` (handle one request of `client` and reply) on a worker; False if it was
-        dropped, unrun: too many pending, or the workers are closed."""
+    def submit(self, client: Hashable, handle: Callable[[], bytes],
+               reply: Callable[[bytes | None], None]) -> bool:
+        """Run `handle` (one request of `client`) on a worker, then `reply` with its answer
+        (None if the handler failed: the client will time out; `reply` still runs, to free
+        what the request holds); False if it was dropped, unrun: too many pending, or the
+        workers are closed. The request stops counting against its client before `reply`
+        runs: a client that sends its next request the moment the answer arrives must not
+        find its previous one still counted (under load, a worker can be descheduled between
+        sending an answer and counting it done)."""
         if not self._admission.admit(client):
             return False
         try:
-            self._executor.submit(self._run, client, work)
+            self._executor.submit(self._run, client, handle, reply)
         except RuntimeError:  # shut down: the server is closing
             self._admission.release(client)
             return False
         return True
 
-    def _run(self, client: Hashable, work: Callable[[], None]) -> None:
+    def _run(self, client: Hashable, handle: Callable[[], bytes],
+             reply: Callable[[bytes | None], None]) -> None:
+        answer = None
         try:
-            work()
+            answer = handle()
         except Exception:  # a worker outlives any one request
             log.exception("%s: request handler failed; the client will time out", self.name)
         finally:
             self._admission.release(client)
+        try:
+            reply(answer)
+        except Exception:
+            log.exception("%s: sending a reply failed; the client will time out", self.name)
 
     def close(self) -> None:
         """Drop the requests not started and wait for the running ones. Idempotent."""

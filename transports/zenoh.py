@@ -139,7 +139,8 @@ class ZenohServer:
                 self.stats.rejected_oversize += 1
                 return
             handed_over = self._workers.submit(
-                client_id, lambda: self._answer(query, client_id, payload))
+                client_id, lambda: self._handler(client_id, payload),
+                lambda answer: self._answer(query, answer))
             if not handed_over:
                 query.reply_err("server busy: too many requests pending")
         except Exception:
@@ -148,10 +149,12 @@ class ZenohServer:
             if not handed_over:
                 query.drop()
 
-    def _answer(self, query: zenoh.Query, client_id: str, payload: bytes) -> None:
-        """On a request worker: reply, then drop the query (its final reply)."""
+    def _answer(self, query: zenoh.Query, answer: bytes | None) -> None:
+        """On a request worker: reply (unless the handler failed), then drop the query (its
+        final reply)."""
         try:
-            query.reply(query.key_expr, self._handler(client_id, payload))
+            if answer is not None:
+                query.reply(query.key_expr, answer)
         finally:
             query.drop()
 

@@ -191,16 +191,16 @@ class ZmqServer:
             if len(payload) > self.config.max_message_bytes:
                 self.stats.rejected_oversize += 1
                 return
-            self._workers.submit(identity, lambda: self._answer(identity, client_id,
-                                                                request_id, payload))
+            self._workers.submit(identity, lambda: self._handler(client_id, payload),
+                                 lambda answer: self._answer(identity, request_id, answer))
         else:
             log.warning("dropping zmq message of unknown kind %r", kind[:8])
 
-    def _answer(self, identity: bytes, client_id: str, request_id: bytes,
-                payload: bytes) -> None:
+    def _answer(self, identity: bytes, request_id: bytes, answer: bytes | None) -> None:
         """On a request worker: the handler's reply goes back through the I/O thread, the
-        only one that may touch the socket."""
-        self._loop.send([identity, REPLY, request_id, self._handler(client_id, payload)])
+        only one that may touch the socket (none if the handler failed)."""
+        if answer is not None:
+            self._loop.send([identity, REPLY, request_id, answer])
 
     def take_stream(self, timeout_s: float) -> StreamItem | None:
         return self._mailbox.take(timeout_s)

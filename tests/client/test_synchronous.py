@@ -378,17 +378,18 @@ def test_command_line_composes_a_preset_with_an_override(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("override", "messages"), [
-    ("client=nope", ["Could not find 'client/nope'", "async_newest", "synchronous"]),
-    ("client.mode=bogus", ["Invalid value 'bogus', expected one of "
-                           "[asynchronous, synchronous, delay_aware]",
-                           "full_key: client.mode"]),
+    ("client=nope", ["client=nope: no such choice; choose one of async_exponential, "
+                     "async_newest, delay_aware, synchronous"]),
+    ("client.mode=bogus", ["client.mode=bogus: Invalid value 'bogus', expected one of "
+                           "[asynchronous, synchronous, delay_aware]"]),
 ])
 def test_command_line_refuses_a_bad_preset_or_mode_before_anything_starts(tmp_path, override,
                                                                            messages):
     result = run_harness(override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-2000:]  # Hydra's compose error
+    assert result.returncode == 2, output[-2000:]  # judged before Hydra runs (preflight)
     assert all(m in output for m in messages) and "Traceback" not in output
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "episodes").exists()  # nothing ran
 
 

@@ -51,7 +51,8 @@ def test_a_fault_value_outside_its_choices_is_refused_by_hydra_naming_them(tmp_p
                                                                           message):
     result = run_harness("transport=zmq", "faults=wan_50ms", override,
                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert result.returncode == 1 and message in result.stderr  # Hydra's compose error
+    assert result.returncode == 2 and message in result.stderr  # before Hydra runs (preflight)
+    assert override in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "episodes").exists()
 
 

@@ -1,9 +1,10 @@
 """Measurement truth: what the fault proxy says it adds is what every transport measures.
 
 A fixed delay D each way must raise the measured round trip by 2D: never less than 2D - 1 ms
-(the proxy must not deliver early), at most max(5 ms, 10%) more (its own overhead plus this
-machine's scheduling noise, which only ever adds: a median of 9 once came out 3.2 ms over
-2 x 25 ms in CI); a bandwidth B must add P/B for a payload of P bytes within 10%. Medians of
+(the proxy must not deliver early), at most max(10 ms, 20%) more (its own overhead plus this
+machine's scheduling noise, which only ever adds: a median of 9 came out 6.1 ms over
+2 x 25 ms with the suite running on both cores), still far from D or 3D; a bandwidth B
+must add P/B for a payload of P bytes within 10%. Medians of
 a few round trips, direct and through the proxy, in one test. The bench measures the
 accuracy itself (0.3-1.8 ms over 2D here).
 These are the checks that make a sweep over emulated delays mean what its axis says. The
@@ -34,7 +35,7 @@ def test_a_fixed_delay_each_way_adds_twice_itself_to_the_round_trip(link):
         direct_s = median_round_trip_s(link.direct, payload, 9, idle_s=2 * delay_s)
         link.proxy.set_shape(LinkShape(delay_s=delay_s))
         added_s = median_round_trip_s(link.proxied, payload, 9) - direct_s
-        assert 2 * delay_s - 1e-3 <= added_s <= 2 * delay_s + max(5e-3, 0.1 * 2 * delay_s), \
+        assert 2 * delay_s - 1e-3 <= added_s <= 2 * delay_s + max(10e-3, 0.2 * 2 * delay_s), \
             (link.config.kind, delay_s, added_s)
 
 

@@ -180,7 +180,10 @@ def test_delay_adds_twice_the_one_way_delay_to_the_round_trip(proxy, echo):
     proxy.set_shape(LinkShape(delay_s=delay_s))
     delayed = median_rtt(proxy.port, n=21)
     added = delayed - direct_idle
-    assert abs(added - 2 * delay_s) <= max(0.001, 0.05 * 2 * delay_s), (
+    # Never early (1 ms: timer granularity); late by at most this machine's scheduling noise,
+    # which with the test suite on both cores reached 5.6 ms. The proxy's own precision is a
+    # benchmark's to measure (python -m harness.bench.link), not a timed test's.
+    assert 2 * delay_s - 0.001 <= added <= 2 * delay_s + 0.010, (
         f"added {1e3 * added:.2f} ms, expected {2e3 * delay_s:.0f} ms")
 
 
