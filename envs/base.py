@@ -71,3 +71,21 @@ class Env(Protocol):
 
     def close(self) -> None:
         """Release the simulator and renderer. Idempotent."""
+
+
+class VideoEnv(Env, Protocol):
+    """An env that can film its episodes (`record=failures|all`, `harness.results.video`).
+
+    Its video camera is separate from the cameras the policy sees (`EnvSpec.contract`): those
+    are rendered only when the policy needs them, and with none the env builds no renderer.
+    Filming renders only when asked, so a run that records nothing pays nothing for it.
+    """
+
+    video_stride: int
+    """Ticks per video frame (>= 1): 1 where a frame is cheap, more where a frame costs
+    several control ticks of CPU; the video then plays at control_hz / video_stride fps."""
+
+    def video_frame(self) -> np.ndarray:
+        """The scene now (after the last reset or step) from the env's video camera: HxWx3
+        uint8, upright, the same size at every call of one env. A read: it never changes
+        the simulation. The first call builds what it renders with (released by `close`)."""

@@ -7,6 +7,12 @@ without cameras the env is a `ControlEnv` with no renderer at all (`OffScreenRen
 always builds an EGL context). Episodes use the suite's fixed init states and stop at the
 horizons LIBERO evaluations use (the env's own limit is 1000 steps). Images are flipped
 upright: robosuite renders with OpenGL's bottom-left origin.
+
+Episode videos (`video_frame`) reuse the policy's agentview image when it has one (no extra
+render: every tick, 20 fps); otherwise they render agentview (through robosuite's renderer
+when the policy has other cameras, else through one of their own), which costs ~0.13 s a
+frame on a CPU (the scene's meshes, whatever the size), so every VIDEO_STRIDE-th tick is
+filmed (5 fps).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede mu
 import numpy as np  # noqa: E402
 
 from envs.base import EnvObservation, EnvSpec, StepResult  # noqa: E402
+from envs.quiet import prints_at_debug, quiet_robosuite_import  # noqa: E402
 from harness.protocol.contract import ArraySpec, Contract  # noqa: E402
 
 HORIZONS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520,
@@ -30,9 +37,14 @@ ROBOT_STATE = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_
 SETTLE_ACTION = [0.0] * 6 + [-1.0]
 SETTLE_STEPS = 10
 """No-op steps after each reset while objects settle, as LIBERO evaluations do."""
+VIDEO_CAMERA = "agentview"
+VIDEO_SIZE = (256, 256)
+VIDEO_STRIDE = 4
+"""Ticks per video frame when the video renders its own frames (see the module docstring)."""
 
 
 def _import_libero():
+    quiet_robosuite_import()  # its "no private macro file" warnings, three per process
     try:
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
@@ -46,7 +58,8 @@ def _import_libero():
 
 def _suite(suite: str):
     benchmark, _, _, _ = _import_libero()
-    return benchmark.get_benchmark_dict()[suite]()
+    with prints_at_debug("libero"):  # "[info] Applying task order index 0 ..." per call
+        return benchmark.get_benchmark_dict()[suite]()
 
 
 def suite_task_count(suite: str) -> int:
@@ -116,6 +129,10 @@ class LiberoEnv:
                             max_steps=max_steps if max_steps is not None else HORIZONS[suite])
         self._steps = 0
         self._ee_pos: np.ndarray | None = None
+        self._images: dict[str, np.ndarray] = {}
+        """The last observation's images (camera -> upright HxWx3)."""
+        self._video_renderer = None
+        """A `mujoco.Renderer`, built by the first `video_frame` call that needs one."""
 
     @property
     def instruction(self) -> str:
@@ -153,17 +170,69 @@ class LiberoEnv:
     def _observation(self, raw: dict) -> EnvObservation:
         self._ee_pos = np.asarray(raw["robot0_eef_pos"], np.float64).copy()
         state = {k: np.asarray(raw[k], np.float32) for k in self.spec.contract.state}
-        images = {c: upright(raw[CAMERAS[c]]) for c in self._cameras}
-        return EnvObservation(state, images, self.instruction)
+        self._images = {c: upright(raw[CAMERAS[c]]) for c in self._cameras}
+        return EnvObservation(state, self._images, self.instruction)
+
+    @property
+    def video_stride(self) -> int:
+        """Ticks per video frame (`VideoEnv`): 1 when the policy's agentview image is
+        reused, VIDEO_STRIDE when the video renders its own."""
+        return 1 if VIDEO_CAMERA in self._cameras else VIDEO_STRIDE
+
+    def video_frame(self) -> np.ndarray:
+        """The scene now from agentview, upright (`VideoEnv`): the policy's own image of
+        this tick when it has agentview (its size: env.image_size), else a VIDEO_SIZE render
+        of the visual meshes, as robosuite draws them.
+
+        With other policy cameras, robosuite's own renderer draws it: a second GL context
+        beside robosuite's does not survive robosuite's reset, which rebuilds the simulator
+        and its renderer (hard_reset). Without cameras robosuite has no renderer, and ours
+        takes ~2 s to build (it uploads the scene's meshes), so it is kept while the rebuilt
+        model has the same geometry, and rebuilt only when it has not.
+        """
+        if VIDEO_CAMERA in self._images:
+            return self._images[VIDEO_CAMERA]
+        sim = self._env.env.sim
+        if self._cameras:
+            height, width = VIDEO_SIZE
+            return upright(sim.render(camera_name=VIDEO_CAMERA, width=width, height=height))
+        import mujoco
+
+        model, data = sim.model._model, sim.data._data
+        if self._video_renderer is not None and not _same_geometry(
+                self._video_renderer.model, model):
+            self._video_renderer.close()
+            self._video_renderer = None
+        if self._video_renderer is None:
+            self._video_renderer = mujoco.Renderer(model, *VIDEO_SIZE)
+        visual = mujoco.MjvOption()
+        visual.geomgroup[0] = 0  # collision meshes hidden, as robosuite renders
+        self._video_renderer.update_scene(data, camera=VIDEO_CAMERA, scene_option=visual)
+        return self._video_renderer.render().copy()
 
     def sim_state(self) -> bytes:
         """MuJoCo state as bytes: what determinism and parity checks compare."""
         return np.asarray(self._env.get_sim_state(), np.float64).tobytes()
 
     def close(self) -> None:
+        if self._video_renderer is not None:
+            self._video_renderer.close()
+            self._video_renderer = None
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+def _same_geometry(a, b) -> bool:
+    """Whether a renderer built for MjModel `a` draws MjModel `b` as `b`'s own would: the
+    same bodies, geoms (type, size, mesh, colour), meshes, textures and cameras."""
+    if a is b:
+        return True
+    counts = ("nbody", "ngeom", "nmesh", "ntex", "nmat", "ncam", "nq")
+    arrays = ("geom_type", "geom_size", "geom_dataid", "geom_rgba", "geom_matid",
+              "mesh_vertnum", "cam_pos", "cam_quat", "cam_fovy")
+    return (all(getattr(a, n) == getattr(b, n) for n in counts)
+            and all(np.array_equal(getattr(a, n), getattr(b, n)) for n in arrays))
 
 
 def upright(image: np.ndarray) -> np.ndarray:

@@ -36,6 +36,10 @@ HAND_START = np.array([0.0, 0.0, 0.15])
 REACH_TOLERANCE_M = 0.02
 PLACE_TOLERANCE_M = 0.03
 BOX_HALF_M = 0.02
+VIDEO_CAMERA = "front"
+VIDEO_SIZE = (256, 256)
+"""The video camera and its frame (height, width): ~4 ms a frame on a CPU renderer, so
+every control tick is filmed (20 fps)."""
 
 
 class MujocoTaskEnv:
@@ -59,6 +63,8 @@ class MujocoTaskEnv:
         self._cameras = tuple(cameras)
         self._renderer = (mujoco.Renderer(self.model, image_size[0], image_size[1])
                           if cameras else None)
+        self._video_renderer: mujoco.Renderer | None = None
+        """Built by the first `video_frame` call: a run that records no video has none."""
         self._hand_qpos = [self.model.joint(f"hand_{a}").qposadr[0] for a in "xyz"]
         self._target = HAND_START.copy()
         self._steps = 0
@@ -144,15 +150,28 @@ class MujocoTaskEnv:
             images[camera] = self._renderer.render().copy()  # upright: row 0 is the top
         return EnvObservation(self._state(), images, self.instruction)
 
+    video_stride = 1
+    """A frame every control tick (`VideoEnv`): 256x256 costs a few milliseconds."""
+
+    def video_frame(self) -> np.ndarray:
+        """The scene now from the `front` camera, VIDEO_SIZE, upright (`VideoEnv`). Its
+        renderer is the env's own, built at the first call; the policy's cameras are not
+        touched."""
+        if self._video_renderer is None:
+            self._video_renderer = mujoco.Renderer(self.model, *VIDEO_SIZE)
+        self._video_renderer.update_scene(self.data, camera=VIDEO_CAMERA)
+        return self._video_renderer.render().copy()
+
     def sim_state(self) -> bytes:
         """Physics state and task layout as bytes: what determinism and parity checks compare."""
         return b"".join(np.ascontiguousarray(a).tobytes() for a in (
             self.data.qpos, self.data.qvel, self.data.act, self.data.ctrl, self.model.site_pos))
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in (self._renderer, self._video_renderer):
+            if renderer is not None:
+                renderer.close()
+        self._renderer = self._video_renderer = None
 
 
 def _vec(n: int) -> ArraySpec:

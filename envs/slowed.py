@@ -34,6 +34,15 @@ class SlowedEnv:
         time.sleep(self.sleep_s)
         return result
 
+    @property
+    def video_stride(self) -> int:
+        """The env's own (`VideoEnv`): filming is not slowed, only stepping."""
+        return self.env.video_stride
+
+    def video_frame(self) -> np.ndarray:
+        """The env's own frame (`VideoEnv`), without the sleep."""
+        return self.env.video_frame()
+
     def __getattr__(self, name: str):
         """Whatever else the env offers (`ee_pos`, `sim_state`, `close`, ...)."""
         return getattr(self.env, name)

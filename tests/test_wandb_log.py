@@ -138,10 +138,11 @@ for listed in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A real 3-episode job of the harness (local transport, a few seconds)."""
+    """A real 3-episode job of the harness (local transport, a few seconds), filmed."""
     root = tmp_path_factory.mktemp("job")
     result = subprocess.run([sys.executable, "-m", "harness", "transport=local",
-                             "env.episodes_per_task=3", f"hydra.run.dir={root / 'run'}"],
+                             "env.episodes_per_task=3", "record=all",
+                             f"hydra.run.dir={root / 'run'}"],
                             cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
@@ -233,6 +234,21 @@ def test_report_and_episodes_are_logged_as_artifacts(run_dir, logged):
     csv_columns = (run_dir / "episodes.csv").read_text().splitlines()[0].split(",")
     assert sorted(logged_table["columns"]) == sorted(csv_columns)  # no `events`
     assert len(logged_table["data"]) == 3
+
+
+@needs_wandb
+@pytest.mark.slow
+def test_each_episodes_video_is_logged_with_its_step_as_a_copy_of_the_file(run_dir, logged):
+    rows = [{_key(item): json.loads(item.value_json) for item in history.item}
+            for history in _of_type(logged["records"], "history")]
+    episodes = [json.loads(p.read_text()) for p in sorted((run_dir / "episodes").glob("*.json"))]
+    assert [e["video"] for e in episodes] == [f"videos/task000-ep000{i}.mp4" for i in (1, 2, 3)]
+    for row, episode in zip(rows, episodes, strict=True):
+        media = {key.removeprefix("episode/video/"): value for key, value in row.items()
+                 if key.startswith("episode/video/")}  # a media value's fields, one per key
+        assert media["_type"] == "video-file" and media["caption"] == Path(episode["video"]).stem
+        copied = logged["dir"] / "files" / media["path"]
+        assert copied.read_bytes() == (run_dir / episode["video"]).read_bytes()
 
 
 @needs_wandb

@@ -3,9 +3,14 @@
 For each selected task it starts (or, for `server=external`, finds) a policy server
 (`harness.server.launch`), wires the task's emulated faults around it
 (`harness.faults.wiring`), runs the episodes through a `ClientEngine` over the configured
-transport, and writes every episode to the run directory as it ends. Episodes already
-written there are skipped, so re-running the same command resumes a killed run. The summary
-and the exit status come from `harness.results.summary`.
+transport, and writes every episode to the run directory as it ends (with `record=failures|
+all`, its video too: `harness.results.video`). Episodes already written there are skipped,
+so re-running the same command resumes a killed run. The summary and the exit status come
+from `harness.results.summary`.
+
+Each task has a progress bar that says what runs (env, task, transport, fault schedule,
+client mode) and how it goes (`ok <successes>/<episodes ended>`); each episode also logs
+one INFO line (`episode_line`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,8 +43,11 @@ from harness.faults.wiring import (
 from harness.loop.ports import PortInUse, check_listen_free
 from harness.loop.runner import run_episode
 from harness.results.episodes import episode_id
+from harness.results.overlay import FaultSpan
 from harness.results.store import ConfigMismatch, ResultsStore
 from harness.results.summary import exit_status, print_summary
+from harness.results.video import VideoRecorder, VideoUnavailable
+from harness.results.video import check_available as check_video_available
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
 from harness.server.launch import start_server, wait_for_server
 from harness.server.supervisor import ServerStartError
@@ -59,8 +69,65 @@ def _engine_for(config: HarnessConfig, env, client, mechanisms: Mechanisms):
                       chunk_size=config.policy.robot_chunk_size, latency=latency)
 
 
+class TaskProgress:
+    """A task's progress bar and its running success count, `ok <successes>/<ended>` after
+    the bar; thread-safe, since several robots end episodes at once.
+
+    Args:
+        bar: the bar (a `tqdm`, or anything with `set_postfix_str(text, refresh=)` and
+            `update(n)`).
+    """
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.ended = 0
+        self.successes = 0
+        self._lock = threading.Lock()
+
+    def episode_ended(self, success: bool) -> None:
+        """Count one ended episode and move the bar (the count first, so the bar's redraw
+        shows it)."""
+        with self._lock:
+            self.ended += 1
+            self.successes += bool(success)
+            self.bar.set_postfix_str(f"ok {self.successes}/{self.ended}", refresh=False)
+            self.bar.update(1)
+
+
+def progress_description(config: HarnessConfig, task: int) -> str:
+    """What a task's bar runs: env and task, transport, fault schedule, client mode."""
+    return (f"{config.env.name} task {task} | {config.transport.kind} | "
+            f"faults={config.faults.name} | {config.client.mode}")
+
+
+def _fault_spans(windows, dt: float) -> tuple[FaultSpan, ...]:
+    """An episode's fault windows (`FaultWindow`, control seconds) in its ticks: a window is
+    open from the first tick whose control time (tick x dt) reaches its start to the first
+    that reaches its end, as `FaultController.on_tick` opens and closes it."""
+
+    def first_tick_at(t_s: float) -> int:
+        tick = max(0, math.ceil(t_s / dt - 1e-9))
+        while tick * dt < t_s:  # the controller compares tick x dt, not the quotient
+            tick += 1
+        return tick
+
+    return tuple(FaultSpan(w.kind, first_tick_at(w.start_s),
+                           None if math.isinf(w.end_s) else first_tick_at(w.end_s))
+                 for w in windows)
+
+
+def _filming(recorder: VideoRecorder, env, engine, *, key: str, windows: list):
+    """The episode's video (`EpisodeVideo`) for a `with` block, or None when the run
+    records none."""
+    if not recorder.enabled:
+        return contextlib.nullcontext()
+    return recorder.episode(env, key=key, dt=engine.dt, horizon_ticks=env.spec.max_steps,
+                            spans=_fault_spans(windows, engine.dt))
+
+
 def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[object, object]],
-              task: int, pending: list[int], mechanisms: Mechanisms) -> None:
+              task: int, pending: list[int], mechanisms: Mechanisms,
+              recorder: VideoRecorder) -> None:
     """The task's pending episodes, each written as it ends, each under its own fault
     timeline (none unless `faults=` says so). Each robot (env, transport client) has its own
     engine and takes the next pending episode when it finishes one: with `clients` > 1 they
@@ -70,14 +137,15 @@ def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[obj
     for i in pending:
         episodes.put(i)
     engines = [_engine_for(config, env, client, mechanisms) for env, client in robots]
-    with tqdm(total=len(pending), desc=f"{config.env.name} task {task}") as progress:
+    with tqdm(total=len(pending), desc=progress_description(config, task)) as bar:
+        progress = TaskProgress(bar)
         if len(robots) == 1:
             _run_episodes(config, store, robots[0][0], engines[0], task, episodes, mechanisms,
-                          progress, robot=0)
+                          progress, recorder, robot=0)
         else:
             with ThreadPoolExecutor(len(robots), thread_name_prefix="robot") as pool:
                 running = [pool.submit(_run_episodes, config, store, robots[r][0], engine, task,
-                                       episodes, mechanisms, progress, robot=r)
+                                       episodes, mechanisms, progress, recorder, robot=r)
                            for r, engine in enumerate(engines)]
                 for future in running:
                     future.result()  # a robot's exception is the job's
@@ -86,9 +154,10 @@ def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[obj
 
 
 def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task: int,
-                  episodes: queue.SimpleQueue[int], mechanisms: Mechanisms, progress: tqdm, *,
-                  robot: int) -> None:
-    """Run episodes from `episodes` on one robot until none is left."""
+                  episodes: queue.SimpleQueue[int], mechanisms: Mechanisms,
+                  progress: TaskProgress, recorder: VideoRecorder, *, robot: int) -> None:
+    """Run episodes from `episodes` on one robot until none is left; film each one when
+    `recorder` records (its video is written before its row, so a row's `video` exists)."""
     family = env_family(config.env.name)
     while True:
         try:
@@ -100,9 +169,12 @@ def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task:
         faults = episode_faults(config.faults, seed=config.seed, episode=episode,
                                 horizon_s=env.spec.max_steps * engine.dt,
                                 mechanisms=mechanisms, latency=engine.latency)
-        trace = run_episode(env, engine, episode=episode, seed=config.seed + i,
-                            init_state=init_state, clock=config.clock,
-                            on_tick=faults.on_tick if faults else None)
+        with _filming(recorder, env, engine, key=store.key(task, episode),
+                      windows=faults.windows if faults else []) as video:
+            trace = run_episode(env, video.film(engine) if video else engine, episode=episode,
+                                seed=config.seed + i, init_state=init_state,
+                                clock=config.clock, on_tick=faults.on_tick if faults else None)
+            filmed = {"video": video.finish(trace)} if video else {}
         if faults:
             faults.finish(trace.steps, trace.steps * engine.dt)
         events = faults.events if faults else []
@@ -116,10 +188,10 @@ def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task:
                                                 "faults_started": len(faults.windows)
                                                 if faults else 0,
                                                 "clients": config.clients, "robot": robot,
-                                                "shard": config.shard},
+                                                "shard": config.shard, **filmed},
                             events=events)
         log.info("%s", episode_line(task, episode, trace, events))
-        progress.update(1)
+        progress.episode_ended(trace.success)
 
 
 def episode_line(task: int, episode: int, trace, events: list[dict]) -> str:
@@ -174,9 +246,11 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
     try:
         check_kernel_path(config.faults)
         check_available(config.logger)
-    except (KernelUnavailable, WandbUnavailable) as exc:
+        check_video_available(config.record)
+    except (KernelUnavailable, WandbUnavailable, VideoUnavailable) as exc:
         log.error("%s", exc)
         return 2
+    recorder = VideoRecorder(output_dir, config.record)
     env_config = config.env
     overrides = _server_overrides(overrides)
     shard, shards = config.shard_of
@@ -197,6 +271,11 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                 envs.append(SlowedEnv(env, env_config.step_sleep_s)
                             if env_config.step_sleep_s else env)
                 running.callback(envs[-1].close)
+                if recorder.enabled and not hasattr(envs[-1], "video_frame"):
+                    log.error("record=%s: env %s cannot film its episodes (it has no "
+                              "video_frame, see envs.base.VideoEnv); use record=none",
+                              config.record, env_config.name)
+                    return 2
             wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
                                                         server_overrides=overrides))
             try:
@@ -204,9 +283,9 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                                       output_dir, model_faults_path=wiring.model_faults_path,
                                       predict_hook=wiring.predict_hook,
                                       command_prefix=wiring.command_prefix)
-            except ServerStartError as exc:  # its message quotes the server's last lines
+            except ServerStartError as exc:  # one line: the server's own exception
                 log.error("%s", exc)
-                return 1
+                return 2  # nothing ran: like a refused config, not a failed run
             if server is not None:
                 running.callback(server.stop)
             wiring.server_started(server)
@@ -218,7 +297,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                                        timeout_s=config.server.startup_timeout_s):
                     return 1
                 robots.append((env, client))
-            _run_task(config, store, robots, task, pending, wiring.mechanisms)
+            _run_task(config, store, robots, task, pending, wiring.mechanisms, recorder)
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(summary, title=f"{config.env.name} / {config.policy.name} over "

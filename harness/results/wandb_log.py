@@ -168,6 +168,22 @@ def _episode_frame(episodes: list[dict] | pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["events"], errors="ignore").reset_index(drop=True)
 
 
+def _episode_video(wandb, run_dir: Path, row: Mapping[str, object]):
+    """The episode's video (`video`: a path relative to the run directory, written by
+    `harness.results.video`) as a `wandb.Video` of the mp4 file, which wandb copies into
+    the run's media (offline too); None if the row has none. A row naming a file that is
+    not there is logged and left out: the run is logged without it."""
+    relative = row.get("video")
+    if not isinstance(relative, str) or not relative:
+        return None
+    path = run_dir / relative
+    if not path.is_file():
+        log.warning("wandb: episode %s names video %s, which is not there; logged without it",
+                    row.get("episode"), path)
+        return None
+    return wandb.Video(str(path), caption=path.stem, format="mp4")
+
+
 def _artifact_name(kind: str, name: str) -> str:
     """`<kind>-<name>` in the characters wandb accepts (a Hydra job name may hold `=` and `,`)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:100] or "run"
@@ -217,7 +233,8 @@ def log_run(run_dir: Path, config: LoggerConfig, *, resolved_config: dict, name:
             episodes: list[dict] | pd.DataFrame, summary: dict,
             report_html: Path | None) -> Path | None:
     """Copy one finished job to a wandb run: the resolved config as its config, one history
-    step per episode (its numbers and flags, `episode/<column>`), `summary` as its summary
+    step per episode (its numbers and flags, `episode/<column>`, and its video, if it has
+    one, as `episode/video`: a `wandb.Video` of the file), `summary` as its summary
     (`flatten_summary`), the episodes as a table artifact (type "episodes") and
     `report_html`, when given and present, as an artifact of type "report". Blocks until the
     run is finished (offline: about a second; online: the upload, at most FINISH_TIMEOUT_S).
@@ -259,7 +276,11 @@ def log_run(run_dir: Path, config: LoggerConfig, *, resolved_config: dict, name:
                              reinit="create_new")  # never a run the process already has
             run.define_metric(EPISODE_PREFIX + "*", summary="none")  # the summary is `summary`
             for step, row in enumerate(rows.to_dict("records")):
-                run.log(episode_metrics(row), step=step)
+                metrics: dict[str, object] = dict(episode_metrics(row))
+                video = _episode_video(wandb, Path(run_dir), row)
+                if video is not None:
+                    metrics[EPISODE_PREFIX + "video"] = video
+                run.log(metrics, step=step)
             run.summary.update(flatten_summary(summary))
             table = wandb.Artifact(_artifact_name("episodes", name), type="episodes")
             table.add(wandb.Table(dataframe=rows), "episodes")
