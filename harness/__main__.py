@@ -101,6 +101,7 @@ def run_job(cfg: DictConfig) -> None:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("resume")
         resolved.pop("logger")  # where results are copied is no part of what produced them
+        resolved.pop("record")  # nor which episodes are filmed: a resume may add videos
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
         job_overrides = list(overrides)
         if multirun and in_worker_process():

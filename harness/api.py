@@ -92,10 +92,13 @@ def run(overrides: Sequence[str] = (), *, run_dir: str | Path | None = None) -> 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("resume", None)
     resolved.pop("logger", None)
+    resolved.pop("record", None)
     status = run_loop(config, run_dir, list(overrides), resolved_config=resolved,
                       job_overrides=list(overrides))
-    summary = ResultsStore(run_dir).summarize(latency_budget_s=config.latency.budget_s,
-                                              clock_latency=config.latency.kind)
+    store = ResultsStore(run_dir)
+    summary = ({} if store.rows().empty else  # a run refused at start-up wrote no episode
+               store.summarize(latency_budget_s=config.latency.budget_s,
+                               clock_latency=config.latency.kind))
     return RunResult(status, run_dir, summary)
 
 

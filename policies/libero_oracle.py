@@ -250,8 +250,9 @@ class LiberoOracle:
         if task is None:
             if observation.instruction not in self._warned:
                 self._warned.add(observation.instruction)
-                log.warning("libero oracle: cannot plan %r; holding still",
-                            observation.instruction)
+                # The server's warm-up predict carries no instruction: not worth a warning.
+                report = log.warning if observation.instruction else log.debug
+                report("libero oracle: cannot plan %r; holding still", observation.instruction)
             return actions
         scene = self._scene(state, positions, *task, support_z=self._start_z)
         if committed is not None and len(committed):

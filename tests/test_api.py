@@ -3,6 +3,7 @@ with the client engine, and run the benchmark from a script (examples/)."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import numpy as np
@@ -113,3 +114,16 @@ def test_run_evaluates_in_process_and_refuses_what_it_cannot_run(tmp_path):
         harness.run(["env=mujoco_reach", "env.tasks=4"])
     with pytest.raises(ConfigError, match="policy.chunk_size=0: must be >= 1"):
         harness.run(["policy.chunk_size=0"])
+
+
+def test_a_run_refused_at_start_up_returns_its_status_and_an_empty_summary(tmp_path):
+    """A run that wrote no episode (here: its port is taken) has nothing to summarize; the
+    status says why, and `run` does not raise from an empty results store."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = harness.run(["transport=zmq", f"transport.listen=tcp://127.0.0.1:{port}",
+                              "env.episodes_per_task=1"], run_dir=tmp_path / "run")
+    assert result.status == 2 and result.summary == {}
+    assert not list((tmp_path / "run").glob("episodes/*.json"))
