@@ -17,7 +17,7 @@ run: $(STAMP)
 # Tests on both cores (pytest-xdist): each worker's harness runs listen on default ports of its
 # own (HARNESS_PORT_OFFSET, tests/conftest.py). One file alone: .venv/bin/python -m pytest FILE
 test: $(STAMP) chromium peers
-	$(PY) -m ruff check harness transports policies envs reports tests examples
+	$(PY) -m ruff check harness transports policies envs reports tests examples docs/hooks
 	$(PY) -m pytest -n 2 --dist worksteal $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(PY) -m harness.bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info outputs multirun peers/.venv-openpi peers/.venv-vlaeval
+	rm -rf $(VENV) build dist *.egg-info outputs multirun site outage-runs peers/.venv-openpi peers/.venv-vlaeval

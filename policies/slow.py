@@ -4,9 +4,9 @@ The harness runs small policies on a CPU, but what it must judge is how a robot 
 the inference time of a 7B VLA. `SlowPolicy` wraps any policy and sleeps, inside `predict`,
 for a time drawn from a seeded distribution, so the server measures and reports it as
 inference time and the closed loop sees it as latency. Presets follow the published OpenVLA
-figures in ../shared/reference: ~405 ms mean per step served by SGLang on an L4
-(sglang-openvla-serving.md), ~120 ms per predict_action on an RTX 4090, i.e. 6-8 Hz with a
-~30 ms LIBERO step (openvla-libero-inference-loop.md).
+figures: ~405 ms mean per step served by SGLang on an L4
+(SGLang's OpenVLA serving notes), ~120 ms per predict_action on an RTX 4090, i.e. 6-8 Hz with a
+~30 ms LIBERO step (OpenVLA's LIBERO evaluation loop).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 This is the reference the closed loop is compared with: the same env and policy, the policy
 asked for a new chunk every `replan_every` steps and its chunk executed in order, nothing late.
-It is also how the README's per-env tables are made:
+It is also how the per-env tables of docs/measurements.md are made:
 
     python -m harness.jobs.evaluate --env mujoco_pick_place --policy oracle --episodes 50
     python -m harness.jobs.evaluate --env libero_object --tasks all --episodes 5   # 5 per task

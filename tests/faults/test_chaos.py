@@ -35,7 +35,7 @@ idle or under a load of ~5 (grpc after a drain: its reconnect backoff, up to
 max_backoff_ms=1000, then the re-open); the bound leaves that backoff once more as margin.
 A server's own restart time (0.8 to 4 s here, load-dependent) is reported apart
 (`restart_s`), not bounded: it is the server's start-up, not the client's recovery. The
-README's chaos table gives the values."""
+The chaos table of docs/faults.md gives the values."""
 
 MAX_OFFLINE_S = 10.0
 """The client's `max_offline_s` in these runs: a 2 s outage plus a restart of up to 2.3 s

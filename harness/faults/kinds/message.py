@@ -47,11 +47,12 @@ def _chain(window: FaultWindow) -> GilbertElliott:
 @dataclass(frozen=True)
 class LossOnClient:
     """Burst loss in the wrapper: a proxy cannot lose packets inside a TCP stream, and this
-    kernel has no netem, so loss is message-level."""
+    kernel netem is not everywhere (not on the machine this was built on), so loss is
+    message-level."""
 
     def apply(self, window: FaultWindow, run: RunMechanisms) -> str:
         run.need("client", window.kind).loss = _chain(window)
-        return "message loss, Gilbert-Elliott (no netem: loss is message-level)"
+        return "message loss, Gilbert-Elliott, in the client wrapper"
 
     def undo(self, window: FaultWindow, run: RunMechanisms) -> str:
         run.mechanisms.client.loss = None

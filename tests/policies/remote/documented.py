@@ -1,27 +1,35 @@
-"""The `python -m harness policy=remote ...` commands README.md documents, one per protocol,
-read from the README itself: the test that runs them runs what a reader copies, and fails
-when a documented command stops working, not when a copy of it kept in a test does."""
+"""The `python -m harness policy=remote ...` commands the documentation gives, one per
+protocol, read from the page itself (docs/remote.md): the test that runs them runs what a
+reader copies, and fails when a documented command stops working, not when a copy of it kept
+in a test does."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "remote.md"
 SECTION = "## Remote model servers"
+"""The heading the commands' section starts with; it ends at the next `## ` heading."""
 PREFIX = ["python", "-m", "harness"]
 
 
 def documented_commands(text: str | None = None) -> list[tuple[str, list[str]]]:
-    """(protocol, overrides) of each `python -m harness` command in the README's remote
-    section (an indented block; a trailing backslash continues a line), in order; overrides
-    as the shell hands them over (quotes removed)."""
-    text = README.read_text() if text is None else text
+    """(protocol, overrides) of each `python -m harness` command in the page's remote
+    section (in a fenced or an indented code block; a trailing backslash continues a line),
+    in order; overrides as the shell hands them over (quotes removed)."""
+    text = PAGE.read_text() if text is None else text
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
-    commands, pending = [], ""
+    command = " ".join(PREFIX) + " "
+    commands, pending, fenced = [], "", False
     for line in text[start:end if end >= 0 else None].splitlines():
-        if not pending and not line.startswith("    " + " ".join(PREFIX) + " "):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        starts = (line.lstrip().startswith(command) if fenced
+                  else line.startswith("    " + command))
+        if not pending and not starts:
             continue
         pending = f"{pending} {line.strip()}".strip()
         if pending.endswith("\\"):

@@ -1,8 +1,8 @@
-"""The `policy=remote` command README.md documents for each protocol, run as documented
+"""The `policy=remote` command docs/remote.md documents for each protocol, run as documented
 against its server: the real openpi server and a real vla-eval `PredictModelServer` (with
 server-side chunking, the default of vla-eval's model servers), each in its own venv, and
 test doubles of OpenVLA's deploy.py, an AutoEval server and SGLang (no GPU, no 7B weights
-here). The commands are read from the README (`documented.py`) and every documented override
+here). The commands are read from docs/remote.md (`documented.py`) and every documented override
 is passed as written; the test changes only where things are (policy.url, a free port, the
 run directory) and how long they run (one 40-tick episode of task 0, a 0.5 s model request
 timeout, a documented fault window moved inside it). So a documented command that stops
@@ -13,7 +13,7 @@ Where the documented fault is a partition of the model link, the test also check
 must do: the black-holed requests fail as server errors the client counts, the fail-safe path
 holds the robot, and control resumes after the heal. On a simulator slower than real time
 (this machine under load) the world's partition is lifted after its wall time while the robot
-is held in it until its control end (docs/clocks.md): its requests then go unanswered, are
+is held in it until its control end (docs/concepts.md): its requests then go unanswered, are
 counted lost, and it may re-open its session, whose stale observation is then refused."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def composed(overrides: list[str]):
         return validate(compose(config_name="config", overrides=overrides))
 
 
-def test_the_readme_documents_one_command_per_protocol_each_valid_as_written():
+def test_the_docs_give_one_command_per_protocol_each_valid_as_written():
     commands = documented_commands()
     built_in = [name for name in protocol_names() if ":" not in name]  # not other tests' own
     assert [protocol for protocol, _ in commands] == built_in
