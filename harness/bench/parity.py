@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import logging
+import sys
 import uuid
 from pathlib import Path
 
@@ -115,11 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         log.info("wrote %s", GOLDEN)
     else:
         golden = json.loads(GOLDEN.read_text())
+        differ = []
         for name, got, key in (("clean", digests, "digests"),
                                (f"faults={FAULTED_PRESET}", faulted, "faulted_digests"),
                                ("delay_aware", aware, "delay_aware_digests")):
-            log.info("in-process %s digests %s golden", name,
-                     "match" if golden.get(key) == got else "DIFFER from")
+            same = golden.get(key) == got
+            (log.info if same else log.error)("in-process %s digests %s golden", name,
+                                              "match" if same else "DIFFER from")
+            differ += [] if same else [name]
+        if differ:  # a check that differs must not exit 0
+            sys.exit(1)
 
 if __name__ == "__main__":
     main()
