@@ -31,10 +31,14 @@ class Clock(enum.StrEnum):
     """Ticks paced by the wall clock; overruns counted."""
 
 
-def wait_for_due_reply(engine: ClientEngine, tick: int) -> None:
+def wait_for_due_reply(engine: ClientEngine, tick: int, hold_s: float | None = None) -> None:
     """Virtual clock: block until the in-flight reply is known to be usable or not by `tick`
-    (measured latency: until its wall age reaches its control age; modelled: at most one
-    tick of wall time once it is due)."""
+    (measured latency: until its wall age reaches its control age; modelled: at most
+    `hold_s` of wall time once it is due, one tick when None).
+
+    One tick keeps a real outage (a stopped server under an emulated fault) at real time. A
+    caller with a live server and nothing emulated (the golden parity episodes) may hold
+    longer, so that a loaded machine cannot make a due reply late and the replay differ."""
     entered_ns = time.monotonic_ns()
     while (pending := engine.reply_pending_until()) is not None:
         key, sent_tick, sent_ns = pending
@@ -48,7 +52,7 @@ def wait_for_due_reply(engine: ClientEngine, tick: int) -> None:
             # time, then go on at real time. A real round trip longer than the model then
             # shows as a later merge, and the request is lost after request_timeout_s of
             # control time, as everywhere else.
-            deadline_ns = entered_ns + engine.dt * 1e9
+            deadline_ns = entered_ns + (engine.dt if hold_s is None else hold_s) * 1e9
         else:
             return
         if time.monotonic_ns() >= deadline_ns:

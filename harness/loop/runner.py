@@ -36,8 +36,10 @@ def _ee_pos(env: Env) -> list[float] | None:
 
 def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
                 init_state: int | None = None, clock: Clock = Clock.virtual,
-                on_tick: TickHook | None = None) -> EpisodeTrace:
-    """Run one episode; the engine's latency model decides when chunks become usable."""
+                on_tick: TickHook | None = None,
+                due_reply_hold_s: float | None = None) -> EpisodeTrace:
+    """Run one episode; the engine's latency model decides when chunks become usable
+    (`due_reply_hold_s`: see `wait_for_due_reply`)."""
     clock = Clock(clock)
     trace = EpisodeTrace(episode, dt=engine.dt)
     observation = env.reset(seed=seed, init_state=init_state)
@@ -55,7 +57,7 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
         if clock is Clock.virtual:
             paced = pacer.pace(tick, hold=fault_active
                                or engine.state is not ClientState.STREAMING)
-            wait_for_due_reply(engine, tick)
+            wait_for_due_reply(engine, tick, due_reply_hold_s)
         body = protocol.Observation(observation.state, observation.images, observation.instruction)
         result = engine.tick(tick, body)
         trace.breaches += checker.check(result, tick=tick, episode=episode, epoch=engine.epoch,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness.bench.outage import run_outage
-from harness.loop.clock import Pacer
+from harness.loop.clock import Pacer, wait_for_due_reply
 
 DT = 0.02
 
@@ -64,3 +64,37 @@ def test_a_server_outage_mid_run_costs_no_episode(tmp_path, fault):
     # The outage was felt: ticks held to the wall clock while it lasted, or (when it fell
     # between two episodes) an episode start that waited for the stopped server.
     assert summary["paced_ticks"] >= 20 or summary["reset_wait_max_s"] >= 1.0, summary
+
+
+class LateReplyEngine:
+    """Test double of the engine's side of `wait_for_due_reply`: one request sent at tick 0
+    under a fixed 0.1 s model, whose reply lands `late_s` of wall time after the wait starts
+    (a loaded machine's server)."""
+
+    dt = 0.05
+
+    def __init__(self, late_s: float) -> None:
+        self.lands_at = time.monotonic() + late_s
+        self.merged = False
+        self.latency = self
+
+    def latency_for(self, key, *, sent_tick):
+        return 0.1
+
+    def reply_pending_until(self):
+        return None if self.merged else ("key", 0, 0)
+
+    def poll(self, tick):
+        self.merged = time.monotonic() >= self.lands_at
+
+
+def test_a_due_reply_is_held_one_tick_by_default_and_longer_when_asked():
+    """Tick 2 is when the model says the reply is usable. By default the tick waits one tick
+    of wall time and goes on without it (an outage stays at real time); the parity episodes
+    ask for a longer hold, and then a reply 0.3 s late still merges on its tick."""
+    default = LateReplyEngine(late_s=0.3)
+    wait_for_due_reply(default, 2)
+    assert not default.merged
+    held = LateReplyEngine(late_s=0.3)
+    wait_for_due_reply(held, 2, hold_s=5.0)
+    assert held.merged

@@ -4,7 +4,7 @@ server-side chunking, the default of vla-eval's model servers), each in its own 
 test doubles of OpenVLA's deploy.py, an AutoEval server and SGLang (no GPU, no 7B weights
 here). The commands are read from docs/remote.md (`documented.py`) and every documented override
 is passed as written; the test changes only where things are (policy.url, a free port, the
-run directory) and how long they run (one 40-tick episode of task 0, a 0.5 s model request
+run directory) and how long they run (one 60-tick episode of task 0, a 0.5 s model request
 timeout, a documented fault window moved inside it). So a documented command that stops
 working fails here: a run that exits non-zero, serves nothing, breaks an invariant or never
 meets its documented fault.
@@ -41,14 +41,15 @@ from transports.loopback import loopback_fields
 
 register_configs()
 
-SHORT_RUN = {"env.tasks": 0, "env.episodes_per_task": 1, "env.max_steps": 40,
+SHORT_RUN = {"env.tasks": 0, "env.episodes_per_task": 1, "env.max_steps": 60,
              "policy.request_timeout_s": 0.5}
-"""One 2 s episode (40 ticks at 20 Hz); a model request black-holed for 0.5 s fails, well
+"""One 3 s episode (60 ticks at 20 Hz); a model request black-holed for 0.5 s fails, well
 inside the 1 s partition."""
-FAULT_WINDOWS = {"partition_3s": {"faults.timed.0.start_s": 0.5,
+FAULT_WINDOWS = {"partition_3s": {"faults.timed.0.start_s": 1.0,
                                   "faults.timed.0.duration_s": 1.0}}
 """Documented faults that do not span the whole episode, moved inside the short one (the
-others run as documented: from 0 s, for ever)."""
+others run as documented: from 0 s, for ever). From 1 s: with the suite on both cores, the
+first vla-eval round trip took longer than 0.5 s, and no chunk came before the window."""
 VLA_EVAL_CHUNK = 10
 """The vla-eval peer's server-side chunk (`PredictModelServer(chunk_size=10)`, pi0's)."""
 
