@@ -22,7 +22,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from envs import UnknownEnv, env_family, task_ids
 from harness.choices import choice
-from harness.client.config import ClientMode, EngineConfig
+from harness.client.config import EngineConfig
 from harness.client.latency import LatencyKind
 from harness.faults.kinds import fault_kind
 from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, NetworkPath
@@ -313,55 +313,6 @@ def check_resumable(run_dir: str) -> None:
                           "finish (the one a run printed), or drop resume= to start a new run")
     if not (path / "config.json").is_file():
         raise ConfigError(f"resume={run_dir}: not a run directory (no config.json in it)")
-
-
-def check_loop_config(config: HarnessConfig) -> None:
-    """What only a closed-loop run needs of the robot's and the server's settings together
-    (the server alone, `python -m harness.server`, is not held to its robots' settings).
-
-    Raises:
-        ConfigError: naming the fields and the fix.
-    """
-    check_timeout_order(config)
-    if config.policy.one_action_per_reply and config.client.mode is not ClientMode.synchronous:
-        raise ConfigError(
-            f"client.mode={config.client.mode} with policy.protocol={config.policy.protocol}, "
-            "which answers one action per observation: each arrives after the tick it was for "
-            "and would be trimmed as stale; use client=synchronous (or policy.reply_chunk=N "
-            "for a server that sends chunks of N)")
-
-
-def check_timeout_order(config: HarnessConfig) -> None:
-    """The timeouts of the robot, our server and the model link must trip in one order:
-
-        transport.heartbeat_timeout_s, client.request_timeout_s, policy.request_timeout_s
-            < client.max_offline_s < server.session_idle_timeout_s
-        client.keepalive_s < server.session_idle_timeout_s
-
-    A robot has to notice the server gone, and a hung model request has to come back as an
-    error, before the robot gives up (else an episode ends DEAD with nothing counted); and the
-    server has to keep a silent robot's session at least as long as the robot keeps trying
-    (else a robot that survives an outage finds its session gone), and a robot that waits
-    must say it is there before the server gives up on it. Out of order, the outcome
-    depends on which clock runs faster: refused here, naming the pair.
-
-    Raises:
-        ConfigError: naming the first pair out of order and the fix.
-    """
-    client = config.client
-    before_offline = [("transport.heartbeat_timeout_s", config.transport.heartbeat_timeout_s),
-                      ("client.request_timeout_s", client.request_timeout_s)]
-    if config.policy.model_link is not None:
-        before_offline.append(("policy.request_timeout_s", config.policy.request_timeout_s))
-    pairs = [(name, value, "client.max_offline_s", client.max_offline_s)
-             for name, value in before_offline]
-    idle = ("server.session_idle_timeout_s", config.server.session_idle_timeout_s)
-    pairs += [("client.max_offline_s", client.max_offline_s, *idle),
-              ("client.keepalive_s", client.keepalive_s, *idle)]
-    for first, first_s, then, then_s in pairs:
-        if first_s >= then_s:
-            raise ConfigError(f"{first}={first_s:g} must be below {then}={then_s:g}: lower "
-                              f"{first} or raise {then}")
 
 
 def register_configs() -> None:

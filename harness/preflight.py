@@ -26,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from envs import task_ids
+from harness.checks import check_loop_config
 from harness.config import (
     ConfigError,
     HarnessConfig,
     Job,
-    check_loop_config,
     config_dir,
     group_options,
     validate,

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
+from harness.checks import check_loop_config
 from harness.config import (
     ConfigError,
-    check_loop_config,
     config_dir,
     register_configs,
     validate,

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.faults",),                    # fault schedules and their mechanisms
     ("reports",),                           # tables and HTML from result directories
     ("harness.config",),                    # the Hydra schema of a whole run
+    ("harness.checks",),                    # what a closed-loop run needs of it, together
     ("harness.jobs",),                      # what `python -m harness job=...` runs
     ("harness.bench",),                     # benchmarks over everything
     ("harness.api",),                       # run, serve, client_engine for scripts

@@ -28,9 +28,10 @@ from tqdm import tqdm
 
 from envs import env_family, make_env, task_ids
 from envs.slowed import SlowedEnv
+from harness.checks import check_loop_config
 from harness.client.engine import engine_for
 from harness.client.latency import LatencyModel
-from harness.config import ConfigError, HarnessConfig, ServerMode, check_loop_config
+from harness.config import ConfigError, HarnessConfig, ServerMode
 from harness.faults.controller import Mechanisms, episode_faults
 from harness.faults.modelled import ModelledLink
 from harness.faults.schedule import NetworkPath

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
+from harness.checks import check_loop_config
 from harness.config import (
     ConfigError,
-    check_loop_config,
     config_dir,
     register_configs,
     validate,
