@@ -8,7 +8,9 @@ offline HTML report, `python -m reports DIR` does both and writes the tables.
     episodes.py   episode rows merged across shards, expected episodes, control period
     traces.py     the per-tick trace columns a report reads
     aggregate.py  the per-config figures
-    figures.py    the plotly figures; html.py the page; console.py the terminal table
+    colours.py    one colour per transport / client mode, heat-map scales
+    figures.py    the plotly figures; timeline.py the state timeline; tables.py the HTML
+                  tables (episode videos linked); html.py the page; console.py the terminal
 """
 
 from reports.sweep import Missing, NoRunsError, Sweep, load_sweep, write_tables

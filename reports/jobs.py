@@ -8,6 +8,8 @@ were job numbers and are now override strings.
 A job's overrides are its own `overrides.json` (the harness's record of its command line),
 else its `.hydra/overrides.yaml`, else its parent's: the shards of one config write
 `shard-i-of-n/` inside the config's directory, where Hydra keeps one `.hydra/` for them all.
+Its config group choices (`faults: none` for a job that never said `faults=`) are Hydra's
+`.hydra/hydra.yaml`, found the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +43,37 @@ class Job:
     (see the module docstring); None with none."""
     config: dict
     """Its resolved config: `config.json`, else Hydra's `.hydra/config.yaml`, else {}."""
+    override_texts: dict[str, str] | None = None
+    """Its overrides' values as typed on the command line (`reports.overrides.texts`)."""
+    choices: dict[str, str] | None = None
+    """Hydra's config group choices of the job (`faults: none`); None with no record."""
+
+    def value(self, key: str) -> object:
+        """What the job ran with for an override key: its override, else its config group
+        choice (`faults` -> `none`), else the resolved config's value at the dotted key
+        (`env.episodes_per_task` -> 20, `faults.timed.0.delay_s` -> 0.05); None where none
+        of them says, or where the key names a whole section."""
+        if self.overrides and key in self.overrides:
+            return self.overrides[key]
+        if self.choices and self.choices.get(key) is not None:
+            return self.choices[key]
+        node: object = self.config
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return None if isinstance(node, dict) else node  # a whole group's node: no one value
+
+    def value_text(self, key: str) -> str | None:
+        """`value(key)` as a label shows it: the override as typed, else the value written
+        as an override would write it (`reports.overrides.value_text`); None if unknown."""
+        if self.override_texts and key in self.override_texts:
+            return self.override_texts[key]
+        value = self.value(key)
+        return None if value is None else ov.value_text(value)
 
     @property
     def shard(self) -> str | None:
@@ -77,28 +110,56 @@ def find_jobs(root: Path) -> list[Path]:
     return sorted(started + unstarted)
 
 
-def _read_overrides(path: Path) -> dict[str, object] | None:
-    """The job's parsed overrides from the first of its records that exists (see the
-    module docstring); None if it has none."""
-    candidates = [path / "overrides.json", path / ".hydra" / "overrides.yaml"]
+def _hydra_files(path: Path, name: str) -> list[Path]:
+    """Where a job's Hydra record `name` may be: its own `.hydra/`, then its parent's
+    unless the parent is a job itself (see the module docstring)."""
+    candidates = [path / ".hydra" / name]
     if not (path.parent / "config.json").is_file():
-        candidates.append(path.parent / ".hydra" / "overrides.yaml")
-    for candidate in candidates:
+        candidates.append(path.parent / ".hydra" / name)
+    return candidates
+
+
+def _read_overrides(path: Path) -> tuple[dict[str, object], dict[str, str]] | None:
+    """The job's overrides (parsed, and as typed) from the first of its records that exists
+    (see the module docstring); None if it has none."""
+    for candidate in [path / "overrides.json", *_hydra_files(path, "overrides.yaml")]:
         if candidate.is_file():
             try:  # JSON is YAML: one reader for both
-                return ov.parse(yaml.safe_load(candidate.read_text()) or [])
+                lines = yaml.safe_load(candidate.read_text()) or []
+                return ov.parse(lines), ov.texts(lines)
             except (yaml.YAMLError, ValueError) as exc:
                 raise ValueError(f"{candidate}: {exc}") from exc
     return None
 
 
+def _read_choices(path: Path) -> dict[str, str] | None:
+    """Hydra's `runtime.choices` of the job (its config groups' options); None with no
+    `hydra.yaml` or none in it. An unreadable file is logged and read as none: the choices
+    only fill in labels."""
+    for candidate in _hydra_files(path, "hydra.yaml"):
+        if candidate.is_file():
+            try:
+                hydra = (yaml.safe_load(candidate.read_text()) or {}).get("hydra") or {}
+            except yaml.YAMLError as exc:
+                log.warning("%s: unreadable (%s); labels use the resolved config", candidate,
+                            exc)
+                return None
+            choices = (hydra.get("runtime") or {}).get("choices")
+            return {k: str(v) for k, v in choices.items() if v is not None} if choices \
+                else None
+    return None
+
+
 def read_job(path: Path) -> Job:
-    """Read a job directory's overrides and resolved config (not its episodes).
+    """Read a job directory's overrides, resolved config and group choices (not its
+    episodes).
 
     Raises:
         ValueError: a config or overrides file that cannot be parsed, naming it.
     """
-    return Job(path, _read_overrides(path), _read_config(path))
+    overrides = _read_overrides(path)
+    parsed, typed = overrides if overrides is not None else (None, None)
+    return Job(path, parsed, _read_config(path), typed, _read_choices(path))
 
 
 def _read_config(path: Path) -> dict:

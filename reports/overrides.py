@@ -57,6 +57,35 @@ def parse(lines: Iterable[str]) -> dict[str, object]:
     return parsed
 
 
+def texts(lines: Iterable[str]) -> dict[str, str]:
+    """{key: value as the user typed it} of a job's override strings: what a report shows
+    (`env.episodes_per_task=10`, not the `10.0` a table column of floats would print).
+    Keyed as `parse` keys them; a deleted key maps to `DELETED`.
+
+    Raises:
+        ValueError: an override Hydra cannot parse (naming it).
+    """
+    lines = list(lines)
+    try:
+        overrides = _parser().parse_overrides(lines)
+    except Exception as exc:  # Hydra raises its own OverrideParseException
+        raise ValueError(f"cannot parse overrides {lines}: {exc}") from exc
+    return {_key(o): DELETED if o.type is OverrideType.DEL else o.input_line.split("=", 1)[1]
+            for o in overrides}
+
+
+def value_text(value: object) -> str:
+    """A config value written the way an override would write it: `true`, `null`, `10`,
+    `0.1`, `[1,2]`; what a label shows for a key the job did not override."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(value_text(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def identity(overrides: dict[str, object]) -> dict[str, object]:
     """The overrides that make a config what it is (all but `NOT_IDENTITY`)."""
     return {k: v for k, v in overrides.items() if k not in NOT_IDENTITY}

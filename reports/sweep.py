@@ -71,9 +71,22 @@ class Sweep:
     """The override columns of `configs`, swept ones first."""
     swept_keys: list[str]
     """Override keys whose value differs between configs (or between the sweep's points)."""
+    override_text: pd.DataFrame
+    """Config x override key: the value as the config's job typed it, else as it ran with it
+    (`Job.value_text`: `faults=none` for a job that never said `faults=`); None if unknown.
+    What labels show, where `configs` holds the typed values."""
     missing: Missing
     duplicates: pd.DataFrame
     """`config, task, episode, kept_dir, dropped_dir` of episodes found in two jobs."""
+
+    def labels(self, keys: list[str]) -> pd.Series:
+        """Per config: `k=v` of each of `keys` as typed (`override_text`), space-joined;
+        "all" with no key (nothing tells the configs apart)."""
+        if not keys:
+            return pd.Series("all", index=self.configs.index)
+        text = self.override_text.reindex(index=self.configs.index, columns=keys)
+        return pd.Series([_joined(row, keys) for row in text.to_dict("records")],
+                         index=text.index)
 
     def trace_path(self, config: str, task: int, episode: int) -> Path:
         """The per-tick trace of one episode of `episodes`.
@@ -127,7 +140,10 @@ def load_sweep(path: str | Path) -> Sweep:
                 for c in present]
     base["expected_episodes"] = [float("nan") if e is None else len(e) for e in expected]
     base["jobs"] = [len(job_dirs[c]) for c in present]
-    base["label"] = [_label(first[c], swept) for c in present]
+    text = pd.DataFrame([{k: first[c].value_text(k) for k in keys} for c in present],
+                        index=pd.Index(present, name="config"), columns=keys, dtype=object)
+    base["label"] = [_label(first[c], row, swept) for c, row in zip(
+        present, text.to_dict("records"), strict=True)]
     table = config_table(base, rows, events, round_trips)
     for key in keys:
         table[key] = _tidy(table[key])
@@ -139,7 +155,7 @@ def load_sweep(path: str | Path) -> Sweep:
     _log_missing(missing)
     return Sweep(root=root, configs=table, episodes=rows.drop(columns=["events"]),
                  events=events, round_trips=round_trips, job_dirs=job_dirs,
-                 override_keys=keys, swept_keys=swept, missing=missing,
+                 override_keys=keys, swept_keys=swept, override_text=text, missing=missing,
                  duplicates=duplicates)
 
 
@@ -178,22 +194,31 @@ def _round_trips(root: Path, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _override_keys(jobs: list[Job], points: list[dict]) -> tuple[list[str], list[str]]:
-    """(all override keys, swept first; the swept ones)."""
+    """(all override keys, swept first; the swept ones). A key is swept if the jobs ran
+    with different values of it (`Job.value`: a job that did not override it ran with its
+    default, so `client=async_newest` given to one job only sweeps nothing when that is the
+    default), or if the sweep's points give it different values."""
     identities = [ov.identity(j.overrides or {}) for j in jobs] + \
         [ov.identity(p) for p in points]
     keys = list(dict.fromkeys(k for overrides in identities for k in overrides))
-    swept = [k for k in keys
-             if len({repr(overrides.get(k)) for overrides in identities}) > 1]
+
+    def differ(values: list[object]) -> bool:
+        return len({float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+                    else repr(v) for v in values}) > 1
+
+    swept = [k for k in keys if differ([j.value(k) for j in jobs])
+             or differ([ov.identity(p).get(k) for p in points])]
     return swept + [k for k in keys if k not in swept], swept
 
 
 def _config_columns(job: Job, keys: list[str]) -> dict[str, object]:
-    """The overrides of a config's job, and what its resolved config says it measured."""
+    """The overrides of a config's job (for a key it did not override, what it ran with:
+    `Job.value`), and what its resolved config says it measured."""
     config = job.config
     faults = config.get("faults") or {}
     timed = faults.get("timed") or []
     return {
-        **{key: (job.overrides or {}).get(key) for key in keys},
+        **{key: job.value(key) for key in keys},
         "transport_kind": (config.get("transport") or {}).get("kind"),
         "faults_name": faults.get("name"),
         "faults_apply": faults.get("apply"),
@@ -206,17 +231,26 @@ def _config_columns(job: Job, keys: list[str]) -> dict[str, object]:
     }
 
 
-def _label(job: Job, swept: list[str]) -> str:
-    """A config's short name in figures: its swept overrides, else its config id."""
-    overrides = job.overrides or {}
-    return " ".join(f"{k}={overrides[k]}" for k in swept if k in overrides) or job.config_id
+def _joined(text: dict[str, object], keys: list[str]) -> str:
+    """`k=v` of `keys` from one config's row of `Sweep.override_text`, space-joined; `?`
+    for a value no record says."""
+    return " ".join(f"{k}={'?' if pd.isna(text.get(k)) else text[k]}"
+                    for k in keys)
+
+
+def _label(job: Job, text: dict[str, str | None], swept: list[str]) -> str:
+    """A config's short name in figures: its swept keys as typed (`_joined`), else its
+    config id."""
+    return _joined(text, swept) or job.config_id
 
 
 def _tidy(column: pd.Series) -> pd.Series:
     """An override column as one type (parquet needs it): numbers stay numbers, anything
     mixing text and numbers becomes text."""
     kind = pd.api.types.infer_dtype(column, skipna=True)
-    if kind in ("integer", "floating", "mixed-integer-float", "boolean", "empty"):
+    if kind == "integer":  # Int64: a config without the key stays NA, not 10 -> 10.0
+        return column.astype("Int64")
+    if kind in ("floating", "mixed-integer-float", "boolean", "empty"):
         return column.infer_objects()
     return column.map(lambda v: v if pd.isna(v) else str(v)).astype("string")
 

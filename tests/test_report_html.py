@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 from reports import load_sweep
-from reports.figures import timeline
+from reports.__main__ import main
 from reports.html import PLOT_IDS, TABLE_ID, write_report
+from reports.timeline import STATE_COLOURS, timeline
 from tests.test_reports import DELAY_SWEEP, harness_sweep
 
 pytestmark = pytest.mark.slow
@@ -35,8 +36,8 @@ PLOTLY_BUNDLE = re.compile(r"^\s*/\*\*\s*\* plotly\.js v\d")
 URL = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.IGNORECASE)
 PLOT_BACKGROUND = (229, 236, 246)
 """plotly's default plot area colour (#E5ECF6): on the screen only where a plot was drawn."""
-STREAMING_GREEN = (44, 160, 44)
-"""The timeline's STREAMING colour (`figures.STATE_COLOURS`)."""
+STREAMING_GREEN = tuple(int(STATE_COLOURS["streaming"][i:i + 2], 16) for i in (1, 3, 5))
+"""The timeline's STREAMING colour (`timeline.STATE_COLOURS`), as RGB."""
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 
@@ -120,11 +121,11 @@ def offline_problems(text: str) -> list[str]:
     return problems
 
 
-def dom_problems(dom: str, configs: int) -> list[str]:
-    """Why the DOM after plotly ran lacks a plot: a plot div absent, not made a plotly plot,
-    or without a drawn SVG; the config table absent or not one row per config."""
+def dom_problems(dom: str, configs: int, plot_ids: tuple[str, ...] = PLOT_IDS) -> list[str]:
+    """Why the DOM after plotly ran lacks a plot: one of `plot_ids` absent, not made a
+    plotly plot, or without a drawn SVG; the config table absent or not one row per config."""
     page, problems = _parse(dom), []
-    for plot_id in PLOT_IDS:
+    for plot_id in plot_ids:
         element = page.ids.get(plot_id)
         if element is None:
             problems.append(f"#{plot_id} is absent")
@@ -250,6 +251,25 @@ def test_the_screenshot_is_not_blank(report, tmp_path):
 
 
 @needs_chromium
+def test_a_one_job_report_draws_its_plots_and_tables_in_headless_chromium(tmp_path_factory,
+                                                                           tmp_path):
+    """One config: the latency CDF and the timeline drawn, success and fail-safe figures as
+    tables (one-row heat maps say nothing), no success-vs-delay plot (one delay)."""
+    sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    (job, *_) = sorted(sweep_dir.glob("*/config.json"))
+    job = Path(shutil.copytree(job.parent, tmp_path / "job"))
+    assert main([str(job)]) == 0
+    page = job / "report" / "report.html"
+    dom = dump_dom(page, tmp_path)
+    assert dom_problems(dom, configs=1, plot_ids=("plot-latency-cdf", "plot-timeline")) == []
+    assert dom_problems(dom, configs=1) == [  # the others are not on the page at all
+        "#plot-success-matrix is absent", "#plot-success-vs-delay is absent",
+        "#plot-failsafe is absent"]
+    assert all(table in _parse(dom).ids for table in ("table-success", "table-failsafe"))
+    assert screenshot_problems(screenshot(page, tmp_path)) == []
+
+
+@needs_chromium
 def test_the_screenshot_check_catches_a_page_without_plots(report, tmp_path):
     no_plotly = broken(report, tmp_path, "no-plotly", "/**\n* plotly.js v",
                        "throw 'plotly.js did not load'; /**\n* plotly.js v")
@@ -273,13 +293,16 @@ def test_a_partial_sweep_says_what_is_missing(tmp_path_factory, tmp_path):
 
 
 def test_a_sweep_without_episodes_still_renders_every_section(tmp_path_factory, tmp_path):
+    """Every section but success against delay (no delay swept: no episode injects one)."""
     sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
     (job, *_) = sorted(sweep_dir.glob("*/config.json"))
     shutil.copytree(job.parent / ".hydra", tmp_path / "sweep" / "job" / ".hydra")
     text = write_report(load_sweep(tmp_path / "sweep"), tmp_path / "report.html").read_text(
         encoding="utf-8")
-    assert all(f'id="{plot_id}"' in text for plot_id in (*PLOT_IDS, TABLE_ID))
-    assert text.count('"text":"no episodes"') == 4 and '"text":"no round trips"' in text
+    drawn = [p for p in PLOT_IDS if p != "plot-success-vs-delay"]
+    assert all(f'id="{plot_id}"' in text for plot_id in (*drawn, TABLE_ID))
+    assert 'id="plot-success-vs-delay"' not in text
+    assert text.count('"text":"no episodes"') == 3 and '"text":"no round trips"' in text
     assert offline_problems(text) == []
 
 
@@ -290,10 +313,12 @@ def test_the_success_matrix_shows_each_configs_count_and_interval(tmp_path_facto
                                      *DELAY_SWEEP))
     (heatmap,) = success_matrix(sweep).data
     assert list(heatmap.x) == ["local"]  # the transport: a column; the rest: a row each
-    others = [k for k in sweep.swept_keys if k != "transport"]
-    expected = {" ".join(f"{k}={c[k]}" for k in others): c
-                for _, c in sweep.configs.iterrows()}
-    assert sorted(heatmap.y) == sorted(expected) and len(expected) == 4
+    expected = {f"{c['label']}": c for _, c in sweep.configs.iterrows()}
+    assert sorted(heatmap.y) == sorted(expected) == [  # the overrides as typed: 0, not 0.0
+        "faults.timed.0.delay_s=0 client=async_newest",
+        "faults.timed.0.delay_s=0 client=synchronous",
+        "faults.timed.0.delay_s=0.1 client=async_newest",
+        "faults.timed.0.delay_s=0.1 client=synchronous"]
     for row, z, text in zip(heatmap.y, heatmap.z, heatmap.text, strict=True):
         config = expected[row]
         assert z[0] == config["success_rate"]

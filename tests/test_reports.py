@@ -23,7 +23,7 @@ from reports import NoRunsError, load_sweep
 from reports import episodes as ep
 from reports import overrides as ov
 from reports.__main__ import main
-from reports.figures import timeline
+from reports.timeline import timeline
 
 LOCAL = ["transport=local", "faults.apply=modelled", "latency.kind=fixed"]
 """No server process, no proxy: the link's faults are modelled in the client's clock."""
