@@ -43,13 +43,8 @@ def parse(lines: Iterable[str]) -> dict[str, object]:
     Raises:
         ValueError: an override Hydra cannot parse (naming it).
     """
-    lines = list(lines)
-    try:
-        overrides = _parser().parse_overrides(lines)
-    except Exception as exc:  # Hydra raises its own OverrideParseException
-        raise ValueError(f"cannot parse overrides {lines}: {exc}") from exc
     parsed: dict[str, object] = {}
-    for override in overrides:
+    for override in _overrides(lines):
         if override.is_sweep_override():
             raise ValueError(f"{override.input_line!r} is a sweep, not one job's override")
         parsed[_key(override)] = (DELETED if override.type is OverrideType.DEL
@@ -65,13 +60,17 @@ def texts(lines: Iterable[str]) -> dict[str, str]:
     Raises:
         ValueError: an override Hydra cannot parse (naming it).
     """
+    return {_key(o): DELETED if o.type is OverrideType.DEL else o.input_line.split("=", 1)[1]
+            for o in _overrides(lines)}
+
+
+def _overrides(lines: Iterable[str]) -> list:
+    """Hydra's parse of override strings; ValueError naming them if it cannot."""
     lines = list(lines)
     try:
-        overrides = _parser().parse_overrides(lines)
+        return _parser().parse_overrides(lines)
     except Exception as exc:  # Hydra raises its own OverrideParseException
         raise ValueError(f"cannot parse overrides {lines}: {exc}") from exc
-    return {_key(o): DELETED if o.type is OverrideType.DEL else o.input_line.split("=", 1)[1]
-            for o in overrides}
 
 
 def value_text(value: object) -> str:

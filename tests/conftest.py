@@ -4,6 +4,7 @@ from `transports.loopback`; and, under pytest-xdist, default ports of a worker's
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -27,3 +28,11 @@ def pytest_configure(config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit():
         os.environ["HARNESS_PORT_OFFSET"] = str(1000 * int(worker[2:]))
+
+
+def hide_package(monkeypatch, name: str) -> None:
+    """Test double for an environment without package `name`: `import name` fails (its
+    modules already imported are taken out of `sys.modules` for the test)."""
+    for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, name, None)

@@ -26,6 +26,7 @@ from harness.results.wandb_log import (
     flatten_summary,
     log_run,
 )
+from tests.conftest import hide_package
 
 REPO = Path(__file__).resolve().parents[1]
 try:
@@ -283,9 +284,7 @@ def test_wandb_error_is_logged_and_results_are_kept(run_dir, monkeypatch, caplog
 @pytest.fixture
 def wandb_not_installed(monkeypatch):
     """Test double for an environment without the package: `import wandb` fails."""
-    for name in [m for m in sys.modules if m == "wandb" or m.startswith("wandb.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "wandb", None)
+    hide_package(monkeypatch, "wandb")
 
 
 def test_missing_wandb_is_a_clear_error_before_anything_is_written(wandb_not_installed,

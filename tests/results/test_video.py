@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from harness.jobs.loop import _fault_spans, run_loop
 from harness.results import overlay
 from harness.results.overlay import FaultSpan, FrameStatus, draw_frame, fit
 from harness.results.video import VideoRecorder, VideoUnavailable, check_available
+from tests.conftest import hide_package
 
 imageio = pytest.importorskip("imageio.v2", reason="pip install 'robot-policy-harness[video]'")
 
@@ -199,9 +199,7 @@ def test_video_frame_is_a_read_and_slowed_env_forwards_it():
 @pytest.fixture
 def imageio_not_installed(monkeypatch):
     """Test double for an environment without the package: `import imageio` fails."""
-    for name in [m for m in sys.modules if m == "imageio" or m.startswith("imageio.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "imageio", None)
+    hide_package(monkeypatch, "imageio")
 
 
 def test_missing_imageio_is_one_line_at_startup_and_exit_status_2(imageio_not_installed,
