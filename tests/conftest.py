@@ -36,3 +36,39 @@ def hide_package(monkeypatch, name: str) -> None:
     for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
         monkeypatch.delitem(sys.modules, module)
     monkeypatch.setitem(sys.modules, name, None)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest first: tests marked `slow(seconds)` by their measured length, then the other
+    `slow` ones, then the rest. With `make test`'s workers taking tests in order as they free
+    up (`--dist loadgroup`), a minute-long test that starts last holds the whole run for its
+    length while the other workers idle."""
+    def expected_s(item) -> float:
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            return 0.0
+        return float(marker.args[0]) if marker.args else 10.0
+
+    items.sort(key=expected_s, reverse=True)
+    for item in items:
+        group = _shared_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _shared_fixture_group(item) -> str | None:
+    """The tests that share a module- or session-scoped fixture run on one worker
+    (`--dist loadgroup`): spread over three, a 30 s fixture ran three times."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name, definitions in info.name2fixturedefs.items():
+        definition = definitions[-1]
+        if not getattr(definition.func, "__module__", "").startswith("tests"):
+            continue  # pytest's own (tmp_path_factory is session-scoped): not ours to group
+        scope = getattr(definition, "scope", "function")
+        if scope == "session":
+            return f"session:{name}"
+        if scope == "module":
+            return f"module:{item.module.__name__}"
+    return None

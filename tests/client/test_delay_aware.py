@@ -297,7 +297,7 @@ def test_a_delay_window_below_one_is_refused_naming_the_field():
         EngineConfig(mode="delay_aware", delay_window=0)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(25)  # seconds on this machine: started early under xdist
 @pytest.mark.parametrize(("policy", "execution", "trimmed"), [
     ("oracle", ["delay_aware"], 0),
     ("torch", ["asynchronous (delay_aware asked; model 'torch-mlp-mujoco_pick_place' is not "

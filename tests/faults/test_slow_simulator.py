@@ -17,6 +17,8 @@ import pytest
 
 from tests.faults.conftest import events_of, run_faulted
 
+pytestmark = [pytest.mark.slow(35), pytest.mark.network]  # seconds: started early
+
 SCHEDULE = ("faults.timed=[{kind: server_stall, start_s: 0.5, duration_s: 1.0}, "
             "{kind: partition, start_s: 2.5, duration_s: 1.0}, "
             "{kind: drop, start_s: 4.5, duration_s: 1.0}]")

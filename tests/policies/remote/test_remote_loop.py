@@ -138,7 +138,7 @@ def check_run(protocol: str, overrides: list[str], process: subprocess.Popen, ru
     return row
 
 
-@pytest.mark.slow
+@pytest.mark.slow(90)  # seconds on this machine: started first under xdist
 @pytest.mark.network
 def test_each_documented_command_drives_its_server_through_a_libero_episode(tmp_path):
     """All five side by side (each mostly waits on its server and the clock)."""
