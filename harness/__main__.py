@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from harness.config import (
     HarnessConfig,
@@ -167,19 +168,19 @@ def run_check(argv: list[str]) -> int:
     try:
         points = job_overrides(overrides, multirun=multirun)
     except CommandLineError as exc:
-        console.print(f"[red]invalid[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]invalid[/red] {escape(str(exc))}", markup=True, highlight=False)
         return 2
     failed = 0
     for point in points:
-        name = " ".join(point) or "(defaults)"
+        name = escape(" ".join(point) or "(defaults)")  # overrides hold [lists]: not markup
         try:
-            line = f"[green]ok[/green]      {name}: {check_job(point).describe()}"
+            line = f"[green]ok[/green]      {name}: {escape(check_job(point).describe())}"
         except CommandLineError as exc:
             failed += 1
-            line = f"[red]invalid[/red] {name}: {exc}"
+            line = f"[red]invalid[/red] {name}: {escape(str(exc))}"
         except ModuleNotFoundError as exc:
             failed += 1
-            line = f"[red]invalid[/red] {name}: {missing_extra_message(exc) or exc}"
+            line = f"[red]invalid[/red] {name}: {escape(missing_extra_message(exc) or str(exc))}"
         console.print(line, markup=True, highlight=False, soft_wrap=True)
     console.print(f"{len(points)} job{'s' * (len(points) != 1)}, {failed} invalid; "
                   "nothing was run", highlight=False)

@@ -65,6 +65,12 @@ def test_an_experiments_sweep_is_expanded_and_the_command_line_wins():
     assert len(job_overrides(["+experiment=fault_matrix"], multirun=True)) == 30
 
 
+def test_check_prints_brackets_as_typed_not_as_markup(capsys):
+    assert run_check(["record=bogus", "env.cameras=[a,b]"]) == 2
+    out = capsys.readouterr().out
+    assert "env.cameras=[a,b]" in out and "expected one of [none, failures, all]" in out
+
+
 def test_check_of_a_valid_single_run_exits_0(capsys):
     assert run_check(["transport=zmq", "client=synchronous"]) == 0
     out = capsys.readouterr().out
