@@ -9,18 +9,40 @@ gets loopback configs without an edit here.
 from __future__ import annotations
 
 import dataclasses
+import random
 import socket
 import uuid
+from pathlib import Path
 
 from transports.config import TransportConfig
 from transports.registry import transport_entry
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS says is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that is free right now, chosen below the kernel's ephemeral
+    range: a port the OS hands out for `bind(0)` (a fault proxy) or for an outgoing
+    connection can be taken between this call and the bind of whoever asked, and with tests
+    on three workers one was (the proxy of a model link took the port a server was given)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: the OS picks
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (32768 if it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _tcp_prefix(kind: str) -> str:

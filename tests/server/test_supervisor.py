@@ -124,7 +124,9 @@ def test_the_server_never_outlives_a_harness_killed_with_sigkill(tmp_path, child
         assert not gone(child)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
-        wait_until(lambda: gone(child), 20.0, f"server pid {child} to exit")
+        # 60 s: once, in CI with three test workers, the stopped child had not exited after
+        # 20 s (not reproduced here; its cause is not established).
+        wait_until(lambda: gone(child), 60.0, f"server pid {child} to exit")
     finally:
         driver.kill()
         driver.wait()
