@@ -110,6 +110,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("child_state", ["running", "paused"])
 def test_the_server_never_outlives_a_harness_killed_with_sigkill(tmp_path, child_state):
     """The harness (here a small driver) is SIGKILLed: no `finally`, no atexit runs. The
