@@ -412,16 +412,23 @@ def validate_or_exit(cfg: DictConfig) -> HarnessConfig:
         sys.exit(2)
 
 
-def check_choices_or_exit(choices: Any) -> None:
-    """Group choices (`HydraConfig.get().runtime.choices`) name a YAML of `conf/`, not a
-    schema the ConfigStore registers beside them (`transport=zmq_schema` composed the bare
-    schema as if it were a transport): else one line naming the choices, exit 2."""
+def schema_choice_error(choices: Any) -> str | None:
+    """Group choices (Hydra's runtime choices) name a YAML of `conf/`, not a schema the
+    ConfigStore registers beside them (`transport=zmq_schema` composed the bare schema as if
+    it were a transport): None, or the one line naming the real choices."""
     for group, picked in dict(choices).items():
-        if str(picked).endswith("_schema") and not group.startswith("hydra/"):
-            logging.getLogger("harness").error(
-                "invalid config: %s=%s: a schema, not a choice; choose one of %s", group,
-                picked, ", ".join(group_options(group)))
-            sys.exit(2)
+        if str(picked).endswith("_schema") and not str(group).startswith("hydra/"):
+            return (f"{group}={picked}: a schema, not a choice; choose one of "
+                    f"{', '.join(group_options(str(group)))}")
+    return None
+
+
+def check_choices_or_exit(choices: Any) -> None:
+    """`schema_choice_error` for an entry point: logged, exit 2."""
+    error = schema_choice_error(choices)
+    if error is not None:
+        logging.getLogger("harness").error("invalid config: %s", error)
+        sys.exit(2)
 
 
 def group_options(group: str) -> list[str]:

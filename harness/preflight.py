@@ -33,6 +33,7 @@ from harness.config import (
     Job,
     config_dir,
     group_options,
+    schema_choice_error,
     validate,
 )
 
@@ -115,10 +116,9 @@ def check_job(overrides: list[str]) -> CheckedJob:
     """
     cfg = compose_with_hydra(overrides)
     choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
-    for group, picked in choices.items():
-        if str(picked).endswith("_schema") and not group.startswith("hydra/"):
-            raise CommandLineError(f"{group}={picked}: a schema, not a choice; choose one of "
-                                   f"{', '.join(group_options(group))}")
+    error = schema_choice_error(choices)
+    if error is not None:
+        raise CommandLineError(error)
     with open_dict(cfg):
         del cfg["hydra"]
     try:

@@ -11,13 +11,20 @@ from collections.abc import Callable
 import pytest
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `predicate` until it is true; fail the test naming `what` after `timeout_s`."""
+def poll_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll `predicate` until it is true; whether it came true within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
+            return False
         time.sleep(0.01)
+    return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `predicate` until it is true; fail the test naming `what` after `timeout_s`."""
+    if not poll_until(predicate, timeout_s):
+        pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
 
 
 def pytest_configure(config) -> None:

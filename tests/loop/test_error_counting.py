@@ -40,7 +40,7 @@ from harness.server.metrics import audit_error_replies
 from harness.server.policy_server import PolicyServer
 from harness.server.sessions import short_id
 from policies.remote import RemotePolicyConfig, make_remote_policy
-from tests.conftest import wait_until
+from tests.conftest import poll_until, wait_until
 from tests.loop.conftest import observation_of
 from transports import make_client, make_server, transport_names
 from transports.loopback import loopback_config
@@ -104,7 +104,7 @@ class ModelLinkPartition:
         if tick >= HEAL_TICK and self.healed_at is None:
             errors, served = len(self.errored_seqs()), self.server.metrics.served_total()
             received = self.client.stats.received
-            if not _within(lambda: len(self.errored_seqs()) > errors, 2.0):
+            if not poll_until(lambda: len(self.errored_seqs()) > errors, 2.0):
                 # Nothing in flight to fail (on a loaded machine the last request failed
                 # before this tick): let the tick run, so the robot sends, and try again.
                 return True
@@ -116,16 +116,6 @@ class ModelLinkPartition:
                 wait_until(lambda: self.client.stats.received >= received + 2, 5.0,
                            "the error and the chunk to land")
         return tick >= CUT_TICK and self.healed_at is None
-
-
-def _within(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    """Whether `predicate` comes true within `timeout_s` (polled)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture
