@@ -21,8 +21,7 @@ run: $(STAMP)
 # slow go first. One file alone: .venv/bin/python -m pytest FILE
 test: $(STAMP) chromium peers
 	$(PY) -m ruff check harness transports policies envs reports tests examples docs/hooks
-	$(PY) -m pytest -n 3 --dist loadgroup -m "not alone" $(ARGS)
-	$(PY) -m pytest -m alone $(ARGS) || [ $$? -eq 5 ]  # 5: ARGS selected none of them
+	$(PY) -m pytest -n 3 --dist loadgroup $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
 # root or apt the test skips and says why.

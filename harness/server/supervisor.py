@@ -42,13 +42,29 @@ TAIL_LINES = 30
 DRAIN_TIMEOUT_S = 15.0
 
 
-def proc_state(pid: int) -> str:
-    """The one-letter state of a process in /proc (R, S, T, Z, ...); "" if it is gone."""
+def proc_state(pid: int, tid: int | None = None) -> str:
+    """The one-letter state of a process (its main thread), or of its thread `tid`, in /proc
+    (R, S, T, Z, ...); "" if it is gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as stat:
+        with open(path) as stat:
             return stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return ""
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped. The main thread shows T as soon as it stops,
+    while the group stop completes only when the last thread has taken the signal; until
+    then the kernel does not count the process as stopped (a dying parent's orphaned process
+    group is sent no SIGHUP). On a loaded machine the server's other threads can take
+    seconds to be scheduled."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return all(proc_state(pid, tid) in ("T", "t", "") for tid in tids) and any(
+        proc_state(pid, tid) in ("T", "t") for tid in tids)
 
 
 EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Unavailable|"
@@ -169,12 +185,12 @@ class ServerSupervisor:
 
     def pause(self, timeout_s: float = 5.0) -> None:
         """SIGSTOP: the process stays, its sockets stay open, nothing answers (a stall).
-        Returns once the kernel shows it stopped: a signal is delivered asynchronously, and
-        a harness that died between the signal and the stop would leave a server stopped
-        after its process group was checked for orphans, stopped for good."""
+        Returns once the kernel shows every thread stopped: a signal is delivered
+        asynchronously, and a harness that died before the group stop completed would leave
+        a server stopped after its process group was checked for orphans, stopped for good."""
         self._signal(signal.SIGSTOP)
         deadline = time.monotonic() + timeout_s
-        while self.alive() and proc_state(self.process.pid) not in ("T", "t"):
+        while self.alive() and not all_threads_stopped(self.process.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server pid {self.pid} did not stop within {timeout_s} s")
             time.sleep(0.001)
