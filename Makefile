@@ -21,7 +21,7 @@ run: $(STAMP)
 # slow go first. One file alone: .venv/bin/python -m pytest FILE
 test: $(STAMP) chromium peers
 	$(PY) -m ruff check harness transports policies envs reports tests examples docs/hooks
-	$(PY) -m pytest -n 3 --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n 3 --dist loadgroup --no-loadscope-reorder $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
 # root or apt the test skips and says why.

@@ -45,22 +45,34 @@ def hide_package(monkeypatch, name: str) -> None:
     monkeypatch.setitem(sys.modules, name, None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads xdist_group into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
     """Longest first: tests marked `slow(seconds)` by their measured length, then the other
-    `slow` ones, then the rest. With `make test`'s workers taking tests in order as they free
-    up (`--dist loadgroup`), a minute-long test that starts last holds the whole run for its
-    length while the other workers idle."""
+    `slow` ones, then the rest; tests sharing a fixture (below) as one unit, placed by their
+    summed length. With `make test`'s workers taking units in order as they free up
+    (`--dist loadgroup --no-loadscope-reorder`), a minute-long test that starts last holds
+    the whole run for its length while the other workers idle."""
     def expected_s(item) -> float:
         marker = item.get_closest_marker("slow")
         if marker is None:
-            return 0.0
+            return 0.1
         return float(marker.args[0]) if marker.args else 10.0
 
-    items.sort(key=expected_s, reverse=True)
+    groups = {item.nodeid: _shared_fixture_group(item) for item in items}
+    unit_s: dict[str, float] = {}
     for item in items:
-        group = _shared_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        unit = groups[item.nodeid] or item.nodeid
+        unit_s[unit] = unit_s.get(unit, 0.0) + expected_s(item)
+    order = {item.nodeid: index for index, item in enumerate(items)}
+
+    def key(item) -> tuple:
+        unit = groups[item.nodeid] or item.nodeid
+        return -unit_s[unit], unit, order[item.nodeid]
+
+    items.sort(key=key)
+    for item in items:
+        if groups[item.nodeid] is not None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
 
 
 def _shared_fixture_group(item) -> str | None:

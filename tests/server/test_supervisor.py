@@ -72,27 +72,30 @@ def test_kill_pause_resume_restart_and_drain_act_on_the_real_process(supervised)
     assert not supervisor.alive()
 
 
-HOG = "while True: pass"
-"""A process that keeps a core busy, so the server's threads wait to be scheduled."""
+HOG = "import os; os.nice(10)\nwhile True: pass"
+"""A process that keeps a core busy, so the server's threads (at nice 19, below it) wait to
+be scheduled; at nice 10 it takes little from the other tests' workers."""
 
 
-def thread_states(pid: int) -> list[str]:
-    return [proc_state(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+def thread_ids(pid: int) -> list[int]:
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
 
 
 def test_pause_returns_only_once_every_server_thread_is_stopped(supervised):
-    """With both cores busy, the server's main thread shows T while another of its threads is
-    still running (35% of rounds on this machine when only the main thread was checked): the
-    kernel counts the process as stopped only once every thread is, and a harness SIGKILLed
-    in between left its server stopped for good (its orphaned group got no SIGHUP)."""
+    """With the cores busy, the server's main thread shows T while another of its threads is
+    still running (most rounds here when only the main thread was checked): the kernel counts
+    the process as stopped only once every thread is, and a harness SIGKILLed in between left
+    its server stopped for good (its orphaned group got no SIGHUP)."""
     supervisor, _ = supervised
     supervisor.start()
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2 * os.cpu_count())]
+    for tid in thread_ids(supervisor.pid):
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(os.cpu_count())]
     try:
         not_stopped = []
         for _ in range(40):
             supervisor.pause()
-            states = thread_states(supervisor.pid)
+            states = [proc_state(supervisor.pid, tid) for tid in thread_ids(supervisor.pid)]
             if any(state not in ("T", "t") for state in states):
                 not_stopped.append(states)
             supervisor.resume()
