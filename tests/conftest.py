@@ -3,10 +3,13 @@ from `transports.loopback`; and, under pytest-xdist, default ports of a worker's
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,24 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     """Poll `predicate` until it is true; fail the test naming `what` after `timeout_s`."""
     if not poll_until(predicate, timeout_s):
         pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
+
+
+def shared_tmp_dir(tmp_path_factory) -> Path:
+    """A temporary directory every test worker of this run shares (under pytest-xdist each
+    worker's base directory is a child of it), for results worth making once per run."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (the test workers), held for the block."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pytest_configure(config) -> None:

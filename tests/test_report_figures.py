@@ -49,7 +49,7 @@ VIDEO = "videos/task000-ep0001.mp4"
 @pytest.fixture(scope="module")
 def two_transports(tmp_path_factory) -> Path:
     """zmq and grpc x faults none (0 ms) and wan_50ms (25 ms each way), one episode each."""
-    return harness_sweep(tmp_path_factory.getbasetemp(), "two-transports",
+    return harness_sweep(tmp_path_factory, "two-transports",
                          "transport=zmq,grpc", "faults=none,wan_50ms",
                          "env.episodes_per_task=1")
 
@@ -58,16 +58,15 @@ def two_transports(tmp_path_factory) -> Path:
 def mixed(tmp_path_factory) -> Path:
     """Two single runs in one folder: `faulty/` (partition_3s, 2 episodes) and `plain/`
     (client=async_newest, the default, given; faults and episodes_per_task left default)."""
-    base = tmp_path_factory.getbasetemp()
-    harness_sweep(base, "mixed/faulty", *LOCAL, "faults=partition_3s",
+    harness_sweep(tmp_path_factory, "mixed/faulty", *LOCAL, "faults=partition_3s",
                   "env.episodes_per_task=2", multirun=False)
-    harness_sweep(base, "mixed/plain", *LOCAL, "client=async_newest", multirun=False)
-    return base / "mixed"
+    return harness_sweep(tmp_path_factory, "mixed/plain", *LOCAL, "client=async_newest",
+                         multirun=False).parent
 
 
 @pytest.fixture(scope="module")
 def delay_sweep(tmp_path_factory) -> Path:
-    return harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    return harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
 
 
 def _rgb(colour: str) -> tuple[int, ...]:

@@ -44,7 +44,7 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    sweep = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    sweep = harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
     return write_report(load_sweep(sweep), tmp_path_factory.mktemp("report") / "report.html")
 
 
@@ -211,7 +211,7 @@ def test_the_offline_check_catches_what_would_load(report):
 def test_a_30_config_report_stays_small(tmp_path_factory, tmp_path):
     """30 configs (copies of one real job, each with its own overrides), 3 episodes drawn
     per config: the page is plotly.js plus a little."""
-    sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    sweep_dir = harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
     (job, *_) = sorted(sweep_dir.glob("*/config.json"))
     for i in range(30):
         copy = Path(shutil.copytree(job.parent, tmp_path / "big" / f"job{i}"))
@@ -255,7 +255,7 @@ def test_a_one_job_report_draws_its_plots_and_tables_in_headless_chromium(tmp_pa
                                                                            tmp_path):
     """One config: the latency CDF and the timeline drawn, success and fail-safe figures as
     tables (one-row heat maps say nothing), no success-vs-delay plot (one delay)."""
-    sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    sweep_dir = harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
     (job, *_) = sorted(sweep_dir.glob("*/config.json"))
     job = Path(shutil.copytree(job.parent, tmp_path / "job"))
     assert main([str(job)]) == 0
@@ -281,7 +281,7 @@ def test_the_screenshot_check_catches_a_page_without_plots(report, tmp_path):
 
 
 def test_a_partial_sweep_says_what_is_missing(tmp_path_factory, tmp_path):
-    sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    sweep_dir = harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
     copy = Path(shutil.copytree(sweep_dir, tmp_path / "sweep"))
     (episode, *_) = sorted(copy.glob("*/episodes/task000-ep0002.json"))
     episode.unlink()
@@ -294,7 +294,7 @@ def test_a_partial_sweep_says_what_is_missing(tmp_path_factory, tmp_path):
 
 def test_a_sweep_without_episodes_still_renders_every_section(tmp_path_factory, tmp_path):
     """Every section but success against delay (no delay swept: no episode injects one)."""
-    sweep_dir = harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    sweep_dir = harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
     (job, *_) = sorted(sweep_dir.glob("*/config.json"))
     shutil.copytree(job.parent / ".hydra", tmp_path / "sweep" / "job" / ".hydra")
     text = write_report(load_sweep(tmp_path / "sweep"), tmp_path / "report.html").read_text(
@@ -309,7 +309,7 @@ def test_a_sweep_without_episodes_still_renders_every_section(tmp_path_factory, 
 def test_the_success_matrix_shows_each_configs_count_and_interval(tmp_path_factory):
     from reports.figures import success_matrix
 
-    sweep = load_sweep(harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep",
+    sweep = load_sweep(harness_sweep(tmp_path_factory, "delay-sweep",
                                      *DELAY_SWEEP))
     (heatmap,) = success_matrix(sweep).data
     assert list(heatmap.x) == ["local"]  # the transport: a column; the rest: a row each

@@ -24,6 +24,7 @@ from reports import episodes as ep
 from reports import overrides as ov
 from reports.__main__ import main
 from reports.timeline import timeline
+from tests.conftest import file_lock, shared_tmp_dir
 
 LOCAL = ["transport=local", "faults.apply=modelled", "latency.kind=fixed"]
 """No server process, no proxy: the link's faults are modelled in the client's clock."""
@@ -32,38 +33,43 @@ DELAY_SWEEP = [*LOCAL, "faults=fixed_delay", "faults.timed.0.delay_s=0,0.1",
 SHARDED = [*LOCAL, "faults=lte", "env.episodes_per_task=3"]
 
 
-def harness_sweep(base: Path, name: str, *overrides: str, multirun: bool = True) -> Path:
-    """Run `python -m harness [-m] overrides` into `base/name` once per session: a second
-    call (from the other report test file too) finds it done and returns it."""
-    out = base / name
-    if (out / ".complete").is_file():
-        return out
-    where = f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}"
-    result = subprocess.run([sys.executable, "-m", "harness", *(["-m"] if multirun else []),
-                             *overrides, where], cwd=base, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (out / ".complete").touch()
+def harness_sweep(tmp_path_factory, name: str, *overrides: str,
+                  multirun: bool = True) -> Path:
+    """Run `python -m harness [-m] overrides` into `<shared>/name` once per test session,
+    whichever test worker asks first (`shared_tmp_dir`): the others wait on its lock and
+    reuse it. The delay sweep feeds three report test files, which run on different
+    workers; each used to run it again."""
+    out = shared_tmp_dir(tmp_path_factory) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if (out / ".complete").is_file():
+            return out
+        where = f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}"
+        result = subprocess.run([sys.executable, "-m", "harness",
+                                 *(["-m"] if multirun else []), *overrides, where],
+                                cwd=out.parent, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (out / ".complete").touch()
     return out
 
 
 @pytest.fixture(scope="session")
 def delay_sweep(tmp_path_factory) -> Path:
     """4 configs (delay 0 and 100 ms one way x two clients), 2 episodes each."""
-    return harness_sweep(tmp_path_factory.getbasetemp(), "delay-sweep", *DELAY_SWEEP)
+    return harness_sweep(tmp_path_factory, "delay-sweep", *DELAY_SWEEP)
 
 
 @pytest.fixture(scope="session")
 def sharded(tmp_path_factory) -> Path:
     """One config's 3 episodes over `shard=0/2,1/2` (shard-0-of-2: 1 and 3, 1-of-2: 2)."""
-    return harness_sweep(tmp_path_factory.getbasetemp(), "sharded", *SHARDED,
+    return harness_sweep(tmp_path_factory, "sharded", *SHARDED,
                          "shard=0/2,1/2")
 
 
 @pytest.fixture(scope="session")
 def unsharded(tmp_path_factory) -> Path:
     """The same config's 3 episodes in one plain run."""
-    return harness_sweep(tmp_path_factory.getbasetemp(), "unsharded", *SHARDED,
+    return harness_sweep(tmp_path_factory, "unsharded", *SHARDED,
                          multirun=False)
 
 
