@@ -85,10 +85,13 @@ def pytest_collection_modifyitems(config, items) -> None:
         unit = groups[item.nodeid] or item.nodeid
         unit_s[unit] = unit_s.get(unit, 0.0) + expected_s(item)
     order = {item.nodeid: index for index, item in enumerate(items)}
+    first: dict[str, int] = {}
+    for item in items:
+        first.setdefault(groups[item.nodeid] or item.nodeid, order[item.nodeid])
 
-    def key(item) -> tuple:
+    def key(item) -> tuple:  # equal lengths keep the files' order
         unit = groups[item.nodeid] or item.nodeid
-        return -unit_s[unit], unit, order[item.nodeid]
+        return -unit_s[unit], first[unit], order[item.nodeid]
 
     items.sort(key=key)
     for item in items:
