@@ -6,7 +6,10 @@ are not part of `validate`."""
 from __future__ import annotations
 
 from harness.client.config import ClientMode
-from harness.config import ConfigError, HarnessConfig
+from harness.config import ConfigError, HarnessConfig, ServerMode
+from transports.config import SecurityError
+from transports.registry import transport_entry
+from transports.security import check_key_material
 
 
 def check_loop_config(config: HarnessConfig) -> None:
@@ -17,12 +20,25 @@ def check_loop_config(config: HarnessConfig) -> None:
         ConfigError: naming the fields and the fix.
     """
     check_timeout_order(config)
+    check_keys(config, server=config.server.mode is not ServerMode.external)
     if config.policy.one_action_per_reply and config.client.mode is not ClientMode.synchronous:
         raise ConfigError(
             f"client.mode={config.client.mode} with policy.protocol={config.policy.protocol}, "
             "which answers one action per observation: each arrives after the tick it was for "
             "and would be trimmed as stale; use client=synchronous (or policy.reply_chunk=N "
             "for a server that sends chunks of N)")
+
+
+def check_keys(config: HarnessConfig, *, server: bool, client: bool = True) -> None:
+    """With security=mtls, every key file the run's robot (and the server, if the harness
+    starts it) will read: present, readable, in date and from one CA."""
+    if not config.security.enabled:
+        return
+    try:
+        check_key_material(config.security, transport_entry(config.transport.kind).security,
+                           server=server, client=client)
+    except SecurityError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_timeout_order(config: HarnessConfig) -> None:

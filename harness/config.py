@@ -31,7 +31,7 @@ from harness.loop.ports import default_port
 from harness.results.wandb_log import LoggerConfig
 from policies.config import PolicyConfig, PolicyConfigError
 from policies.registry import UnknownPolicy, policy_entry, policy_names
-from transports.config import TransportConfig, TransportConfigError
+from transports.config import SecurityConfig, TransportConfig, TransportConfigError
 from transports.registry import transport_entry, transport_names
 
 
@@ -203,6 +203,9 @@ class HarnessConfig:
     faults: FaultsConfig = MISSING
     logger: LoggerConfig = MISSING
     """Where results are copied besides the run directory: logger=none (default) or wandb."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """Who may talk to the policy server: security=none (default) or mtls (with
+    security.dir from `python -m harness.certs`); every transport of the run uses it."""
     seed: int = 0
     resume: Optional[str] = None
     """A run directory to finish: its finished episodes are skipped, the rest written there.
@@ -230,6 +233,7 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.transport, TransportConfig):
             self.transport = _transport_from_fields(self.transport)
+        _security_of(self)
         if type(self.policy) is not policy_entry(self.policy.name).config_class:
             raise ConfigError(f"policy.name={self.policy.name!r} with the schema of "
                               f"{type(self.policy).__name__}: a policy YAML names its kind's "
@@ -300,6 +304,27 @@ class HarnessConfig:
                               f"{self.transport.kind})")
 
 
+def _security_of(config: HarnessConfig) -> None:
+    """One place says who may talk to the server: the top-level `security` group. It is
+    copied into the transport config, which every backend reads; a value set on
+    `transport.security` directly would be silently replaced, so it is refused."""
+    if config.transport.security not in (SecurityConfig(), config.security):
+        raise ConfigError("transport.security: set the top-level group instead "
+                          "(security=mtls security.dir=DIR)")
+    if config.security.enabled and transport_entry(config.transport.kind).security is None:
+        raise ConfigError(f"security=mtls with transport={config.transport.kind}: this "
+                          "transport cannot authenticate its ends; choose zenoh, grpc or zmq")
+    if (config.security.enabled and config.transport.client_id
+            and config.transport.client_id != config.security.identity):
+        raise ConfigError(f"transport.client_id={config.transport.client_id!r} with "
+                          "security=mtls: a robot goes by its certificate's name; choose it "
+                          "with security.identity")
+    if config.security.enabled and config.clients > 1:
+        raise ConfigError(f"clients={config.clients} with security=mtls: each robot is one "
+                          "identity (security.identity); run one harness per robot")
+    config.transport.security = config.security
+
+
 def check_resumable(run_dir: str) -> None:
     """`resume=` names a run directory (one with its `config.json`), or a typo would start a
     fresh run where the user means to finish one.
@@ -328,6 +353,7 @@ def register_configs() -> None:
     store.store(group="faults", name="faults_schema", node=FaultsConfig)
     store.store(group="client", name="client_schema", node=EngineConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
+    store.store(group="security", name="security_schema", node=SecurityConfig)
     for name in transport_names():
         store.store(group="transport", name=f"{name}_schema",
                     node=transport_entry(name).config_class)

@@ -78,6 +78,9 @@ class StreamStats:
     """Incoming items displaced by a newer one (superseded or out of order) that the client's
     `order_stream_by(..., on_displaced)` kept: delivered through it, so not counted as
     superseded or out_of_order."""
+    identity_refused: int = 0
+    """Server side, with security: messages refused because the client id they claimed was
+    not the identity their connection authenticated (or it authenticated none)."""
 
 
 class TransportServer(Protocol):

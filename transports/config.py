@@ -14,7 +14,7 @@ gRPC reconnects quickly with 100 ms / 1 s backoff.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 MIB = 1024 * 1024
@@ -65,6 +65,51 @@ def _checked_kind(config: TransportConfig) -> str:
     return str(kind)
 
 
+CERTS_COMMAND = "python -m harness.certs --out DIR --robots N"
+
+
+class SecurityMode(enum.StrEnum):
+    none = "none"
+    """Plaintext and unauthenticated (loopback, `make run`)."""
+    mtls = "mtls"
+    """Mutual authentication: TLS with client certificates (gRPC, Zenoh), CURVE (ZeroMQ)."""
+
+
+class SecurityError(TransportConfigError):
+    """Key material is missing, unreadable, expired, malformed or from another CA; or a
+    transport cannot run with the chosen security."""
+
+
+@dataclass
+class SecurityConfig:
+    mode: str = "none"
+    """none or mtls."""
+    dir: Optional[str] = None
+    """With mtls: the directory `python -m harness.certs --out DIR` made (or the part of it
+    one machine holds: a robot needs ca.pem, its own robots/ pair and curve/ pair, and
+    curve/server.key)."""
+    identity: str = "robot-1"
+    """With mtls: the robot this harness's clients are (robots/<identity>.pem, its key and
+    curve/<identity>.key_secret); the server knows it by this name."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.mode = SecurityMode(self.mode)
+        except ValueError:
+            raise SecurityError(f"security.mode={self.mode!r}: expected one of "
+                                f"{', '.join(m.value for m in SecurityMode)}") from None
+        if self.mode is SecurityMode.mtls and not self.dir:
+            raise SecurityError(f"security.mode=mtls needs security.dir: make one with "
+                                f"{CERTS_COMMAND}, then security.dir=DIR")
+        if not self.identity or "/" in self.identity or "*" in self.identity:
+            raise SecurityError(f"security.identity={self.identity!r}: a robot name such as "
+                                "robot-1 (no '/' or '*')")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is SecurityMode.mtls
+
+
 @dataclass
 class TransportConfig:
     """Fields every backend has."""
@@ -81,9 +126,13 @@ class TransportConfig:
     heartbeat_timeout_s: float = 0.5
     """Backends whose entry `needs_heartbeat`: a ping slower than this counts as the server
     being absent."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """Set from the top-level `security` group (`security=mtls security.dir=DIR`)."""
 
     def __post_init__(self) -> None:
         self.kind = _checked_kind(self)
+        if isinstance(self.security, dict):  # built from plain fields (JSON, asdict)
+            self.security = SecurityConfig(**self.security)
         _require(self.max_message_bytes > 0, "max_message_bytes", self.max_message_bytes,
                  "must be positive")
         _require(self.heartbeat_interval_s > 0, "heartbeat_interval_s",

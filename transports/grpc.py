@@ -39,6 +39,7 @@ from transports.config import GrpcTransportConfig
 from transports.heartbeat import Heartbeat
 from transports.mailbox import LatestMailbox, LatestSlot
 from transports.request_workers import MAX_PENDING_PER_CLIENT, Admission
+from transports.security import client_tls, client_transport_id, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,38 @@ _QUICK_CALL_THREADS = 8
 """Threads left for Ping and Publish, which never wait, when every other slot is taken."""
 
 
-def _client_id(context: grpc.ServicerContext) -> str:
+def _claimed_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == CLIENT_ID_KEY:
             return value
     context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"missing {CLIENT_ID_KEY} metadata")
     raise AssertionError("unreachable")
+
+
+def _authenticated_name(context: grpc.ServicerContext) -> str | None:
+    """The common name of the client certificate this call's TLS connection was
+    authenticated with (None on a plaintext server)."""
+    names = context.auth_context().get("x509_common_name") or []
+    return names[0].decode("utf-8", "replace") if names else None
+
+
+def _server_credentials(config: GrpcTransportConfig) -> grpc.ServerCredentials | None:
+    if not config.security.enabled:
+        return None
+    files = server_tls(config.security)
+    return grpc.ssl_server_credentials([(files.key_pem, files.cert_pem)],
+                                       root_certificates=files.ca_pem,
+                                       require_client_auth=True)
+
+
+def _channel(config: GrpcTransportConfig, options: list) -> grpc.Channel:
+    if not config.security.enabled:
+        return grpc.insecure_channel(config.connect_address, options=options)
+    files = client_tls(config.security)
+    credentials = grpc.ssl_channel_credentials(root_certificates=files.ca_pem,
+                                               private_key=files.key_pem,
+                                               certificate_chain=files.cert_pem)
+    return grpc.secure_channel(config.connect_address, credentials, options=options)
 
 
 def _message_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -86,6 +113,7 @@ class GrpcServer:
 
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
+        credentials = _server_credentials(self.config)  # SecurityError before anything runs
         self._executor = ThreadPoolExecutor(
             max_workers=MAX_SUBSCRIBERS + MAX_CONCURRENT_REQUESTS + _QUICK_CALL_THREADS,
             thread_name_prefix="grpc-server")
@@ -98,7 +126,9 @@ class GrpcServer:
             "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b""),
         }),))
         try:
-            port = self._server.add_insecure_port(self.config.listen)
+            port = (self._server.add_secure_port(self.config.listen, credentials)
+                    if credentials is not None
+                    else self._server.add_insecure_port(self.config.listen))
         except RuntimeError as exc:
             port = 0
             cause: Exception | None = exc
@@ -114,8 +144,21 @@ class GrpcServer:
         """Requests refused because too many were in progress (`MAX_CONCURRENT_REQUESTS`)."""
         return self._requests.dropped
 
+    def _client_id(self, context: grpc.ServicerContext) -> str:
+        """The caller's id; with security, the one its certificate proves, and a call that
+        claims another is refused (PERMISSION_DENIED) and counted."""
+        claimed = _claimed_id(context)
+        if not self.config.security.enabled:
+            return claimed
+        name = _authenticated_name(context)
+        if name is None or claimed != name:
+            self.stats.identity_refused += 1
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"client id {claimed!r} is not this connection's identity {name!r}")
+        return name
+
     def _request(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        client_id = _client_id(context)
+        client_id = self._client_id(context)
         if len(request) > self.config.max_message_bytes:  # grpc's limit has room for framing
             self.stats.rejected_oversize += 1
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request of {len(request)} "
@@ -131,11 +174,11 @@ class GrpcServer:
         if len(request) > self.config.max_message_bytes:  # grpc's limit has room for framing
             self.stats.rejected_oversize += 1
             return b""
-        self._mailbox.put(_client_id(context), request)
+        self._mailbox.put(self._client_id(context), request)
         return b""
 
     def _subscribe(self, request: bytes, context: grpc.ServicerContext):
-        client_id = _client_id(context)
+        client_id = self._client_id(context)
         slot = LatestSlot()
         with self._subscribers_lock:
             full = (client_id not in self._subscribers
@@ -189,7 +232,7 @@ class GrpcServer:
 class GrpcClient:
     def __init__(self, config: GrpcTransportConfig) -> None:
         self.config = config
-        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.client_id = client_transport_id(config) or uuid.uuid4().hex[:12]
         self.stats = StreamStats()
         self._metadata = ((CLIENT_ID_KEY, self.client_id),)
         self._closed = False
@@ -199,7 +242,7 @@ class GrpcClient:
             ("grpc.min_reconnect_backoff_ms", config.initial_backoff_ms),
             ("grpc.max_reconnect_backoff_ms", config.max_backoff_ms),
         ]
-        self._channel = grpc.insecure_channel(config.connect_address, options=options)
+        self._channel = _channel(config, options)
         self._request = self._channel.unary_unary(f"/{SERVICE}/Request")
         self._publish = self._channel.unary_unary(f"/{SERVICE}/Publish")
         self._subscribe = self._channel.unary_stream(f"/{SERVICE}/Subscribe")

@@ -64,6 +64,10 @@ class TransportEntry:
     tcp_prefix: str | None
     """What goes before `host:port` in a TCP address ("tcp://" zmq, "tcp/" zenoh, "" grpc);
     None: this backend has no TCP address (a fault proxy cannot sit on its link)."""
+    security: str | None = None
+    """How the backend authenticates both ends under `security=mtls`: "tls" (certificates)
+    or "curve" (ZeroMQ key pairs); None: it cannot, and `security=mtls` is refused for it
+    rather than run in plaintext."""
     fresh_fields: Callable[[str], Mapping[str, object]] = field(default=_no_fields,
                                                                 compare=False)
     """Fields besides a TCP `listen` that keep a loopback config of this kind apart from every
@@ -150,11 +154,13 @@ for _entry in (
                    tcp_prefix=None, fresh_fields=lambda token: {"name": f"loopback-{token}"}),
     TransportEntry("zenoh", "transports.zenoh", "ZenohServer", "ZenohClient",
                    ZenohTransportConfig, "eclipse-zenoh", networked=True,
-                   needs_heartbeat=False, tcp_prefix="tcp/",
+                   needs_heartbeat=False, tcp_prefix="tcp/", security="tls",
                    fresh_fields=lambda token: {"namespace": f"rph/{token}"}),
     TransportEntry("grpc", "transports.grpc", "GrpcServer", "GrpcClient", GrpcTransportConfig,
-                   "grpcio", networked=True, needs_heartbeat=True, tcp_prefix=""),
+                   "grpcio", networked=True, needs_heartbeat=True, tcp_prefix="",
+                   security="tls"),
     TransportEntry("zmq", "transports.zmq", "ZmqServer", "ZmqClient", ZmqTransportConfig,
-                   "pyzmq", networked=True, needs_heartbeat=True, tcp_prefix="tcp://"),
+                   "pyzmq", networked=True, needs_heartbeat=True, tcp_prefix="tcp://",
+                   security="curve"),
 ):
     register_transport(_entry)

@@ -39,12 +39,14 @@ from transports.base import (
 from transports.config import ZenohTransportConfig
 from transports.mailbox import LatestMailbox, LatestSlot
 from transports.request_workers import RequestWorkers
+from transports.security import client_transport_id
+from transports.zenoh_security import client_values, server_values, tls_locator
 
 log = logging.getLogger(__name__)
 
 
 def session_config(config: ZenohTransportConfig, *, listen: list[str],
-                   connect: list[str]) -> zenoh.Config:
+                   connect: list[str], secured: dict | None = None) -> zenoh.Config:
     """The zenoh session config the project uses everywhere: no scouting, no shared memory.
 
     Peer mode when the two sides dial each other; client mode when a router is configured,
@@ -71,6 +73,7 @@ def session_config(config: ZenohTransportConfig, *, listen: list[str],
         # Shared memory would bypass the TCP link (and any fault proxy on it) between
         # processes on one host, and leaks a /dev/shm descriptor per session in 1.10.
         "transport/shared_memory/enabled": False,
+        **(secured or {}),  # security=mtls: TLS files and, on the server, the ACL
     }
     for key, value in values.items():
         zconfig.insert_json5(key, json.dumps(value))
@@ -79,11 +82,12 @@ def session_config(config: ZenohTransportConfig, *, listen: list[str],
 
 def _endpoints(config: ZenohTransportConfig, *, server: bool) -> dict[str, list[str]]:
     """Peer mode: the server listens, clients connect to it. Router: everyone connects to it."""
+    locator = tls_locator if config.security.enabled else str
     if config.router_endpoint:
-        return {"listen": [], "connect": [config.router_endpoint]}
+        return {"listen": [], "connect": [locator(config.router_endpoint)]}
     if server:
-        return {"listen": [config.listen], "connect": []}
-    return {"listen": [], "connect": [config.connect_address]}
+        return {"listen": [locator(config.listen)], "connect": []}
+    return {"listen": [], "connect": [locator(config.connect_address)]}
 
 
 def _close_session(session: zenoh.Session | None, declared: list) -> None:
@@ -112,18 +116,24 @@ class ZenohServer:
 
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
-        self._workers = RequestWorkers("zenoh-server-request")
         ns = self.config.namespace
+        secured, robots = (server_values(self.config) if self.config.security.enabled
+                           else (None, None))  # SecurityError before anything opens
+        self._workers = RequestWorkers("zenoh-server-request")
         try:
-            self._session = zenoh.open(
-                session_config(self.config, **_endpoints(self.config, server=True))
-            )
+            self._session = zenoh.open(session_config(
+                self.config, **_endpoints(self.config, server=True), secured=secured))
         except zenoh.ZError as exc:
             raise TransportError(
                 f"cannot open zenoh session on {self.config.listen}: {exc}") from exc
+        # With security each robot has its own keys (transports.zenoh_security), and its
+        # name is read from the key its ACL lets it use, not from what it claims.
+        keys = [f"/{robot}" for robot in robots] if robots else [""]
         self._declared = [
-            self._session.declare_queryable(f"{ns}/req", self._on_query),
-            self._session.declare_subscriber(f"{ns}/obs/*", self._on_observation),
+            *(self._session.declare_queryable(f"{ns}/req{key}", self._on_query)
+              for key in keys),
+            *(self._session.declare_subscriber(f"{ns}/obs{key or '/*'}", self._on_observation)
+              for key in keys),
             self._session.liveliness().declare_token(f"{ns}/alive"),
         ]
 
@@ -134,6 +144,8 @@ class ZenohServer:
             # Any bytes may arrive: an id that is not UTF-8 is the handler's to refuse.
             client_id = (query.attachment.to_bytes().decode("utf-8", "replace")
                          if query.attachment else "")
+            if self.config.security.enabled:  # the key the ACL let this robot query
+                client_id = str(query.key_expr).rsplit("/", 1)[-1]
             payload = query.payload.to_bytes() if query.payload is not None else b""
             if len(payload) > self.config.max_message_bytes:
                 self.stats.rejected_oversize += 1
@@ -195,13 +207,17 @@ class ZenohServer:
 class ZenohClient:
     def __init__(self, config: ZenohTransportConfig) -> None:
         self.config = config
-        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.client_id = client_transport_id(config) or uuid.uuid4().hex[:12]
         self.stats = StreamStats()
         self._inbox = LatestSlot(self.stats)
         self._present = threading.Event()
         self._closed = False
         ns = config.namespace
-        self._session = zenoh.open(session_config(config, **_endpoints(config, server=False)))
+        self._request_key = (f"{ns}/req/{self.client_id}" if config.security.enabled
+                             else f"{ns}/req")
+        self._session = zenoh.open(session_config(
+            config, **_endpoints(config, server=False),
+            secured=client_values(config) if config.security.enabled else None))
         self._attachment = self.client_id.encode()
         self._publisher = self._session.declare_publisher(
             f"{ns}/obs/{self.client_id}",
@@ -229,7 +245,7 @@ class ZenohClient:
         check_payload_size(payload, self.config.max_message_bytes)
         if self._closed:
             raise TransportClosed("zenoh client is closed")
-        replies = self._session.get(f"{self.config.namespace}/req", payload=payload,
+        replies = self._session.get(self._request_key, payload=payload,
                                     attachment=self._attachment, timeout=timeout_s)
         for reply in replies:
             if reply.ok is not None:
@@ -239,7 +255,7 @@ class ZenohClient:
                 raise TransportTimeout(f"no zenoh reply within {timeout_s:.3f} s")
             raise TransportError(f"zenoh query failed: {text}")
         # No reply at all, at once: zenoh knows of no queryable for the key.
-        raise ServerUnavailable(f"no zenoh server answers {self.config.namespace}/req")
+        raise ServerUnavailable(f"no zenoh server answers {self._request_key}")
 
     def publish(self, payload: bytes) -> None:
         check_payload_size(payload, self.config.max_message_bytes)

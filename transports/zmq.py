@@ -45,6 +45,13 @@ from transports.config import ZmqTransportConfig
 from transports.heartbeat import Heartbeat
 from transports.mailbox import LatestMailbox, LatestSlot
 from transports.request_workers import RequestWorkers
+from transports.security import client_transport_id
+from transports.zmq_curve import (
+    CurveServer,
+    client_route_suffix,
+    routed_client_id,
+    secure_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +68,12 @@ _BIND_RETRY_S = 3.0
 class _SocketLoop:
     """Owns one socket on one thread; other threads queue frames with `send`."""
 
-    def __init__(self, socket: zmq.Socket, on_frames, name: str) -> None:
+    def __init__(self, socket: zmq.Socket, on_frames, name: str, *,
+                 user_ids: bool = False) -> None:
         self._socket = socket
         self._on_frames = on_frames
+        self._user_ids = user_ids
+        """Pass each message's `User-Id` (what CURVE's ZAP handler authenticated) on."""
         self._outgoing: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -101,11 +111,23 @@ class _SocketLoop:
             except OSError:
                 pass
 
-    def _dispatch(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
+    def _dispatch(self, frames: list[bytes] | None, unsent: list[bytes] | None,
+                  user_id: str | None = None) -> None:
         try:
-            self._on_frames(frames, unsent)
+            if self._user_ids:
+                self._on_frames(frames, unsent, user_id)
+            else:
+                self._on_frames(frames, unsent)
         except Exception:  # one bad message must not kill the socket's only thread
             log.exception("zmq frame handler failed")
+
+    def _receive(self) -> tuple[list[bytes], str | None]:
+        """One message (zmq.Again if none); with `user_ids`, also who sent it."""
+        if not self._user_ids:
+            return self._socket.recv_multipart(zmq.NOBLOCK), None
+        frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        user_id = frames[-1].get("User-Id") if frames else None
+        return [frame.bytes for frame in frames], user_id
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -128,10 +150,10 @@ class _SocketLoop:
                 if self._socket in events:
                     while True:
                         try:
-                            frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                            frames, user_id = self._receive()
                         except zmq.Again:
                             break
-                        self._dispatch(frames, None)
+                        self._dispatch(frames, None, user_id)
         finally:
             self._socket.close(linger=0)
 
@@ -144,6 +166,9 @@ class ZmqServer:
         self._mailbox = LatestMailbox(self.stats)
         self._loop: _SocketLoop | None = None
         self._workers: RequestWorkers | None = None
+        self._curve: CurveServer | None = None
+        self._stream_routes: dict[str, bytes] = {}
+        """Under CURVE: each robot's chunk socket, as last seen (its id has a random part)."""
         self._closed = False
 
     @property
@@ -151,9 +176,19 @@ class ZmqServer:
         """Requests dropped unanswered because too many were pending (`RequestWorkers`)."""
         return self._workers.dropped if self._workers is not None else 0
 
+    @property
+    def handshakes_refused(self) -> int:
+        """Under CURVE: connections refused at the handshake (a key not on the allow-list)."""
+        return self._curve.refused if self._curve is not None else 0
+
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
-        socket = zmq.Context.instance().socket(zmq.ROUTER)
+        if self.config.security.enabled:
+            self._curve = CurveServer(self.config)  # SecurityError before anything binds
+        context = self._curve.context if self._curve else zmq.Context.instance()
+        socket = context.socket(zmq.ROUTER)
+        if self._curve is not None:
+            self._curve.secure(socket)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting client keeps its id
         socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + _FRAME_OVERHEAD)
@@ -165,20 +200,31 @@ class ZmqServer:
             except zmq.ZMQError as exc:
                 if time.monotonic() > deadline:
                     socket.close(linger=0)
+                    if self._curve is not None:
+                        self._curve.close()
                     raise TransportError(f"cannot bind {self.config.listen}: {exc}") from exc
                 time.sleep(0.05)
         self._workers = RequestWorkers("zmq-server-request")
-        self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io")
+        self._loop = _SocketLoop(socket, self._on_frames, "zmq-server-io",
+                                 user_ids=self._curve is not None)
         self._loop.start()
 
-    def _on_frames(self, frames: list[bytes] | None, unsent: list[bytes] | None) -> None:
+    def _on_frames(self, frames: list[bytes] | None, unsent: list[bytes] | None,
+                   user_id: str | None = None) -> None:
         if frames is None:
             return  # an unsendable reply: the client is gone, its deadline handles it
         if len(frames) != 4:
             log.warning("dropping malformed zmq message with %d frames", len(frames))
             return
         identity, kind, request_id, payload = frames
-        client_id = identity[len(STREAM_SOCKET):].decode("utf-8", "replace")
+        client_id = routed_client_id(identity, len(STREAM_SOCKET),
+                                     curve=self._curve is not None)
+        if self._curve is not None:
+            if user_id != client_id:  # claims another robot's id: refused, counted
+                self.stats.identity_refused += 1
+                return
+            if identity.startswith(STREAM_SOCKET):
+                self._stream_routes[client_id] = identity
         if kind == PING:
             self._loop.send([identity, PONG, request_id, b""])
         elif kind == OBSERVATION:
@@ -216,7 +262,8 @@ class ZmqServer:
         if self._loop is None or self._closed:
             raise TransportClosed("zmq server is not running")
         self.stats.sent += 1
-        self._loop.send([STREAM_SOCKET + client_id.encode(), CHUNK, b"", payload])
+        route = self._stream_routes.get(client_id, STREAM_SOCKET + client_id.encode())
+        self._loop.send([route, CHUNK, b"", payload])
 
     def close(self) -> None:
         if self._closed:
@@ -226,12 +273,15 @@ class ZmqServer:
             self._workers.close()
         if self._loop is not None:
             self._loop.stop()
+        if self._curve is not None:
+            self._curve.close()
 
 
 class ZmqClient:
     def __init__(self, config: ZmqTransportConfig) -> None:
         self.config = config
-        self.client_id = config.client_id or uuid.uuid4().hex[:12]
+        self.client_id = client_transport_id(config) or uuid.uuid4().hex[:12]
+        self._route_suffix = client_route_suffix(config)
         self.stats = StreamStats()
         self.late_replies = 0
         """Replies that arrived after their caller's deadline and were dropped."""
@@ -255,7 +305,9 @@ class ZmqClient:
 
     def _connect(self, prefix: bytes) -> zmq.Socket:
         socket = zmq.Context.instance().socket(zmq.DEALER)
-        socket.setsockopt(zmq.ROUTING_ID, prefix + self.client_id.encode())
+        socket.setsockopt(zmq.ROUTING_ID, prefix + self.client_id.encode() + self._route_suffix)
+        if self.config.security.enabled:
+            secure_client(socket, self.config)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # never queue to a server that is not connected
         socket.setsockopt(zmq.RECONNECT_IVL, self.config.reconnect_ivl_ms)

@@ -15,7 +15,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from harness.checks import check_keys
 from harness.config import (
+    ConfigError,
     check_tasks_or_exit,
     config_dir,
     group_options,
@@ -33,6 +35,11 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     config = validate_or_exit(cfg)
     check_tasks_or_exit(config)
+    try:
+        check_keys(config, server=True, client=False)
+    except ConfigError as exc:
+        logging.getLogger("harness").error("%s", exc)
+        sys.exit(2)
     path = config.server.model_faults_path
     try:
         serve_forever(config, ready=lambda port: print(f"READY {port}", flush=True),
