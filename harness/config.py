@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import ipaddress
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -319,10 +320,21 @@ def _security_of(config: HarnessConfig) -> None:
         raise ConfigError(f"transport.client_id={config.transport.client_id!r} with "
                           "security=mtls: a robot goes by its certificate's name; choose it "
                           "with security.identity")
+    if config.security.enabled and not _is_loopback(config.server.health_host):
+        raise ConfigError(f"server.health_host={config.server.health_host} with security=mtls: "
+                          "/metrics names every robot and /healthz has no authentication; "
+                          "keep them on 127.0.0.1 and scrape through an authenticated proxy")
     if config.security.enabled and config.clients > 1:
         raise ConfigError(f"clients={config.clients} with security=mtls: each robot is one "
                           "identity (security.identity); run one harness per robot")
     config.transport.security = config.security
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_resumable(run_dir: str) -> None:

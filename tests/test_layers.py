@@ -20,7 +20,7 @@ PACKAGES = ("harness", "transports", "envs", "policies", "reports")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.choices", "harness.overrides", "harness.console", "harness.imports",
-     "harness.extras"),  # utilities
+     "harness.extras", "harness.certs"),  # utilities
     ("harness.protocol",),                  # wire schema, codec, the contract
     ("transports", "envs"),                 # bytes between processes; simulated robots
     ("policies",),                          # what a server hosts

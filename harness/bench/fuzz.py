@@ -249,16 +249,21 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 def run_fuzz(kind: str, *, messages: int, time_limit_s: float, work_dir: Path, seed: int = 0,
              round_trips: int = 300, reply_wait_s: float = 0.1, settle_s: float = 3.0,
-             big_every: int = 500, progress: bool = True) -> dict:
+             big_every: int = 500, progress: bool = True,
+             security_dir: Path | None = None) -> dict:
     """Fuzz a policy server over `kind` with up to `messages` hostile messages, stopping
-    early at `time_limit_s`; returns the figures (see the module's docstring)."""
+    early at `time_limit_s`; returns the figures (see the module's docstring). With
+    `security_dir` (keys of `python -m harness.certs --robots 2`) the server runs
+    `security=mtls`, the honest robot is robot-1 and the attacker robot-2, authenticated:
+    the hostile messages then come through an authenticated connection."""
     from hydra import compose, initialize_config_dir
 
     from harness.config import config_dir, register_configs, validate
     from harness.server.serve import policy_factory
 
     overrides = [f"transport={kind}", "env=mujoco_pick_place",
-                 *(f"transport.{k}={v}" for k, v in loopback_fields(kind).items())]
+                 *(f"transport.{k}={v}" for k, v in loopback_fields(kind).items()),
+                 *(["security=mtls", f"security.dir={security_dir}"] if security_dir else [])]
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         config = validate(compose("config", overrides=overrides))
@@ -272,7 +277,11 @@ def run_fuzz(kind: str, *, messages: int, time_limit_s: float, work_dir: Path, s
         time.sleep(settle_s)
         rest_kb = rss_kb(pid)
         metrics_before = len(get(server.health_port, "/metrics")[1])
-        attack = Attack(config.transport, contract, seed=seed, big_every=big_every)
+        attacker = config.transport
+        if config.security.enabled:
+            attacker = dataclasses.replace(attacker, security=dataclasses.replace(
+                config.security, identity="robot-2"))
+        attack = Attack(attacker, contract, seed=seed, big_every=big_every)
         sampler, stop = RssSampler(pid), threading.Event()
         during: list[float] = []
         pacer = threading.Thread(target=lambda: during.extend(honest.paced(stop)),
@@ -309,7 +318,8 @@ def run_fuzz(kind: str, *, messages: int, time_limit_s: float, work_dir: Path, s
                     client.close()
         exit_status = server.drain()
     return {
-        "transport": kind, "messages": sent, "messages_wanted": messages,
+        "transport": kind, "security": str(config.security.mode), "messages": sent,
+        "messages_wanted": messages,
         "fuzz_s": round(fuzz_s, 1), "messages_per_s": round(sent / fuzz_s, 1), "seed": seed,
         "big_every": big_every,
         "replies": dict(sorted(replies.items())), "stream_sessions_reopened": reopened,
@@ -384,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--big-every", type=int, default=500,
                         help="one message in this many is a body around max_message_bytes")
     parser.add_argument("--out", type=Path, default=Path("bench-fuzz.json"))
+    parser.add_argument("--security-dir", type=Path, default=None,
+                        help="keys of python -m harness.certs --robots 2: the server runs "
+                             "security=mtls and the attacker is robot-2, authenticated")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the servers' logs (audit lines) here; default: a temp dir")
     args = parser.parse_args(argv)
@@ -400,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
                               work_dir=args.work_dir or Path(tmp), seed=args.seed,
                               round_trips=args.round_trips, settle_s=args.settle_s,
                               big_every=args.big_every,
-                              reply_wait_s=args.reply_wait_s)
+                              reply_wait_s=args.reply_wait_s,
+                              security_dir=args.security_dir)
             result["verdict"] = verdict(result)
             results.append(result)
             args.out.write_text(json.dumps(results, indent=2) + "\n")  # kept if a later one fails

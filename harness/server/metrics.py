@@ -107,8 +107,37 @@ class ServerMetrics:
         return sum(sample.value for metric in counter.collect() for sample in metric.samples
                    if sample.name.endswith("_total"))
 
+    def watch_transport(self, transport) -> None:
+        """Export the refusals the transport counts itself, read at each scrape: requests
+        dropped because too many were pending, and with security=mtls the messages whose
+        claimed id was not their connection's identity and the refused handshakes."""
+        self.registry.register(_TransportRefusals(transport))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TransportRefusals:
+    """A prometheus collector over a transport server's own counters."""
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        transport = self._transport
+        yield CounterMetricFamily("policy_requests_dropped",
+                                  "Requests refused at once: too many were pending",
+                                  value=getattr(transport, "requests_dropped", 0))
+        yield CounterMetricFamily("policy_identity_refused",
+                                  "Messages refused (security=mtls): the client id they claimed "
+                                  "was not the identity their connection proved",
+                                  value=transport.stats.identity_refused)
+        yield CounterMetricFamily("policy_handshakes_refused",
+                                  "Connections refused at the handshake (security=mtls, zmq: a "
+                                  "CURVE key not on the allow-list)",
+                                  value=getattr(transport, "handshakes_refused", 0))
 
 
 def audit_error_replies(lines: Iterable[str], client: str | None = None) -> dict[str, int]:

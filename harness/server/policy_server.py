@@ -85,6 +85,7 @@ class PolicyServer:
         self.max_client_id_chars = max_client_id_chars
         self.metrics = metrics or ServerMetrics()
         self._transport = transport
+        self.metrics.watch_transport(transport)
         self._sessions = SessionTable(policies, idle_timeout_s=session_idle_timeout_s)
         self._recent_latency_s: collections.deque[float] = collections.deque(
             maxlen=2 * max_sessions)
@@ -235,7 +236,8 @@ class PolicyServer:
                 "served": int(self.metrics.served_total()),
                 "expired": int(self.metrics.total(self.metrics.sessions_expired)),
                 "observations_rejected": int(self.metrics.total(
-                    self.metrics.observations_rejected))}
+                    self.metrics.observations_rejected)),
+                "identity_refused": stats.identity_refused}
 
     def _close(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
         if self._sessions.close(client_id, request.epoch) is not None:

@@ -14,7 +14,6 @@ while waiting for an instance's lock (that wait can last a whole prediction).
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import threading
 import time
@@ -93,9 +92,15 @@ class SessionTable:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._clock = clock
-        # Epochs start at a random point so that a restarted server never reissues the epoch
-        # of a session its predecessor handed out (a client must never mix the two).
-        self._epochs = itertools.count(secrets.randbelow(2**31) + 1)
+
+    def _new_epoch(self) -> int:
+        """A random epoch no open session has: one probe does not find another robot's
+        session (sequential epochs let it), and a restarted server reissues its
+        predecessor's with odds of 2^-31 (a client must never mix the two). Under the lock."""
+        while True:
+            epoch = secrets.randbelow(2**31 - 1) + 1
+            if all(session.epoch != epoch for session in self._sessions.values()):
+                return epoch
 
     def __len__(self) -> int:
         with self._lock:
@@ -135,7 +140,7 @@ class SessionTable:
                 slot = self._idle.pop()
             else:
                 return None
-            session = Session(uuid.uuid4().hex[:12], client_id, next(self._epochs), slot,
+            session = Session(uuid.uuid4().hex[:12], client_id, self._new_epoch(), slot,
                               last_heard_s=self._clock())
             self._sessions[client_id] = session
         # The client has no epoch to send observations of yet, so nobody uses the instance

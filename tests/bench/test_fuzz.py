@@ -123,3 +123,23 @@ def test_the_servers_memory_comes_back_after_bodies_near_the_limit(tmp_path):
     assert result["same_process"] and result["messages"] == 60
     assert result["rss_mb"]["peak"] > result["rss_mb"]["rest"] + 5
     assert result["rss_mb"]["after_minus_rest"] < 8
+
+
+@pytest.mark.network
+def test_the_fuzz_corpus_through_an_authenticated_connection_is_refused_and_counted(tmp_path):
+    """security=mtls: the attacker is robot-2, authenticated; its hostile messages reach
+    the server (most are refused at decode, as without security) and the honest robot-1 is
+    served after."""
+    from harness.certs import make_all
+
+    make_all(tmp_path / "keys", 2)
+    out = tmp_path / "fuzz.json"
+    fuzz.main(["--transport", "zmq", "--messages", "200", "--time-limit-s", "120",
+               "--round-trips", "20", "--reply-wait-s", "0.1", "--settle-s", "0.2",
+               "--out", str(out), "--work-dir", str(tmp_path),
+               "--security-dir", str(tmp_path / "keys")])
+    [row] = json.loads(out.read_text())
+    assert (row["security"], row["messages"]) == ("mtls", 200)
+    assert row["replies"]["error: decode"] > 100
+    assert row["honest"]["after"]["lost"] == 0 and row["same_process"]
+    assert row["verdict"] == fuzz.verdict(row)

@@ -7,6 +7,7 @@ certificate (or CURVE key) proves. Keys come from `python -m harness.certs`'s ow
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import zenoh
 
 from harness.certs import issue, load_ca, make_all, write_issued
+from harness.server.metrics import ServerMetrics
 from transports import TransportError, make_client, make_server
 from transports.config import SecurityConfig, SecurityError
 from transports.loopback import loopback_config
@@ -172,7 +174,12 @@ def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
         intruder._request_key = intruder._request_key.rsplit("/", 1)[0] + "/robot-1"
     assert refused(intruder)
     if kind in ("grpc", "zmq"):
-        assert served.server.stats.identity_refused >= 1
+        refusals = served.server.stats.identity_refused
+        assert refusals >= 1
+        metrics = ServerMetrics()  # what the policy server's /metrics exports
+        metrics.watch_transport(served.server)
+        assert (f"policy_identity_refused_total {float(refusals)}"
+                in metrics.exposition().decode())
     served.honest_round_trip()
 
 
@@ -276,3 +283,15 @@ def test_the_certs_tool_never_overwrites_and_adds_robots_under_the_same_ca(tmp_p
     check_key_material(SecurityConfig(mode="mtls", dir=str(out), identity="robot-3"),
                        "curve", server=True, client=True)
     assert oct((out / "robots" / "robot-3.key").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_golden_parity_holds_with_security_on(keys, kind):
+    """The same seeded episodes execute byte-identical actions over a secured transport."""
+    from harness.bench import parity
+    from tests.transports.test_conformance import config_for
+
+    golden = json.loads(parity.GOLDEN.read_text())["digests"]
+    traces = parity.run_parity_episodes(secured(config_for(kind), keys["ours"]))
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden
+    assert all(t.success and t.breaches == [] for t in traces)
