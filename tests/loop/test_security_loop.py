@@ -52,7 +52,10 @@ def test_the_default_job_runs_with_mtls_on_every_transport(keys, tmp_path, kind)
     (["security=mtls", "security.dir={keys}", "security.identity=robot-7"],
      "robots/robot-7.pem is missing"),
     (["security.mode=tls"], "security.mode='tls': expected one of none, mtls"),
-], ids=["no-dir", "missing-dir", "local", "client-id", "unknown-robot", "bad-mode"])
+    (["security=mtls", "security.dir={keys}", "server.health_host=0.0.0.0"],
+     "server.health_host=0.0.0.0 with security=mtls: /metrics names every robot"),
+], ids=["no-dir", "missing-dir", "local", "client-id", "unknown-robot", "bad-mode",
+        "metrics-exposed"])
 def test_bad_security_settings_stop_the_run_in_one_line(keys, tmp_path, overrides, message):
     run = tmp_path / "run"
     result = harness("harness", *(o.format(keys=keys) for o in overrides),
