@@ -136,6 +136,7 @@ class ClientEngine:
         """A session was accepted: nothing pending from the old one may run, and the mode
         is chosen against the model the server hosts."""
         self._forget_pending()
+        self.replies.expect_seal(self.session.stream_key)
         self._mode = self._configured_mode.executing(contract)
         self.execution = self._mode.execution
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from harness import protocol
 from harness.client.states import EngineStats
-from harness.protocol import checks
+from harness.protocol import checks, sealing
 from transports import TransportClient
 from transports.mailbox import SetAside
 
@@ -70,8 +70,37 @@ class Replies:
         self.transport = transport
         self.set_aside = SetAside(protocol.is_error)
         self._overflow_counted = 0
+        self._keys: tuple[bytes, ...] = ()
+        """The open session's sealing key, then the one before (a reply of the old session
+        may still arrive); empty: the stream is not sealed."""
         # A late older chunk never wins; an error reply displaced by a newer one is kept.
-        transport.order_stream_by(protocol.header_seq, self.set_aside.offer)
+        transport.order_stream_by(self._order_key, self.set_aside.offer)
+
+    def expect_seal(self, key: bytes | None) -> None:
+        """A session was opened: its stream is sealed under `key` (None: not sealed)."""
+        self._keys = () if key is None else (key, *self._keys[:1])
+
+    def _order_key(self, payload: bytes) -> int:
+        """The header's sequence id (on the transport's receive thread); -1, as garbage,
+        for a payload a sealed stream's keys did not seal: a forged reply with a high
+        sequence id must not displace the real one from the latest-only inbox."""
+        keys = self._keys
+        if keys and all(sealing.unseal(payload, key) is None for key in keys):
+            return -1
+        return protocol.header_seq(payload)
+
+    def _unsealed(self, payload: bytes, stats: EngineStats) -> bytes | None:
+        """The message of a sealed stream's payload; None, counted, if no key of ours made
+        its tag: a forged reply, never executed."""
+        if not self._keys:
+            return payload
+        for key in self._keys:
+            message = sealing.unseal(payload, key)
+            if message is not None:
+                return message
+        stats.forged += 1
+        stats.errors.append("forged: a reply whose seal is not this session's, dropped")
+        return None
 
     def take(self, stats: EngineStats) -> list[tuple[protocol.Message, int]]:
         """Every reply that arrived since the last call, decoded, with the
@@ -93,7 +122,10 @@ class Replies:
             stats.errors.append(f"{overflow} error replies lost: more than "
                                 f"{self.set_aside.capacity} set aside between two polls")
         replies = []
-        for payload, received_ns in payloads:
+        for sealed, received_ns in payloads:
+            payload = self._unsealed(sealed, stats)
+            if payload is None:
+                continue
             try:
                 reply = protocol.decode(payload)
             except protocol.DecodeError as exc:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 from harness import protocol
 from harness.client.states import ClientState, EngineStats
+from harness.protocol import sealing
 from transports import TransportClient, TransportError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Session:
         self._control_timeout_s = control_timeout_s
         self._reject_retry_s = reject_retry_s
         self._on_open = on_open
+        self.stream_key: bytes | None = None
+        """The open session's sealing key, when the server seals its stream (SEALED)."""
         self._reopen: Reopen | None = None
         self._rejects = RejectBackoff(reject_retry_s)
         self._dead_for_good = False
@@ -159,6 +162,8 @@ class Session:
         self.server_contract = reply.body.contract
         self.model_id = reply.body.contract.model_id
         self.epoch = reply.epoch
+        self.stream_key = (sealing.stream_key(reply.body.session_id)
+                           if reply.flags & protocol.Flags.SEALED else None)
         self._on_open(reply.body.contract)
         return True
 

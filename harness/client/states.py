@@ -77,6 +77,9 @@ class EngineStats:
     rejected: int = 0
     """Chunks dropped on arrival: wrong shape, a non-finite value, or (out_of_bounds=reject)
     an action outside the env's bounds. None of them was executed."""
+    forged: int = 0
+    """Replies dropped on arrival because their seal was not this session's (a sealed
+    stream, security=mtls): none of them was executed."""
     clipped: int = 0
     """Chunks with actions outside the env's bounds, saturated at them (out_of_bounds=clip)."""
     trimmed: int = 0

@@ -347,7 +347,8 @@ def encode(message: Message, *, jpeg_quality: int | None = None,
         if not is_int(value) or not 0 <= value < 2**bits:
             raise EncodeError(f"header.{name}={value!r}: must be an int in [0, 2**{bits})")
     if not is_int(message.flags) or message.flags & ~KNOWN_FLAGS:
-        raise EncodeError(f"header.flags={message.flags!r}: only RESPONSE and JPEG are defined")
+        raise EncodeError(f"header.flags={message.flags!r}: only RESPONSE, JPEG and SEALED are "
+                          "defined")
     flags = int(message.flags) & ~_JPEG  # the encoder owns the JPEG flag
     path = _PATH_OF[msg_type]
     try:

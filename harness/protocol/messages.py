@@ -72,9 +72,12 @@ class Flags(enum.IntFlag):
     """Set on replies: tells a STATUS/RESET/CLOSE request from its acknowledgement."""
     JPEG = 2
     """Owned by `encode`: set exactly when it JPEG-encoded an observation's images."""
+    SEALED = 4
+    """On a SESSION_OK: every message of this session's stream ends with a MAC
+    (`harness.protocol.sealing`; security=mtls)."""
 
 
-KNOWN_FLAGS = int(Flags.RESPONSE | Flags.JPEG)
+KNOWN_FLAGS = int(Flags.RESPONSE | Flags.JPEG | Flags.SEALED)
 
 
 # ---- bodies: one frozen dataclass per message type ------------------------------------------

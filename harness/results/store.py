@@ -157,6 +157,7 @@ class ResultsStore:
             **server_error_columns(trace.wire.error_replies),
             "client_errors": trace.wire.client_errors,
             "chunks_rejected": trace.wire.rejected, "chunks_clipped": trace.wire.clipped,
+            "replies_forged": trace.wire.forged,
             "actions_trimmed": trace.wire.trimmed, "execution": trace.wire.execution,
             "reset_wait_s": round(trace.wire.reset_wait_s, 6),
             **failsafe.columns(),
@@ -219,6 +220,7 @@ class ResultsStore:
             "chunks_received": total("chunks_received"),
             "chunks_rejected": total("chunks_rejected"),
             "chunks_clipped": total("chunks_clipped"),
+            "replies_forged": total("replies_forged"),
             "actions_trimmed": total("actions_trimmed"),
             "execution": sorted({str(e) for e in rows["execution"].dropna() if e})
             if "execution" in rows else [],

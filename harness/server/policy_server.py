@@ -33,6 +33,7 @@ import numpy as np
 
 from envs.base import EnvObservation
 from harness import protocol
+from harness.protocol import sealing
 from harness.protocol.checks import check_observation
 from harness.server.memory import fix_mmap_threshold
 from harness.server.metrics import ServerMetrics
@@ -63,9 +64,12 @@ class PolicyServer:
     def __init__(self, transport: TransportServer, make_policy: Callable[[], Policy], *,
                  max_sessions: int = 4, metrics: ServerMetrics | None = None,
                  session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128,
-                 predict_hook: Callable[[float], object] | None = None) -> None:
+                 predict_hook: Callable[[float], object] | None = None,
+                 seal_streams: bool = False) -> None:
         """Build the pool: `make_policy` is called `max_sessions` times, here and never again
         (a session open must not load a model), and every instance must declare one spec.
+        With `seal_streams` (security=mtls) every session's stream carries a MAC under its
+        own key (`harness.protocol.sealing`).
 
         Raises:
             ValueError: `max_sessions` < 1, or the instances declare different specs.
@@ -85,6 +89,9 @@ class PolicyServer:
         self.max_client_id_chars = max_client_id_chars
         self.metrics = metrics or ServerMetrics()
         self._transport = transport
+        self._seal_streams = seal_streams
+        self._stream_keys: dict[str, bytes] = {}
+        """client id -> its open session's sealing key (`seal_streams` only)."""
         self.metrics.watch_transport(transport)
         self._sessions = SessionTable(policies, idle_timeout_s=session_idle_timeout_s)
         self._recent_latency_s: collections.deque[float] = collections.deque(
@@ -166,7 +173,8 @@ class PolicyServer:
         return reply
 
     def _reply(self, body: protocol.Body, request: protocol.Message | None = None, *,
-               epoch: int | None = None) -> bytes:
+               epoch: int | None = None,
+               flags: protocol.Flags = protocol.Flags.RESPONSE) -> bytes:
         """Encode `body` as the answer to `request`, echoing its ids and client clock; an
         undecodable request has none to echo, so its answer carries zeros."""
         if request is None:
@@ -174,7 +182,7 @@ class PolicyServer:
         return protocol.encode(protocol.Message(
             body, seq=request.seq, episode=request.episode,
             epoch=request.epoch if epoch is None else epoch, client_ns=request.client_ns,
-            flags=protocol.Flags.RESPONSE))
+            flags=flags))
 
     def _open(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
         longest = max(len(client_id), len(request.body.client_id))
@@ -200,8 +208,12 @@ class PolicyServer:
             return self._reply(protocol.SessionReject(reason, len(self._sessions),
                                                       self.max_sessions), request), "rejected"
         self.metrics.sessions.set(len(self._sessions))
+        flags = protocol.Flags.RESPONSE
+        if self._seal_streams:
+            self._stream_keys[client_id] = sealing.stream_key(session.session_id)
+            flags |= protocol.Flags.SEALED
         return self._reply(protocol.SessionOk(session.session_id, self.spec), request,
-                           epoch=session.epoch), "ok"
+                           epoch=session.epoch, flags=flags), "ok"
 
     def _reset(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
         """Reset the session's policy for `request.episode`, unless the session has already
@@ -241,6 +253,7 @@ class PolicyServer:
 
     def _close(self, client_id: str, request: protocol.Message) -> tuple[bytes, str]:
         if self._sessions.close(client_id, request.epoch) is not None:
+            self._stream_keys.pop(client_id, None)
             self.metrics.forget_client(client_id)
             self._transport.forget(client_id)
         self.metrics.sessions.set(len(self._sessions))
@@ -297,10 +310,12 @@ class PolicyServer:
         expired = self._sessions.expire(grace_s=max(self._recent_latency_s, default=0.0),
                                         arrived_s=self._arrived_s)
         for session in expired:
+            self._stream_keys.pop(session.client_id, None)
             self.metrics.sessions_expired.inc()
             self.metrics.forget_client(session.client_id)
             self._transport.forget(session.client_id)
-            log.info("session %s of %s expired: nothing heard for >= %.1f s", session.session_id,
+            log.info("session %s of %s expired: nothing heard for >= %.1f s",
+                     session.session_id[:8],
                      short_id(session.client_id), self._sessions.idle_timeout_s)
         if expired:
             self.metrics.sessions.set(len(self._sessions))
@@ -403,7 +418,7 @@ class PolicyServer:
         if episode <= session.episode:
             return
         log.info("session %s of %s: observation of episode %d, the session was at %d; "
-                 "resetting without a RESET", session.session_id, short_id(session.client_id),
+                 "resetting without a RESET", session.session_id[:8], short_id(session.client_id),
                  episode, session.episode)
         session.policy.reset(seed=episode)
         session.episode = episode
@@ -412,7 +427,10 @@ class PolicyServer:
     def _send(self, client_id: str, body: protocol.Body, request: protocol.Message | None = None):
         if isinstance(body, protocol.Error):  # a detail may quote what the robot sent
             body = protocol.Error(body.code, protocol.bounded(body.detail))
-        self._transport.send_stream(client_id, self._reply(body, request))
+        payload = self._reply(body, request)
+        key = self._stream_keys.get(client_id)
+        self._transport.send_stream(client_id, payload if key is None
+                                    else sealing.seal(payload, key))
         if isinstance(body, protocol.Error):
             self.metrics.error_replies_sent.labels(code=body.code).inc()
 

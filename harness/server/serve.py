@@ -71,7 +71,8 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
                           max_sessions=config.server.max_sessions,
                           session_idle_timeout_s=config.server.session_idle_timeout_s,
                           max_client_id_chars=config.server.max_client_id_chars,
-                          predict_hook=predict_hook)
+                          predict_hook=predict_hook,
+                          seal_streams=config.transport.security.enabled)
     # Bound before the server starts, so a health address that cannot be bound fails the
     # start-up without leaving a serving transport behind.
     health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,

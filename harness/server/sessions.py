@@ -17,7 +17,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -140,7 +139,7 @@ class SessionTable:
                 slot = self._idle.pop()
             else:
                 return None
-            session = Session(uuid.uuid4().hex[:12], client_id, self._new_epoch(), slot,
+            session = Session(secrets.token_hex(16), client_id, self._new_epoch(), slot,
                               last_heard_s=self._clock())
             self._sessions[client_id] = session
         # The client has no epoch to send observations of yet, so nobody uses the instance
