@@ -34,7 +34,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SERVER_CN = "policy-server"
+SERVER_CN = "policy-server"  # transports.security.SERVER_CN: the router's ACL names it
 ROUTER_CN = "router"
 ROBOT_PREFIX = "robot-"
 DEFAULT_DAYS = 7

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from harness.client.config import ClientMode
 from harness.config import ConfigError, HarnessConfig, ServerMode
-from transports.config import SecurityError
+from harness.faults.kinds.process import ROUTER_KINDS
+from harness.faults.schedule import FaultApply
+from transports.config import ROUTER_AUTO, SecurityError
 from transports.registry import transport_entry
-from transports.security import check_key_material
+from transports.security import check_key_material, robot_names, router_tls
 
 
 def check_loop_config(config: HarnessConfig) -> None:
@@ -21,6 +23,7 @@ def check_loop_config(config: HarnessConfig) -> None:
     """
     check_timeout_order(config)
     check_keys(config, server=config.server.mode is not ServerMode.external)
+    check_router(config)
     if config.policy.one_action_per_reply and config.client.mode is not ClientMode.synchronous:
         raise ConfigError(
             f"client.mode={config.client.mode} with policy.protocol={config.policy.protocol}, "
@@ -37,6 +40,41 @@ def check_keys(config: HarnessConfig, *, server: bool, client: bool = True) -> N
     try:
         check_key_material(config.security, transport_entry(config.transport.kind).security,
                            server=server, client=client)
+    except SecurityError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_router(config: HarnessConfig) -> None:
+    """`transport.router=auto` (the harness starts the router) needs a server the harness
+    starts, which it can point at the router; and a fault proxy cannot sit on a link through
+    a router yet. Router faults need that router."""
+    router_kinds = sorted(ROUTER_KINDS & set(config.faults.kinds))
+    if getattr(config.transport, "router", None) != ROUTER_AUTO:
+        if router_kinds and config.faults.apply is not FaultApply.modelled:
+            raise ConfigError(f"faults={config.faults.name}: {', '.join(router_kinds)} act on "
+                              "the Zenoh router the harness starts: transport=zenoh "
+                              "transport.router=auto")
+        return
+    if config.server.mode is ServerMode.external:
+        raise ConfigError("transport.router=auto with server=external: the harness cannot "
+                          "point a server it did not start at its router; give the router's "
+                          "locator (transport.router=tls/host:port)")
+    if config.faults.has_network_faults and config.faults.apply is not FaultApply.modelled:
+        raise ConfigError(f"transport.router=auto with faults={config.faults.name}: network "
+                          "faults on a link through a router are not built; use "
+                          "faults.apply=modelled, or no router")
+    check_router_keys(config)
+
+
+def check_router_keys(config: HarnessConfig) -> None:
+    """With security=mtls, the router's certificate and the robots' it builds its ACL from."""
+    if not config.security.enabled:
+        return
+    try:
+        router_tls(config.security)
+        if not robot_names(config.security):
+            raise SecurityError(f"security.dir={config.security.dir}: no robot certificates "
+                                "in robots/ for the router's ACL")
     except SecurityError as exc:
         raise ConfigError(str(exc)) from exc
 

@@ -66,6 +66,8 @@ def _checked_kind(config: TransportConfig) -> str:
 
 
 CERTS_COMMAND = "python -m harness.certs --out DIR --robots N"
+ROUTER_AUTO = "auto"
+"""`transport.router=auto`: the harness starts the Zenoh router itself."""
 
 
 class SecurityMode(enum.StrEnum):
@@ -166,8 +168,10 @@ class ZenohTransportConfig(_Addresses, TransportConfig):
     """Zenoh locator the server listens on (peer mode)."""
     connect: Optional[str] = None
     """Locator clients dial; None: `listen`."""
-    router_endpoint: Optional[str] = None  # OmegaConf needs Optional, not "str | None"
-    """Optional zenoh router: both sides then run in client mode and connect only to it."""
+    router: Optional[str] = None  # OmegaConf needs Optional, not "str | None"
+    """A Zenoh router both sides connect to (in client mode) instead of dialing each other:
+    its locator (tcp/ or tls/), or `auto`: the harness starts and supervises one on a free
+    loopback port (`python -m harness.server.router`). None: peer to peer."""
     namespace: str = "rph"
     """Key-expression prefix; servers with different namespaces never see each other."""
     lease_ms: int = 1000
@@ -183,6 +187,11 @@ class ZenohTransportConfig(_Addresses, TransportConfig):
                      name, address, "expected a zenoh locator like tcp/127.0.0.1:7447")
             if not address.startswith("unixsock-stream/"):
                 _require_port(name, address)
+        _require(self.router in (None, ROUTER_AUTO) or str(self.router).startswith(
+            ("tcp/", "tls/")), "router", self.router,
+            "expected auto or a zenoh locator like tcp/127.0.0.1:7448")
+        if self.router not in (None, ROUTER_AUTO):
+            _require_port("router", self.router)
         _require(bool(self.namespace) and "*" not in self.namespace, "namespace",
                  self.namespace, "must be a non-empty key expression without wildcards")
         _require(self.lease_ms > 0, "lease_ms", self.lease_ms, "must be positive")

@@ -21,6 +21,8 @@ from transports.config import CERTS_COMMAND, SecurityConfig, SecurityError
 
 SERVER_NAME = "server"
 ROUTER_NAME = "router"
+SERVER_CN = "policy-server"
+"""The common name `python -m harness.certs` gives the server's certificate."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ def check_tls(config: SecurityConfig, cert_name: str, *, subdir: str = "",
 
 def server_tls(config: SecurityConfig) -> TlsFiles:
     return check_tls(config, SERVER_NAME)
+
+
+def router_tls(config: SecurityConfig) -> TlsFiles:
+    return check_tls(config, ROUTER_NAME)
 
 
 def client_tls(config: SecurityConfig) -> TlsFiles:

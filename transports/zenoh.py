@@ -36,7 +36,7 @@ from transports.base import (
     TransportTimeout,
     check_payload_size,
 )
-from transports.config import ZenohTransportConfig
+from transports.config import ROUTER_AUTO, TransportConfigError, ZenohTransportConfig
 from transports.mailbox import LatestMailbox, LatestSlot
 from transports.request_workers import RequestWorkers
 from transports.security import client_transport_id
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 
 def session_config(config: ZenohTransportConfig, *, listen: list[str],
-                   connect: list[str], secured: dict | None = None) -> zenoh.Config:
+                   connect: list[str], secured: dict | None = None,
+                   mode: str | None = None) -> zenoh.Config:
     """The zenoh session config the project uses everywhere: no scouting, no shared memory.
 
     Peer mode when the two sides dial each other; client mode when a router is configured,
@@ -54,7 +55,7 @@ def session_config(config: ZenohTransportConfig, *, listen: list[str],
     """
     zconfig = zenoh.Config()
     values = {
-        "mode": "client" if config.router_endpoint else "peer",
+        "mode": mode or ("client" if config.router else "peer"),
         "scouting/multicast/enabled": False,
         "scouting/gossip/enabled": False,
         "listen/endpoints": listen,
@@ -83,8 +84,11 @@ def session_config(config: ZenohTransportConfig, *, listen: list[str],
 def _endpoints(config: ZenohTransportConfig, *, server: bool) -> dict[str, list[str]]:
     """Peer mode: the server listens, clients connect to it. Router: everyone connects to it."""
     locator = tls_locator if config.security.enabled else str
-    if config.router_endpoint:
-        return {"listen": [], "connect": [locator(config.router_endpoint)]}
+    if config.router == ROUTER_AUTO:
+        raise TransportConfigError("transport.router=auto: the harness starts that router "
+                                   "(python -m harness); here give its locator")
+    if config.router:
+        return {"listen": [], "connect": [locator(config.router)]}
     if server:
         return {"listen": [locator(config.listen)], "connect": []}
     return {"listen": [], "connect": [locator(config.connect_address)]}

@@ -18,7 +18,14 @@ change does in Zenoh.
 from __future__ import annotations
 
 from transports.config import SecurityError, ZenohTransportConfig
-from transports.security import TlsFiles, client_tls, robot_names, server_tls
+from transports.security import (
+    SERVER_CN,
+    TlsFiles,
+    client_tls,
+    robot_names,
+    router_tls,
+    server_tls,
+)
 
 ACL_MESSAGES = ["put", "query", "reply", "declare_subscriber", "declare_queryable",
                 "liveliness_token", "declare_liveliness_subscriber", "liveliness_query"]
@@ -64,14 +71,35 @@ def _tls(files: TlsFiles, side: str) -> dict:
             "transport/link/tls/verify_name_on_connect": True}
 
 
-def server_values(config: ZenohTransportConfig) -> tuple[dict, list[str]]:
-    """Session config entries for the server, and the robots it serves."""
+def _robots(config: ZenohTransportConfig) -> list[str]:
     robots = robot_names(config.security)
     if not robots:
         raise SecurityError(f"security.dir={config.security.dir}: no robot certificates in "
                             "robots/; make them with python -m harness.certs")
+    return robots
+
+
+def server_values(config: ZenohTransportConfig) -> tuple[dict, list[str]]:
+    """Session config entries for the server, and the robots it serves. Behind a router the
+    server dials it with its own certificate and the router holds the ACL."""
+    robots = _robots(config)
+    if config.router:
+        return _tls(server_tls(config.security), "connect"), robots
     return {**_tls(server_tls(config.security), "listen"),
             "access_control": access_control(config.namespace, robots)}, robots
+
+
+def router_values(config: ZenohTransportConfig) -> dict:
+    """The router's: its certificate, client certificates required, and the ACL with, besides
+    each robot's own keys, every key of the namespace for the policy server."""
+    robots = _robots(config)
+    acl = access_control(config.namespace, robots)
+    acl["rules"].append({"id": "keys-of-the-server", "messages": ACL_MESSAGES,
+                         "flows": ["ingress", "egress"], "permission": "allow",
+                         "key_exprs": [f"{config.namespace}/**"]})
+    acl["subjects"].append({"id": "cert-server", "cert_common_names": [SERVER_CN]})
+    acl["policies"].append({"rules": ["keys-of-the-server"], "subjects": ["cert-server"]})
+    return {**_tls(router_tls(config.security), "listen"), "access_control": acl}
 
 
 def client_values(config: ZenohTransportConfig) -> dict:

@@ -57,6 +57,8 @@ class Mechanisms:
     """What the controller may act through; None where the run has none."""
 
     server: ServerSupervisor | None = None
+    router: ServerSupervisor | None = None
+    """transport.router=auto: the run's Zenoh router (router_crash, router_stall)."""
     proxy: FaultProxy | None = None
     client: FaultyClient | None = None
     model_faults_path: Path | None = None
@@ -231,9 +233,9 @@ class FaultController:
                 add_part(window, shape, self)
         return LinkShape(**shape)
 
-    def restart_server(self, window: FaultWindow) -> None:
-        self._restart = threading.Thread(target=self._start_server, name="fault-restart",
-                                         daemon=True)
+    def restart_server(self, window: FaultWindow, target: str = "server") -> None:
+        self._restart = threading.Thread(target=self._start_server, args=(target,),
+                                         name="fault-restart", daemon=True)
         self._restarted = (window, time.monotonic())
         self._restart.start()
 
@@ -249,9 +251,9 @@ class FaultController:
     def _restarting(self) -> bool:
         return self._restart is not None and self._restart.is_alive()
 
-    def _start_server(self) -> None:
+    def _start_server(self, target: str) -> None:
         try:
-            self.mechanisms.server.start()
+            getattr(self.mechanisms, target).start()
         except BaseException as exc:  # raised on the loop's thread by _join_restart
             self._restart_error = exc
         self._restart_s = time.monotonic() - self._restarted[1]

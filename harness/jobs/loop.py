@@ -50,9 +50,10 @@ from harness.results.summary import exit_status, print_summary
 from harness.results.video import VideoRecorder, VideoUnavailable
 from harness.results.video import check_available as check_video_available
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
-from harness.server.launch import start_server, wait_for_server
+from harness.server.launch import start_router, start_server, wait_for_server
 from harness.server.supervisor import ServerStartError
 from transports import make_client
+from transports.config import ROUTER_AUTO
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,37 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
         log.error("%s", exc)
         return 2
     recorder = VideoRecorder(output_dir, config.record)
-    env_config = config.env
     overrides = _server_overrides(overrides)
+    with contextlib.ExitStack() as run:
+        try:
+            config, overrides, router = _with_router(config, overrides, output_dir, run)
+        except ServerStartError as exc:  # one line: the router's own exception
+            log.error("%s", exc)
+            return 2
+        return _run_tasks(config, store, overrides, output_dir, recorder, resolved_config,
+                          router)
+
+
+def _with_router(config: HarnessConfig, overrides: list[str], output_dir: Path,
+                 run: contextlib.ExitStack) -> tuple[HarnessConfig, list[str], object]:
+    """`transport.router=auto`: start the run's Zenoh router (stopped when `run` closes),
+    point the robots' config and the server's overrides at it; and the router's supervisor
+    (None without one), which router faults act on."""
+    if getattr(config.transport, "router", None) != ROUTER_AUTO:
+        return config, overrides, None
+    router, locator = start_router(config, overrides, output_dir)
+    run.callback(router.stop)
+    transport = dataclasses.replace(config.transport, router=locator)
+    return (dataclasses.replace(config, transport=transport),
+            [*(o for o in overrides if not o.startswith("transport.router=")),
+             f"transport.router={locator}"], router)
+
+
+def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
+               output_dir: Path, recorder: VideoRecorder, resolved_config: dict | None,
+               router: object) -> int:
+    """Every selected task's episodes, then the summary; the process's exit status."""
+    env_config = config.env
     shard, shards = config.shard_of
     for position, task in enumerate(task_ids(env_config.name, env_config.tasks)):
         first = position * env_config.episodes_per_task  # the task's first index in the run
@@ -279,6 +309,7 @@ def run_loop(config: HarnessConfig, output_dir: Path, overrides: list[str], *,
                     return 2
             wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
                                                         server_overrides=overrides))
+            wiring.mechanisms.router = router
             try:
                 server = start_server(wiring.server_config, task, wiring.server_overrides,
                                       output_dir, model_faults_path=wiring.model_faults_path,

@@ -62,6 +62,24 @@ def start_server(config, task: int, overrides: list[str], run_dir: Path, *,
     return server
 
 
+def start_router(config, overrides: list[str], run_dir: Path) -> tuple[ServerSupervisor, str]:
+    """`transport.router=auto`: the run's Zenoh router, supervised like a server (its log in
+    `run_dir/router`), on a free loopback port; and its locator.
+
+    Raises:
+        ServerStartError: the router exited or did not report ready in time.
+    """
+    from transports.loopback import free_port
+
+    locator = f"tcp/127.0.0.1:{free_port()}"
+    router = ServerSupervisor(
+        [*(o for o in overrides if not o.startswith("transport.router=")),
+         f"transport.router={locator}"], run_dir / "router",
+        startup_timeout_s=config.server.startup_timeout_s, module="harness.server.router")
+    router.start()
+    return router, locator
+
+
 WAIT_REPORT_S = 5.0
 """How often a wait for the policy server says it is still waiting."""
 

@@ -83,8 +83,10 @@ class ServerSupervisor:
     """
 
     def __init__(self, overrides: list[str], run_dir: Path, *, startup_timeout_s: float,
-                 command_prefix: tuple[str, ...] = ()) -> None:
+                 command_prefix: tuple[str, ...] = (), module: str = "harness.server") -> None:
         self.overrides = list(overrides)
+        self.module = module
+        """What runs: the policy server, or `harness.server.router` (the Zenoh router)."""
         self.command_prefix = list(command_prefix)
         """Run the server through this, e.g. `ip netns exec <ns>` (which execs, so the pid
         the signals go to is the server's)."""
@@ -123,7 +125,7 @@ class ServerSupervisor:
         self._tail.clear()
         self.health_port = None
         read_end, self._lifeline = os.pipe()
-        command = [*self.command_prefix, sys.executable, "-m", "harness.server", *self.overrides,
+        command = [*self.command_prefix, sys.executable, "-m", self.module, *self.overrides,
                    quoted_override("hydra.run.dir", self.run_dir), "hydra.output_subdir=null"]
         try:
             self.process = subprocess.Popen(

@@ -52,8 +52,15 @@ EXPECTED_STATE = {
     "partition_3s": {"stalled", "reconnecting"},  # through the proxy: hold and release
     "partition_3s+kernel": {"stalled", "reconnecting"},  # a veth cut: TCP retransmits
     "corrupt": {"stalled", "degraded"},  # the server is up; messages fail to decode
+    "router_crash+router": {"stalled", "reconnecting"},  # robot and server lose the router
+    "router_stall+router": {"stalled", "reconnecting"},
 }
-"""Per fault: the states at least one of which the engine must pass through."""
+"""Per fault: the states at least one of which the engine must pass through. `+router`: over
+a supervised Zenoh router with mTLS and its ACL (`transport.router=auto`, zenoh only)."""
+
+CASES = [(transport, fault) for transport in ("zenoh", "grpc", "zmq")
+         for fault in EXPECTED_STATE if not fault.endswith("+router")] + [
+    ("zenoh", fault) for fault in EXPECTED_STATE if fault.endswith("+router")]
 
 
 def collapsed(states: list[str]) -> list[str]:
@@ -61,14 +68,19 @@ def collapsed(states: list[str]) -> list[str]:
     return [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
 
 
-@pytest.mark.parametrize("fault", list(EXPECTED_STATE))
-@pytest.mark.parametrize("transport", ["zenoh", "grpc", "zmq"])
+@pytest.mark.parametrize(("transport", "fault"), CASES)
 def test_an_outage_mid_episode_is_survived_on_every_transport(tmp_path, transport, fault,
                                                              record_property):
     preset, _, path = fault.partition("+")
+    if path == "router":
+        from harness.certs import make_all
+
+        make_all(tmp_path / "keys", 1)
     extra = (f"client.max_offline_s={MAX_OFFLINE_S}",  # the server keeps the session longer
              f"server.session_idle_timeout_s={2 * MAX_OFFLINE_S}",
-             *(("faults.network=kernel",) if path else ()))
+             *(("faults.network=kernel",) if path == "kernel" else ()),
+             *(("transport.router=auto", "security=mtls", f"security.dir={tmp_path / 'keys'}")
+               if path == "router" else ()))
     run, summary = run_faulted(tmp_path, preset, episodes=1, transport=transport, extra=extra)
     assert summary["episodes"] == 1 and summary["dead_episodes"] == 0
     assert summary["invariant_breaches"] == 0
@@ -76,7 +88,7 @@ def test_an_outage_mid_episode_is_survived_on_every_transport(tmp_path, transpor
     trace = pd.read_parquet(next((run / "traces").glob("*.parquet")))
     assert len(trace) == row["steps"] and list(trace["tick"]) == list(range(row["steps"]))
     faults = [e for e in events_of(run) if "fault" in e]
-    restarts = preset in ("server_crash", "server_drain")
+    restarts = preset in ("server_crash", "server_drain", "router_crash")
     assert [e["phase"] for e in faults] == ["start", "end"] + (["ready"] if restarts else [])
     start, end = faults[0]["tick"], faults[1]["tick"]
     back = faults[2]["tick"] if restarts else end  # the server serves again

@@ -50,7 +50,8 @@ def test_an_unknown_fault_kind_fails_at_validation_naming_the_choices():
                                 "faults.timed.0.kind=meteor"))
     assert str(failure.value) == (
         "faults.timed[].kind: fault kind 'meteor': expected one of ['server_crash', "
-        "'server_stall', 'server_drain', 'latency', 'bandwidth', 'partition', 'reset', "
+        "'server_stall', 'server_drain', 'router_crash', 'router_stall', 'latency', "
+        "'bandwidth', 'partition', 'reset', "
         "'slow_close', 'drop', 'corrupt', 'duplicate', 'delay', 'reorder', 'loss', "
         "'slow_model', 'model_pause'], or an import path 'package.module:ATTR' naming a "
         "harness.faults.kinds.FaultKindEntry")

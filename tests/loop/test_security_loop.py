@@ -41,6 +41,21 @@ def test_the_default_job_runs_with_mtls_on_every_transport(keys, tmp_path, kind)
     assert transport_entry(kind).security in ("tls", "curve")
 
 
+def test_the_default_job_runs_through_a_supervised_zenoh_router_with_mtls(keys, tmp_path):
+    """transport.router=auto: the harness starts the router (mTLS, its ACL built from the
+    robots' certificates); the robot and the server both dial it."""
+    run = tmp_path / "run"
+    result = harness("harness", "security=mtls", f"security.dir={keys}", "transport=zenoh",
+                     "transport.router=auto", "env.episodes_per_task=2",
+                     f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(run / "episodes.csv")))
+    assert [r["success"] for r in rows] == ["True", "True"]
+    (router_log,) = (run / "router").glob("*.log")
+    assert "zenoh router on tls/127.0.0.1:" in router_log.read_text()
+    assert "(mTLS, ACL)" in router_log.read_text()
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["security=mtls"], "security.mode=mtls needs security.dir"),
     (["security=mtls", "security.dir=/nonexistent/keys"],
@@ -54,8 +69,14 @@ def test_the_default_job_runs_with_mtls_on_every_transport(keys, tmp_path, kind)
     (["security.mode=tls"], "security.mode='tls': expected one of none, mtls"),
     (["security=mtls", "security.dir={keys}", "server.health_host=0.0.0.0"],
      "server.health_host=0.0.0.0 with security=mtls: /metrics names every robot"),
+    (["transport.router=auto", "server=external"],
+     "transport.router=auto with server=external"),
+    (["transport.router=auto", "faults=wifi_lossy"],
+     "transport.router=auto with faults=wifi_lossy: network faults on a link through a router"),
+    (["transport.router=router.lab:7447"],
+     "transport.router='router.lab:7447': expected auto or a zenoh locator"),
 ], ids=["no-dir", "missing-dir", "local", "client-id", "unknown-robot", "bad-mode",
-        "metrics-exposed"])
+        "metrics-exposed", "router-external", "router-faults", "router-locator"])
 def test_bad_security_settings_stop_the_run_in_one_line(keys, tmp_path, overrides, message):
     run = tmp_path / "run"
     result = harness("harness", *(o.format(keys=keys) for o in overrides),

@@ -20,7 +20,7 @@ from harness.certs import issue, load_ca, make_all, write_issued
 from harness.server.metrics import ServerMetrics
 from transports import TransportError, make_client, make_server
 from transports.config import SecurityConfig, SecurityError
-from transports.loopback import loopback_config
+from transports.loopback import free_port, loopback_config
 from transports.security import check_key_material
 
 pytestmark = pytest.mark.network
@@ -295,3 +295,44 @@ def test_golden_parity_holds_with_security_on(keys, kind):
     traces = parity.run_parity_episodes(secured(config_for(kind), keys["ours"]))
     assert {str(t.episode): parity.digest(t) for t in traces} == golden
     assert all(t.success and t.breaches == [] for t in traces)
+
+
+def test_through_a_router_each_robot_still_reaches_only_its_own_keys(keys):
+    """The router tier: robots and the server dial a router (mTLS) whose ACL gives each
+    robot's certificate its own keys and the server's all of the namespace. robot-2 cannot
+    query robot-1's request key nor get a chunk onto robot-1's action key through it."""
+    from transports.zenoh import session_config
+    from transports.zenoh_security import client_values, router_values, tls_locator
+
+    base = secured(loopback_config("zenoh"), keys["ours"])
+    locator = f"tcp/127.0.0.1:{free_port()}"
+    config = dataclasses.replace(base, router=locator)
+    router = zenoh.open(session_config(config, listen=[tls_locator(locator)], connect=[],
+                                       mode="router", secured=router_values(config)))
+    server = make_server(config)
+    server.start(lambda client_id, payload: client_id.encode() + b":" + payload)
+    robot = make_client(config)
+    intruder_config = secured(config, keys["ours"], "robot-2")
+    intruder = zenoh.open(session_config(intruder_config, listen=[],
+                                         connect=[tls_locator(locator)],
+                                         secured=client_values(intruder_config)))
+    try:
+        robot.wait_ready(10.0)
+        assert robot.request(b"hi", timeout_s=5.0) == b"robot-1:hi"
+        ns = config.namespace
+        replies = list(intruder.get(f"{ns}/req/robot-1", payload=b"x", timeout=1.0))
+        assert not any(reply.ok is not None for reply in replies)
+        for i in range(5):
+            intruder.put(f"{ns}/act/robot-1", b"forged")
+            server.send_stream("robot-1", b"chunk-%d" % i)
+            time.sleep(0.05)
+        received = []
+        while (chunk := robot.take_stream(0.5)) is not None:
+            received.append(chunk)
+        assert received and b"forged" not in received
+        assert robot.request(b"again", timeout_s=5.0) == b"robot-1:again"
+    finally:
+        intruder.close()
+        robot.close()
+        server.close()
+        router.close()

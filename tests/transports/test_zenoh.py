@@ -34,7 +34,7 @@ def test_server_and_client_talk_through_an_optional_router():
         router_config.insert_json5(key, json.dumps(value))
     router = zenoh.open(router_config)
     config = ZenohTransportConfig(listen=f"tcp/127.0.0.1:{free_port()}",
-                                  router_endpoint=router_endpoint,
+                                  router=router_endpoint,
                                   namespace=f"test/{uuid.uuid4().hex[:8]}")
     server = make_server(config)
     server.start(lambda client_id, payload: b"via router: " + payload)

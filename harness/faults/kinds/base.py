@@ -49,8 +49,9 @@ class RunMechanisms(Protocol):
         """Set the proxy's shape, both directions, to what the open `LinkShaping` windows
         add up to; `window` is the one starting or ending (named if there is no proxy)."""
 
-    def restart_server(self, window: FaultWindow) -> None:
-        """Start the server again on a thread of its own (the ticks go on meanwhile)."""
+    def restart_server(self, window: FaultWindow, target: str = "server") -> None:
+        """Start the server (or the router, `target`) again on a thread of its own (the
+        ticks go on meanwhile)."""
 
     def join_restart(self) -> None:
         """Wait for a restart still running; raise its error if it failed."""

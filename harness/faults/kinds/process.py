@@ -1,4 +1,5 @@
-"""Process faults: signals to the policy server's process, through its `ServerSupervisor`.
+"""Process faults: signals to the policy server's process, through its `ServerSupervisor`,
+or to the Zenoh router's (`transport.router=auto`: the router is supervised the same way).
 
 Emulated: at the start SIGKILL, SIGSTOP or SIGTERM (drain); at the end start it again (on a
 thread of the controller's, so the robot's ticks go on with the fallback as they would while
@@ -27,17 +28,19 @@ class ServerSignal:
     start: str
     started: str
     """What the start is called in the event log (the signal)."""
+    target: str = "server"
+    """The `Mechanisms` supervisor it acts on: "server" or "router"."""
 
     def apply(self, window: FaultWindow, run: RunMechanisms) -> str:
-        run.join_restart()  # a restart must be done before the server is hit again
-        getattr(run.need("server", window.kind), self.start)()
+        run.join_restart()  # a restart must be done before the process is hit again
+        getattr(run.need(self.target, window.kind), self.start)()
         return self.started
 
     def undo(self, window: FaultWindow, run: RunMechanisms) -> str:
         if self.start == "pause":
-            run.mechanisms.server.resume()
+            getattr(run.mechanisms, self.target).resume()
             return "SIGCONT"
-        run.restart_server(window)
+        run.restart_server(window, self.target)
         return "restart"
 
 
@@ -51,4 +54,15 @@ KINDS = (
     FaultKindEntry("server_drain", "process", ServerSignal("drain", "SIGTERM"), LostInFlight(),
                    paced=True, lane="process",
                    doc="SIGTERM (drain) at the start, start it again at the end."),
+    FaultKindEntry("router_crash", "process", ServerSignal("kill", "SIGKILL", "router"),
+                   LostInFlight(), paced=True, lane="process",
+                   doc="SIGKILL the Zenoh router (transport.router=auto) at the start, start "
+                       "it again at the end."),
+    FaultKindEntry("router_stall", "process", ServerSignal("pause", "SIGSTOP", "router"),
+                   HeldToEnd(), paced=True, lane="process",
+                   doc="SIGSTOP the Zenoh router (transport.router=auto) at the start, SIGCONT "
+                       "at the end."),
 )
+
+ROUTER_KINDS = frozenset({"router_crash", "router_stall"})
+"""The kinds that act on the router: they need `transport.router=auto`."""
