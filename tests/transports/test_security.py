@@ -206,6 +206,10 @@ def test_zenoh_a_chunk_forged_on_a_robots_action_key_never_reaches_it(keys):
             while (chunk := served.robot.take_stream(0.5)) is not None:
                 received.append(chunk)
             assert b"forged" not in received and received  # the server's chunks came
+            for _ in range(5):  # observations flooded into robot-1's session: none arrive
+                session.put(f"{served.config.namespace}/obs/robot-1", b"flood")
+            while (item := served.server.take_stream(0.5)) is not None:
+                assert item.payload != b"flood"
         finally:
             session.close()
         served.honest_round_trip()
