@@ -41,6 +41,7 @@ from harness.bench.mutations import REQUEST, STREAM, Mutator, edge_cases
 from harness.bench.outage import networked_transports
 from harness.bench.timing import time_calls
 from harness.console import make_console
+from harness.protocol import sealing
 from harness.server.supervisor import ServerSupervisor
 from transports import TransportError, make_client
 from transports.loopback import loopback_fields
@@ -94,6 +95,7 @@ class WireClient:
         self.transport.wait_ready(30.0)
         self.contract = contract
         self.epoch = 0
+        self.stream_key: bytes | None = None
         self.open()
 
     def open(self) -> None:
@@ -103,6 +105,13 @@ class WireClient:
         if reply.msg_type is not protocol.MessageType.SESSION_OK:
             raise RuntimeError(f"the server refused the session: {reply.body}")
         self.epoch = reply.epoch
+        self.stream_key = (sealing.stream_key(reply.body.session_id)
+                           if reply.flags & protocol.Flags.SEALED else None)
+
+    def unsealed(self, raw: bytes) -> bytes | None:
+        """A stream reply without its seal (security=mtls); None if the seal is not this
+        session's."""
+        return raw if self.stream_key is None else sealing.unseal(raw, self.stream_key)
 
     def close(self) -> None:
         self.transport.close()
@@ -127,6 +136,9 @@ class HonestRobot(WireClient):
             payload = self.transport.take_stream(timeout_s=left)
             if payload is None:
                 break
+            payload = self.unsealed(payload)
+            if payload is None:
+                continue
             reply = protocol.decode(payload)
             if (reply.msg_type is protocol.MessageType.ACTION_CHUNK
                     and reply.body.obs_seq == self._seq):
@@ -221,6 +233,8 @@ class Attack:
             else:
                 self.stream.transport.publish(payload)
                 raw = self.stream.transport.take_stream(timeout_s=reply_wait_s)
+                if raw is not None and (raw := self.stream.unsealed(raw)) is None:
+                    return "reply not sealed by the session"
         except TransportError as exc:
             return f"transport: {type(exc).__name__}"
         if raw is None:
