@@ -51,7 +51,7 @@ def check_router(config: HarnessConfig) -> None:
     router_kinds = sorted(ROUTER_KINDS & set(config.faults.kinds))
     if getattr(config.transport, "router", None) != ROUTER_AUTO:
         if router_kinds and config.faults.apply is not FaultApply.modelled:
-            raise ConfigError(f"faults={config.faults.name}: {', '.join(router_kinds)} act on "
+            raise ConfigError(f"faults={config.faults.name}: {', '.join(router_kinds)} need "
                               "the Zenoh router the harness starts: transport=zenoh "
                               "transport.router=auto")
         return

@@ -75,8 +75,11 @@ def test_the_default_job_runs_through_a_supervised_zenoh_router_with_mtls(keys, 
      "transport.router=auto with faults=wifi_lossy: network faults on a link through a router"),
     (["transport.router=router.lab:7447"],
      "transport.router='router.lab:7447': expected auto or a zenoh locator"),
+    (["faults=router_crash", "transport=zmq"],
+     "faults=router_crash: router_crash need the Zenoh router the harness starts"),
 ], ids=["no-dir", "missing-dir", "local", "client-id", "unknown-robot", "bad-mode",
-        "metrics-exposed", "router-external", "router-faults", "router-locator"])
+        "metrics-exposed", "router-external", "router-faults", "router-locator",
+        "router-fault-without-router"])
 def test_bad_security_settings_stop_the_run_in_one_line(keys, tmp_path, overrides, message):
     run = tmp_path / "run"
     result = harness("harness", *(o.format(keys=keys) for o in overrides),
