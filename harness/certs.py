@@ -32,9 +32,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from transports.security import ROUTER_NAME, SERVER_CN, SERVER_NAME
+
 log = logging.getLogger(__name__)
 
-SERVER_CN = "policy-server"  # transports.security.SERVER_CN: the router's ACL names it
 ROUTER_CN = "router"
 ROBOT_PREFIX = "robot-"
 DEFAULT_DAYS = 7
@@ -189,9 +190,9 @@ def make_all(out: Path, robots: int, *, days: int = DEFAULT_DAYS,
     hosts = tuple(dict.fromkeys((*DEFAULT_HOSTS, *hosts)))
     ca = make_ca(days=days)
     write_issued(ca, out, "ca")
-    write_issued(issue(ca, SERVER_CN, days=days, hosts=hosts), out, "server")
-    write_issued(issue(ca, ROUTER_CN, days=days, hosts=hosts), out, "router")
-    write_curve_pair(out / "curve", "server")
+    write_issued(issue(ca, SERVER_CN, days=days, hosts=hosts), out, SERVER_NAME)
+    write_issued(issue(ca, ROUTER_CN, days=days, hosts=hosts), out, ROUTER_NAME)
+    write_curve_pair(out / "curve", SERVER_NAME)
     return add_robots(out, 1, robots, days=days)
 
 

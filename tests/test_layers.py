@@ -20,9 +20,10 @@ PACKAGES = ("harness", "transports", "envs", "policies", "reports")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.choices", "harness.overrides", "harness.console", "harness.imports",
-     "harness.extras", "harness.certs"),  # utilities
+     "harness.extras"),  # utilities
     ("harness.protocol",),                  # wire schema, codec, the contract
     ("transports", "envs"),                 # bytes between processes; simulated robots
+    ("harness.certs",),                     # keys for security=mtls, in transports' layout
     ("policies",),                          # what a server hosts
     ("harness.client", "harness.server"),   # the robot side; the model side
     ("harness.results",),                   # traces, rows, summaries, stats

@@ -160,8 +160,13 @@ def client_tls(config: SecurityConfig) -> TlsFiles:
 
 
 def robot_names(config: SecurityConfig) -> list[str]:
-    """Every robot with a certificate in the directory (the server's and router's view)."""
-    return sorted(path.stem for path in (Path(config.dir) / "robots").glob("*.pem"))
+    """Every robot with a certificate in the directory (the server's and router's view):
+    SecurityError if there is none (Zenoh's ACL would then let no robot in)."""
+    names = sorted(path.stem for path in (Path(config.dir) / "robots").glob("*.pem"))
+    if not names:
+        raise SecurityError(f"security.dir={config.dir}: no robot certificates in robots/; "
+                            f"make them with {CERTS_COMMAND}")
+    return names
 
 
 def _curve_pair(config: SecurityConfig, name: str, *, secret: bool) -> tuple[bytes, bytes]:
@@ -219,8 +224,6 @@ def check_key_material(config: SecurityConfig, mechanism: str, *, server: bool,
         return
     if server:
         server_tls(config)
-        if not robot_names(config):
-            raise SecurityError(f"security.dir={config.dir}: no robot certificates in "
-                                f"robots/; make them with {CERTS_COMMAND}")
+        robot_names(config)
     if client:
         client_tls(config)

@@ -33,7 +33,7 @@ class _RobotAuthenticator(ThreadAuthenticator):
 
     def __init__(self, context: zmq.Context, keys: CurveKeys) -> None:
         super().__init__(context)
-        self.names = {key: name for key, name in keys.allowed.items()}
+        self.names = dict(keys.allowed)
         self.refused = 0
         self._lock = threading.Lock()
 

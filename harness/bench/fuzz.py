@@ -105,8 +105,7 @@ class WireClient:
         if reply.msg_type is not protocol.MessageType.SESSION_OK:
             raise RuntimeError(f"the server refused the session: {reply.body}")
         self.epoch = reply.epoch
-        self.stream_key = (sealing.stream_key(reply.body.session_id)
-                           if reply.flags & protocol.Flags.SEALED else None)
+        self.stream_key = sealing.stream_key_of(reply)
 
     def unsealed(self, raw: bytes) -> bytes | None:
         """A stream reply without its seal (security=mtls); None if the seal is not this

@@ -25,8 +25,8 @@ from rich.table import Table
 
 from harness.bench.child import READY_TIMEOUT_S
 from harness.bench.payloads import observation_payloads
-from harness.bench.timing import CALL_TIMEOUT_S, time_calls
-from harness.bench.transport import STREAM_LOST_AFTER_S, start_peer
+from harness.bench.timing import CALL_TIMEOUT_S
+from harness.bench.transport import start_peer, time_paths
 from harness.certs import make_all
 from harness.console import make_console
 from transports import ServerUnavailable, make_client
@@ -67,17 +67,7 @@ def measure(config, payload: bytes, *, handshakes: int, warmup: int,
         client = make_client(config)
         try:
             client.wait_ready(READY_TIMEOUT_S)
-
-            def stream_round_trip() -> bool:
-                client.publish(payload)
-                return client.take_stream(timeout_s=STREAM_LOST_AFTER_S) is not None
-
-            return {
-                "handshake": shakes,
-                "request": time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
-                                       warmup=warmup, round_trips=round_trips),
-                "stream": time_calls(stream_round_trip, warmup=warmup, round_trips=round_trips),
-            }
+            return {"handshake": shakes, **time_paths(client, payload, warmup, round_trips)}
         finally:
             client.close()
     finally:

@@ -105,6 +105,24 @@ def bench_codec(message_bytes: bytes, jpeg_quality: int | None, warmup: int,
     return time_calls(round_trip, warmup=warmup, round_trips=round_trips)
 
 
+def time_paths(client, payload: bytes, warmup: int, round_trips: int) -> dict[str, np.ndarray]:
+    """Round trips of `payload` on the request path and on the stream path of a ready
+    `client`."""
+
+    def stream_round_trip() -> bool:
+        """False if no reply came: the stream path is best-effort (zenoh drops a large
+        observation whose fragments miss its send queue's deadline under CPU load), so a
+        loss is counted, not fatal."""
+        client.publish(payload)
+        return client.take_stream(timeout_s=STREAM_LOST_AFTER_S) is not None
+
+    return {
+        "request": time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
+                               warmup=warmup, round_trips=round_trips),
+        "stream": time_calls(stream_round_trip, warmup=warmup, round_trips=round_trips),
+    }
+
+
 def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
                     round_trips: int) -> dict[str, np.ndarray]:
     """Round trips on the request path and on the stream path of one transport."""
@@ -116,19 +134,7 @@ def bench_transport(config: TransportConfig, payload: bytes, warmup: int,
     client = make_client(config)
     try:
         client.wait_ready(READY_TIMEOUT_S)
-
-        def stream_round_trip() -> bool:
-            """False if no reply came: the stream path is best-effort (zenoh drops a large
-            observation whose fragments miss its send queue's deadline under CPU load), so
-            a loss is counted, not fatal."""
-            client.publish(payload)
-            return client.take_stream(timeout_s=STREAM_LOST_AFTER_S) is not None
-
-        return {
-            "request": time_calls(lambda: client.request(payload, timeout_s=CALL_TIMEOUT_S),
-                                   warmup=warmup, round_trips=round_trips),
-            "stream": time_calls(stream_round_trip, warmup=warmup, round_trips=round_trips),
-        }
+        return time_paths(client, payload, warmup, round_trips)
     finally:
         client.close()
         if peer is not None:

@@ -162,8 +162,7 @@ class Session:
         self.server_contract = reply.body.contract
         self.model_id = reply.body.contract.model_id
         self.epoch = reply.epoch
-        self.stream_key = (sealing.stream_key(reply.body.session_id)
-                           if reply.flags & protocol.Flags.SEALED else None)
+        self.stream_key = sealing.stream_key_of(reply)
         self._on_open(reply.body.contract)
         return True
 

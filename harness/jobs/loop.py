@@ -50,7 +50,12 @@ from harness.results.summary import exit_status, print_summary
 from harness.results.video import VideoRecorder, VideoUnavailable
 from harness.results.video import check_available as check_video_available
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
-from harness.server.launch import start_router, start_server, wait_for_server
+from harness.server.launch import (
+    router_overrides,
+    start_router,
+    start_server,
+    wait_for_server,
+)
 from harness.server.supervisor import ServerStartError
 from transports import make_client
 from transports.config import ROUTER_AUTO
@@ -275,8 +280,7 @@ def _with_router(config: HarnessConfig, overrides: list[str], output_dir: Path,
     run.callback(router.stop)
     transport = dataclasses.replace(config.transport, router=locator)
     return (dataclasses.replace(config, transport=transport),
-            [*(o for o in overrides if not o.startswith("transport.router=")),
-             f"transport.router={locator}"], router)
+            router_overrides(overrides, locator), router)
 
 
 def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from harness.protocol.messages import Flags
+
 TAG_BYTES = 16
 """HMAC-SHA256 truncated to 128 bits."""
 _LABEL = b"robot-policy-harness stream seal v1"
@@ -22,6 +24,12 @@ _LABEL = b"robot-policy-harness stream seal v1"
 
 def stream_key(session_id: str) -> bytes:
     return hmac.new(session_id.encode("utf-8"), _LABEL, hashlib.sha256).digest()
+
+
+def stream_key_of(session_ok) -> bytes | None:
+    """The key a SESSION_OK reply (a `Message`) says its session's stream is sealed under;
+    None if it is not sealed."""
+    return stream_key(session_ok.body.session_id) if session_ok.flags & Flags.SEALED else None
 
 
 def seal(payload: bytes, key: bytes) -> bytes:

@@ -62,6 +62,12 @@ def start_server(config, task: int, overrides: list[str], run_dir: Path, *,
     return server
 
 
+def router_overrides(overrides: list[str], locator: str) -> list[str]:
+    """The run's overrides with `transport.router` pointing at `locator`."""
+    return [*(o for o in overrides if not o.startswith("transport.router=")),
+            f"transport.router={locator}"]
+
+
 def start_router(config, overrides: list[str], run_dir: Path) -> tuple[ServerSupervisor, str]:
     """`transport.router=auto`: the run's Zenoh router, supervised like a server (its log in
     `run_dir/router`), on a free loopback port; and its locator.
@@ -72,10 +78,9 @@ def start_router(config, overrides: list[str], run_dir: Path) -> tuple[ServerSup
     from transports.loopback import free_port
 
     locator = f"tcp/127.0.0.1:{free_port()}"
-    router = ServerSupervisor(
-        [*(o for o in overrides if not o.startswith("transport.router=")),
-         f"transport.router={locator}"], run_dir / "router",
-        startup_timeout_s=config.server.startup_timeout_s, module="harness.server.router")
+    router = ServerSupervisor(router_overrides(overrides, locator), run_dir / "router",
+                              startup_timeout_s=config.server.startup_timeout_s,
+                              module="harness.server.router")
     router.start()
     return router, locator
 
