@@ -6,6 +6,8 @@ Tiny round-trip counts: this checks what the benchmark computes, not how fast an
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,21 @@ def test_an_unknown_transport_on_the_command_line_fails_listing_the_choices(caps
     assert capsys.readouterr().err.endswith(
         "error: --transports: transport.kind='udp': expected one of local, zenoh, grpc, zmq, "
         "or an import path 'package.module:ENTRY' whose ENTRY is a TransportEntry\n")
+
+
+@pytest.mark.network
+def test_the_security_bench_measures_each_transport_off_and_on(tmp_path):
+    """One row per transport with p50s off and on and their ratios (`harness.bench.security`),
+    from keys it makes itself."""
+    from harness.bench import security
+
+    out = tmp_path / "security.csv"
+    assert security.main(["--round-trips", "5", "--warmup", "1", "--handshakes", "1",
+                          "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [row["transport"] for row in rows] == list(security.KINDS)
+    for row in rows:
+        for measure in ("handshake", "request", "stream"):
+            plain, secured = (float(row[f"{measure}_p50_ms_{m}"]) for m in ("none", "mtls"))
+            assert plain > 0 and secured > 0
+            assert float(row[f"{measure}_ratio"]) == pytest.approx(secured / plain, abs=0.01)
