@@ -163,6 +163,11 @@ def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy
         partition.engine = engine
         trace = run_episode(env, engine, episode=1, seed=0, clock=Clock.realtime,
                             on_tick=partition)
+        # An error reply still on its way when the episode ended (a loaded machine) lands
+        # before the row is written: the robot counts what the server sent, no more.
+        wait_until(lambda: engine.poll(TICKS) or engine.stats.error_replies.get("inference")
+                   == server.metrics.error_replies().get("inference"), 5.0,
+                   "the error replies in flight to land")
         engine.close()
         store = ResultsStore(tmp_path)
         row = store.write_episode(task=0, seed=0, init_state=None, trace=trace)
