@@ -116,8 +116,10 @@ class LiberoEnv:
         else:
             self._env = ControlEnv(bddl_file_name=bddl, has_renderer=False,
                                    has_offscreen_renderer=False, use_camera_obs=False)
-        self._env.seed(0)
-        raw = self._env.reset()
+        # robosuite built the scene and its observables above: their keys are read from it
+        # as it stands (a reset here would load the model a second time, ~2 CPU-s, and each
+        # episode's reset() loads it again: LIBERO's hard reset).
+        raw = self._env.env._get_observations(force_update=True)
         observed = {k: np.shape(raw[k]) for k in raw if k.endswith(("_pos", "_quat"))
                     and not k.startswith("robot0") and "_to_" not in k}
         observed |= {k: np.shape(raw[k]) for k in ROBOT_STATE if k in raw}
