@@ -135,6 +135,8 @@ class LiberoEnv:
         """The last observation's images (camera -> upright HxWx3)."""
         self._video_renderer = None
         """A `mujoco.Renderer`, built by the first `video_frame` call that needs one."""
+        self._scene_is_new = True
+        """The scene built above has not run an episode yet (`_reset_scene`)."""
 
     @property
     def instruction(self) -> str:
@@ -146,12 +148,29 @@ class LiberoEnv:
         if not 0 <= index < len(self.init_states):
             raise ValueError(f"init_state={index}: task has {len(self.init_states)} init states")
         self._env.seed(seed)
-        self._env.reset()
+        self._reset_scene()
         raw = self._env.set_init_state(self.init_states[index])
         for _ in range(SETTLE_STEPS):
             raw, _, _, _ = self._env.step(SETTLE_ACTION)
         self._steps = 0
         return self._observation(raw)
+
+    def _reset_scene(self) -> None:
+        """LIBERO's reset loads the scene from its XML again (robosuite's hard reset: ~2.7
+        CPU-s with its render context, as much as a short episode), and LIBERO's evaluations
+        keep it: after an episode a soft reset leaves a different state. A scene that has not
+        run yet is what the reload would build, so the first reset keeps it: the same state
+        and images to the byte (tests/envs/test_libero.py), one load less per env, that is
+        per task of a run."""
+        scene = self._env.env
+        if not self._scene_is_new:
+            self._env.reset()
+            return
+        scene.hard_reset, self._scene_is_new = False, False
+        try:
+            self._env.reset()
+        finally:
+            scene.hard_reset = True
 
     def step(self, action: np.ndarray) -> StepResult:
         action = np.asarray(action, dtype=np.float64)
