@@ -163,8 +163,13 @@ def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy
         partition.engine = engine
         trace = run_episode(env, engine, episode=1, seed=0, clock=Clock.realtime,
                             on_tick=partition)
-        # An error reply still on its way when the episode ended (a loaded machine) lands
-        # before the row is written: the robot counts what the server sent, no more.
+        # On a loaded machine the last observation is still being answered when the episode
+        # ends (an error comes REMOTE_TIMEOUT_S later): the row is written once the server
+        # has answered it and the reply has landed, so it counts what the server sent.
+        last = engine.session.seq
+        wait_until(lambda: any(r["seq"] == last and r["type"] == "OBSERVATION"
+                               for r in map(json.loads, audit_lines())), 5.0,
+                   f"the server to answer observation {last}")
         wait_until(lambda: engine.poll(TICKS) or engine.stats.error_replies.get("inference")
                    == server.metrics.error_replies().get("inference"), 5.0,
                    "the error replies in flight to land")

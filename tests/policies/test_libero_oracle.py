@@ -195,8 +195,9 @@ def test_unknown_instruction_holds_still_with_the_gripper_open_and_warns_once(ca
     expected[:, 6] = -1.0
     for chunk in chunks:
         np.testing.assert_array_equal(chunk, expected)
-    assert [r.getMessage() for r in caplog.records] == [
-        "libero oracle: cannot plan 'turn on the stove'; holding still"]
+    assert [r.getMessage() for r in caplog.records if r.name == "policies.libero_oracle"] == [
+        "libero oracle: cannot plan 'turn on the stove'; holding still"]  # robosuite's
+    # import warnings land here too when this test is the first in its worker to load it
 
 
 def test_oracle_solves_a_libero_object_episode():
