@@ -15,8 +15,9 @@ semantics, which `tests/transports/test_conformance.py` checks for every backend
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 RequestHandler = Callable[[str, bytes], bytes]
@@ -29,6 +30,12 @@ inference belongs on the stream path,
 served by the policy server's own thread. An exception in it is logged and the request goes
 unanswered (the client sees a timeout); answer with a wire ERROR message where you can.
 """
+
+
+log = logging.getLogger(__name__)
+
+RefusalListener = Callable[..., None]
+"""(outcome, client_id, **detail): a refusal a server transport made (`StreamStats.refuse`)."""
 
 
 class TransportError(Exception):
@@ -81,6 +88,21 @@ class StreamStats:
     identity_refused: int = 0
     """Server side, with security: messages refused because the client id they claimed was
     not the identity their connection authenticated (or it authenticated none)."""
+    on_refused: RefusalListener | None = field(default=None, repr=False, compare=False)
+    """Told of every refusal the transport makes on its own (`refuse`): the policy server
+    writes each to its audit log. Called on a transport thread."""
+
+    def refuse(self, outcome: str, client_id: str, **detail: str | None) -> None:
+        """Count a refusal made below the policy server, which never sees the message, and
+        tell `on_refused`: `identity_refused` (a client id its connection did not
+        authenticate) or `handshake_refused` (a key not on the allow-list; no client id)."""
+        if outcome == "identity_refused":
+            self.identity_refused += 1
+        if self.on_refused is not None:
+            try:
+                self.on_refused(outcome, client_id, **detail)
+            except Exception:  # the transport's thread (zmq's ZAP handler) must go on
+                log.exception("the refusal listener failed on %s", outcome)
 
 
 class TransportServer(Protocol):

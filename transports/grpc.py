@@ -152,7 +152,7 @@ class GrpcServer:
             return claimed
         name = _authenticated_name(context)
         if name is None or claimed != name:
-            self.stats.identity_refused += 1
+            self.stats.refuse("identity_refused", claimed, identity=name)
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"client id {claimed!r} is not this connection's identity {name!r}")
         return name

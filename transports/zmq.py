@@ -184,7 +184,7 @@ class ZmqServer:
     def start(self, handler: RequestHandler) -> None:
         self._handler = handler
         if self.config.security.enabled:
-            self._curve = CurveServer(self.config)  # SecurityError before anything binds
+            self._curve = CurveServer(self.config, self.stats)  # SecurityError first
         context = self._curve.context if self._curve else zmq.Context.instance()
         socket = context.socket(zmq.ROUTER)
         if self._curve is not None:
@@ -221,7 +221,7 @@ class ZmqServer:
                                      curve=self._curve is not None)
         if self._curve is not None:
             if user_id != client_id:  # claims another robot's id: refused, counted
-                self.stats.identity_refused += 1
+                self.stats.refuse("identity_refused", client_id, identity=user_id)
                 return
             if identity.startswith(STREAM_SOCKET):
                 self._stream_routes[client_id] = identity

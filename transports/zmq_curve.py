@@ -19,6 +19,7 @@ import zmq
 import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
+from transports.base import StreamStats
 from transports.config import ZmqTransportConfig
 from transports.security import CurveKeys, client_curve, server_curve
 
@@ -31,10 +32,11 @@ ROUTE_SUFFIX = b"#"
 class _RobotAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP thread, naming an allowed key by its robot and counting refusals."""
 
-    def __init__(self, context: zmq.Context, keys: CurveKeys) -> None:
+    def __init__(self, context: zmq.Context, keys: CurveKeys, stats: StreamStats) -> None:
         super().__init__(context)
         self.names = dict(keys.allowed)
         self.refused = 0
+        self._stats = stats
         self._lock = threading.Lock()
 
     def callback(self, domain: str, key: bytes) -> bool:
@@ -44,6 +46,7 @@ class _RobotAuthenticator(ThreadAuthenticator):
         with self._lock:
             self.refused += 1
         log.warning("zmq: refused a CURVE handshake from a key not on the allow-list")
+        self._stats.refuse("handshake_refused", "", key=key.decode("ascii", "replace")[:8])
         return False
 
     def curve_user_id(self, client_public_key: bytes) -> str:
@@ -54,10 +57,10 @@ class CurveServer:
     """A ROUTER's CURVE side: its own context (a ZAP handler serves one context), the
     authenticator thread, and the socket options."""
 
-    def __init__(self, config: ZmqTransportConfig) -> None:
+    def __init__(self, config: ZmqTransportConfig, stats: StreamStats) -> None:
         self.keys = server_curve(config.security)  # SecurityError before anything starts
         self.context = zmq.Context()
-        self._auth = _RobotAuthenticator(self.context, self.keys)
+        self._auth = _RobotAuthenticator(self.context, self.keys, stats)
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self._auth)
 

@@ -93,6 +93,7 @@ class PolicyServer:
         self._stream_keys: dict[str, bytes] = {}
         """client id -> its open session's sealing key (`seal_streams` only)."""
         self.metrics.watch_transport(transport)
+        transport.stats.on_refused = self._audit_refusal
         self._sessions = SessionTable(policies, idle_timeout_s=session_idle_timeout_s)
         self._recent_latency_s: collections.deque[float] = collections.deque(
             maxlen=2 * max_sessions)
@@ -433,6 +434,14 @@ class PolicyServer:
                                     else sealing.seal(payload, key))
         if isinstance(body, protocol.Error):
             self.metrics.error_replies_sent.labels(code=body.code).inc()
+
+    def _audit_refusal(self, outcome: str, client_id: str, **detail: str | None) -> None:
+        """A refusal the transport made before any message reached this server (a claimed
+        id its connection did not authenticate, a refused handshake): audited like the
+        refusals made here, the authenticated identity shortened like a client id."""
+        if detail.get("identity"):
+            detail["identity"] = short_id(detail["identity"])
+        self._audit(client_id, None, outcome, time.monotonic_ns(), **detail)
 
     def _audit(self, client_id: str, request: protocol.Message | None, outcome: str,
                started_ns: int, **extra: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import zenoh
 
 from harness.certs import issue, load_ca, make_all, write_issued
 from harness.server.metrics import ServerMetrics
+from tests.conftest import wait_until
 from transports import TransportError, make_client, make_server
 from transports.config import SecurityConfig, SecurityError
 from transports.loopback import free_port, loopback_config
@@ -109,17 +111,30 @@ def test_a_client_with_another_cas_keys_gets_nothing(served, keys):
     a robot certificate of another CA (zmq: a key pair not on the allow-list). Its client
     makes none of our start-up checks."""
     kind, ours, theirs = served.config.kind, keys["ours"], keys["theirs"]
-    if kind == "zmq":  # CURVE: refused by the ZAP handler, and counted
+    if kind == "zmq":  # CURVE: refused by the ZAP handler, counted, told to the server
+        told = listen_to_refusals(served.server)
         stranger = copy_keys(theirs, served.tmp / "stranger")
         shutil.copy(ours / "curve" / "server.key", stranger / "curve" / "server.key")
         assert refused(make_client(secured(served.config, stranger)))
         assert served.server.handshakes_refused >= 1  # (zmq retries: likely more than one)
+        wait_until(lambda: len(told) == served.server.handshakes_refused, 5.0,
+                   "every refused handshake told")  # a retry may still be in progress
+        assert {outcome for outcome, _, _ in told} == {"handshake_refused"}
     elif kind == "grpc":
         assert grpc_refused(served.config.listen, ours / "ca.pem", theirs / "robots",
                             "robot-1")
     else:
         assert zenoh_refused(served.config, ours / "ca.pem", theirs / "robots", "robot-1")
     served.honest_round_trip()
+
+
+def listen_to_refusals(server) -> list[tuple[str, str, dict]]:
+    """What the server transport tells its listener (the policy server's audit log) of the
+    refusals it makes on its own, as (outcome, client id, detail)."""
+    told: list[tuple[str, str, dict]] = []
+    server.stats.on_refused = lambda outcome, client_id, **detail: told.append(
+        (outcome, client_id, detail))
+    return told
 
 
 def grpc_refused(target: str, ca: Path, robots: Path, name: str) -> bool:
@@ -156,6 +171,44 @@ def zenoh_refused(config, ca: Path, robots: Path, name: str) -> bool:
         session.close()
 
 
+def claim_identity(client, kind: str, name: str) -> None:
+    """Make an authenticated `client` claim to be robot `name` on its next requests (what
+    an attacker's own client code would do; ours never does)."""
+    if kind == "grpc":
+        client._metadata = (("rph-client-id", name),)
+    elif kind == "zmq":
+        from transports.zmq import REQUEST_SOCKET
+        client.client_id = name
+        client._request_socket = client._connect(REQUEST_SOCKET)
+    else:
+        client._request_key = client._request_key.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.mark.parametrize("kind", ["zmq", "grpc"])
+def test_the_policy_server_audits_the_refusals_its_transport_makes(kind, keys, caplog):
+    """The refused claim never reaches the policy server as a message; its transport tells
+    it, and the audit log gets one line per refusal, with the identity that made it."""
+    from harness.server.policy_server import PolicyServer
+    from tests.server.wire import oracle
+
+    caplog.set_level(logging.INFO, logger="harness.audit")
+    config = secured(loopback_config(kind, heartbeat_interval_s=0.05), keys["ours"])
+    server = PolicyServer(make_server(config), oracle, max_sessions=1)
+    server.start()
+    intruder = make_client(secured(config, keys["ours"], "robot-2"))
+    try:
+        intruder.wait_ready(10.0)
+        claim_identity(intruder, kind, "robot-1")
+        assert refused(intruder)
+    finally:
+        server.close()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "harness.audit"]
+    refusals = [(line["client"], line["outcome"], line["identity"]) for line in lines
+                if line["outcome"] == "identity_refused"]
+    assert refusals and len(refusals) == server.status()["identity_refused"]
+    assert set(refusals) == {("robot-1", "identity_refused", "robot-2")}
+
+
 def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
     """robot-2 authenticates as itself, then says it is robot-1: zmq and gRPC refuse and
     count each message; on Zenoh the ACL routes robot-2 nowhere but its own keys."""
@@ -163,15 +216,9 @@ def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
                                    "robot-2"))
     intruder.wait_ready(10.0)
     assert intruder.request(b"own", timeout_s=5.0) == b"robot-2:own"  # its own: served
+    told = listen_to_refusals(served.server)
     kind = served.config.kind
-    if kind == "grpc":
-        intruder._metadata = (("rph-client-id", "robot-1"),)
-    elif kind == "zmq":
-        from transports.zmq import REQUEST_SOCKET
-        intruder.client_id = "robot-1"
-        intruder._request_socket = intruder._connect(REQUEST_SOCKET)
-    else:
-        intruder._request_key = intruder._request_key.rsplit("/", 1)[0] + "/robot-1"
+    claim_identity(intruder, kind, "robot-1")
     assert refused(intruder)
     if kind in ("grpc", "zmq"):
         refusals = served.server.stats.identity_refused
@@ -180,6 +227,9 @@ def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
         metrics.watch_transport(served.server)
         assert (f"policy_identity_refused_total {float(refusals)}"
                 in metrics.exposition().decode())
+        assert told and len(told) == refusals  # each one told, for the audit log
+        assert set(map(repr, told)) == {repr(("identity_refused", "robot-1",
+                                              {"identity": "robot-2"}))}
     served.honest_round_trip()
 
 
