@@ -52,8 +52,9 @@ def rollout(env, *, seed: int, init_state: int, steps: int = 15) -> bytes:
 
 def test_same_seed_init_state_and_actions_repeat_byte_for_byte():
     """On a new env: its first episode keeps the scene built at construction, the next
-    ones reload it (`LiberoEnv._reset_scene`); the two must not differ by a byte."""
-    env = make_env("libero_object", cameras=("agentview",), image_size=(64, 64))
+    ones reload it (`LiberoEnv._reset_scene`); the two must not differ by a byte of MuJoCo
+    state (what a camera renders follows from it; no renderer here, ~10 CPU-s less)."""
+    env = make_env("libero_object")
     try:
         first = rollout(env, seed=3, init_state=2)
         assert rollout(env, seed=3, init_state=2) == first

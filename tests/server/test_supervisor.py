@@ -30,6 +30,13 @@ def status(client, timeout_s: float = 5.0) -> protocol.Message:
                                           timeout_s=timeout_s))
 
 
+def answers(client) -> bool:
+    try:
+        return status(client, timeout_s=0.5).msg_type is protocol.MessageType.STATUS
+    except TransportError:
+        return False
+
+
 def gone(pid: int) -> bool:
     """No such process, or only its zombie (this container's init may not reap orphans)."""
     return proc_state(pid) in ("", "Z")
@@ -66,6 +73,9 @@ def test_kill_pause_resume_restart_and_drain_act_on_the_real_process(supervised)
     supervisor.restart()  # same port: nothing is left holding it
     assert supervisor.pid != first_pid and supervisor.starts == 2
     wait_until(client.server_present, 10.0, "restarted server present")
+    # Its heartbeats are back; the request socket reconnects on its own backoff, which on a
+    # loaded machine can end later (zmq then refuses to queue: ServerUnavailable).
+    wait_until(lambda: answers(client), 10.0, "the restarted server to answer a request")
     assert status(client).body.fields["sessions"] == 0  # a new process, no old sessions
 
     assert supervisor.drain() == 0  # SIGTERM drains and exits cleanly
