@@ -209,6 +209,44 @@ def test_the_policy_server_audits_the_refusals_its_transport_makes(kind, keys, c
     assert set(refusals) == {("robot-1", "identity_refused", "robot-2")}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_replayed_session_open_opens_only_the_senders_own_session(kind, keys, caplog):
+    """robot-2 sends robot-1's session open byte for byte (on a network it could not read
+    them: they travel encrypted). The server opens a session for the identity robot-2's
+    connection proved, whatever name the message carries; robot-1's session goes on."""
+    from harness import protocol
+    from harness.server.policy_server import PolicyServer
+    from tests.server.wire import oracle
+
+    caplog.set_level(logging.INFO, logger="harness.audit")
+    config = secured(loopback_config(kind, heartbeat_interval_s=0.05), keys["ours"])
+    server = PolicyServer(make_server(config), oracle, max_sessions=2)
+    server.start()
+    robots = [make_client(secured(config, keys["ours"], name))
+              for name in ("robot-1", "robot-2")]
+    try:
+        for robot in robots:
+            robot.wait_ready(10.0)
+        opening = protocol.encode(protocol.Message(protocol.SessionOpen("robot-1",
+                                                                        server.spec)))
+        first, replayed = (protocol.decode(robot.request(opening, timeout_s=5.0))
+                           for robot in robots)
+        sessions = server._sessions
+        assert first.msg_type is replayed.msg_type is protocol.MessageType.SESSION_OK
+        assert sorted(sessions.client_ids()) == ["robot-1", "robot-2"]
+        assert sessions.get("robot-1", first.epoch) is not None  # robot-1's, untouched
+        assert sessions.get("robot-2", replayed.epoch) is not None
+        assert replayed.epoch != first.epoch
+        assert replayed.body.session_id != first.body.session_id
+    finally:
+        for robot in robots:
+            robot.close()
+        server.close()
+    opened = [json.loads(r.getMessage())["client"] for r in caplog.records
+              if r.name == "harness.audit" and '"SESSION_OPEN"' in r.getMessage()]
+    assert opened == ["robot-1", "robot-2"]
+
+
 def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
     """robot-2 authenticates as itself, then says it is robot-1: zmq and gRPC refuse and
     count each message; on Zenoh the ACL routes robot-2 nowhere but its own keys."""
