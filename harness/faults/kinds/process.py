@@ -64,5 +64,7 @@ KINDS = (
                        "at the end."),
 )
 
-ROUTER_KINDS = frozenset({"router_crash", "router_stall"})
-"""The kinds that act on the router: they need `transport.router=auto`."""
+ROUTER_KINDS = frozenset(entry.name for entry in KINDS
+                         if getattr(entry.emulation, "target", None) == "router")
+"""The kinds that act on the router: they need `transport.router=auto` (read from the
+entries above, so a new router kind is one entry)."""
