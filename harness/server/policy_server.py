@@ -69,7 +69,8 @@ class PolicyServer:
         """Build the pool: `make_policy` is called `max_sessions` times, here and never again
         (a session open must not load a model), and every instance must declare one spec.
         With `seal_streams` (security=mtls) every session's stream carries a MAC under its
-        own key (`harness.protocol.sealing`).
+        own key (`harness.protocol.sealing`), and a session open must name the client its
+        transport proved (`_refuse_claimed_open`).
 
         Raises:
             ValueError: `max_sessions` < 1, or the instances declare different specs.
@@ -191,6 +192,8 @@ class PolicyServer:
         if longest > self.max_client_id_chars:
             reason = (f"{protocol.REJECT_CLIENT_ID} of {longest} chars exceeds "
                       f"max_client_id_chars={self.max_client_id_chars}")
+        elif self._seal_streams and request.body.client_id != client_id:
+            return self._refuse_claimed_open(client_id, request)
         elif self._draining.is_set():
             reason = "server is draining"
         elif not self._inference.is_alive() and self._inference.ident is not None:
@@ -434,6 +437,21 @@ class PolicyServer:
                                     else sealing.seal(payload, key))
         if isinstance(body, protocol.Error):
             self.metrics.error_replies_sent.labels(code=body.code).inc()
+
+    def _refuse_claimed_open(self, client_id: str, request: protocol.Message
+                             ) -> tuple[bytes, str]:
+        """security=mtls: the transport proved who sent this open; one that names another
+        robot (a replayed or forged open) is refused for good and counted with the other
+        identity refusals, whatever session it named going on untouched."""
+        self._transport.stats.identity_refused += 1  # audited by the caller, as its outcome
+        self.metrics.sessions_rejected.inc()
+        reason = (f"{protocol.REJECT_CLIENT_ID}: the session open names "
+                  f"{short_id(request.body.client_id)!r}, its connection proved "
+                  f"{short_id(client_id)!r}")
+        log.warning("refused a session open of %s: %s", short_id(client_id), reason)
+        return self._reply(protocol.SessionReject(reason, len(self._sessions),
+                                                  self.max_sessions), request), \
+            "identity_refused"
 
     def _audit_refusal(self, outcome: str, client_id: str, **detail: str | None) -> None:
         """A refusal the transport made before any message reached this server (a claimed

@@ -210,17 +210,18 @@ def test_the_policy_server_audits_the_refusals_its_transport_makes(kind, keys, c
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_replayed_session_open_opens_only_the_senders_own_session(kind, keys, caplog):
+def test_a_replayed_session_open_is_refused_and_the_named_session_goes_on(kind, keys, caplog):
     """robot-2 sends robot-1's session open byte for byte (on a network it could not read
-    them: they travel encrypted). The server opens a session for the identity robot-2's
-    connection proved, whatever name the message carries; robot-1's session goes on."""
+    them: they travel encrypted). The server knows robot-2 by the identity its connection
+    proved, refuses an open naming robot-1 for good, counts and audits it; robot-1's session
+    goes on untouched."""
     from harness import protocol
     from harness.server.policy_server import PolicyServer
     from tests.server.wire import oracle
 
     caplog.set_level(logging.INFO, logger="harness.audit")
     config = secured(loopback_config(kind, heartbeat_interval_s=0.05), keys["ours"])
-    server = PolicyServer(make_server(config), oracle, max_sessions=2)
+    server = PolicyServer(make_server(config), oracle, max_sessions=2, seal_streams=True)
     server.start()
     robots = [make_client(secured(config, keys["ours"], name))
               for name in ("robot-1", "robot-2")]
@@ -231,20 +232,22 @@ def test_a_replayed_session_open_opens_only_the_senders_own_session(kind, keys, 
                                                                         server.spec)))
         first, replayed = (protocol.decode(robot.request(opening, timeout_s=5.0))
                            for robot in robots)
-        sessions = server._sessions
-        assert first.msg_type is replayed.msg_type is protocol.MessageType.SESSION_OK
-        assert sorted(sessions.client_ids()) == ["robot-1", "robot-2"]
-        assert sessions.get("robot-1", first.epoch) is not None  # robot-1's, untouched
-        assert sessions.get("robot-2", replayed.epoch) is not None
-        assert replayed.epoch != first.epoch
-        assert replayed.body.session_id != first.body.session_id
+        assert first.msg_type is protocol.MessageType.SESSION_OK
+        assert replayed.msg_type is protocol.MessageType.SESSION_REJECT
+        assert replayed.body.reason == (f"{protocol.REJECT_CLIENT_ID}: the session open names "
+                                        "'robot-1', its connection proved 'robot-2'")
+        assert not protocol.retryable_reject(replayed.body.reason)
+        assert server._sessions.client_ids() == ["robot-1"]
+        assert server._sessions.get("robot-1", first.epoch) is not None  # untouched
+        assert server.status()["identity_refused"] == 1
     finally:
         for robot in robots:
             robot.close()
         server.close()
-    opened = [json.loads(r.getMessage())["client"] for r in caplog.records
-              if r.name == "harness.audit" and '"SESSION_OPEN"' in r.getMessage()]
-    assert opened == ["robot-1", "robot-2"]
+    opens = [(line["client"], line["outcome"]) for line in
+             (json.loads(r.getMessage()) for r in caplog.records if r.name == "harness.audit")
+             if line["type"] == "SESSION_OPEN"]
+    assert opens == [("robot-1", "ok"), ("robot-2", "identity_refused")]
 
 
 def test_a_second_robot_claiming_the_firsts_identity_is_refused(served):
