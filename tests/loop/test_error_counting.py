@@ -135,8 +135,25 @@ def deploy():
 @pytest.mark.parametrize("kind", transport_names())
 def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy, tmp_path,
                                                                      caplog):
-    proxy, url = deploy
     caplog.set_level(logging.INFO, logger="harness.audit")
+    for attempt in range(ATTEMPTS):
+        caplog.clear()
+        if counts_agree_in_an_episode(kind, *deploy, tmp_path / f"episode-{attempt}", caplog):
+            return
+    pytest.fail(f"in {ATTEMPTS} episodes no error reply was overtaken by a chunk before the "
+                "robot polled: the case under test never happened", pytrace=False)
+
+
+ATTEMPTS = 3
+"""Episodes tried until one shows the case under test (an error reply overtaken before the
+robot polled); on a loaded machine the robot may take the error first (it failed once so in
+a CI run). Every episode's counts must agree."""
+
+
+def counts_agree_in_an_episode(kind: str, proxy: FaultProxy, url: str, tmp_path, caplog
+                               ) -> bool:
+    """One episode under the partition; asserts that the row, the summary, the metrics and
+    the audit log count the same error replies. Whether an error reply was overtaken."""
     settings = RemotePolicyConfig(protocol="openvla", url=url, connect_timeout_s=5.0,
                                   request_timeout_s=REMOTE_TIMEOUT_S)
     config = loopback_config(kind)
@@ -187,11 +204,11 @@ def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy
               metrics["inference"], audit["inference"])
     assert counts[2] >= 2 and len(set(counts)) == 1, counts  # row, summary, metrics, audit
     assert row["server_errors"] == summary["server_errors"] == counts[0]
-    assert client.stats.set_aside >= 1  # an error reply was overtaken: the case under test
     assert all("RemoteUnavailable" in e for e in trace.wire.errors), trace.wire.errors
     assert trace.wire.chunks > 0 and not trace.breaches
     assert partition.healed_at is not None
     assert any(t.source == "fresh" for t in trace.ticks[partition.healed_at:])  # served again
+    return client.stats.set_aside >= 1  # an error reply was overtaken: the case under test
 
 
 def test_session_unknown_replies_are_counted_alike_by_the_robot_and_the_audit_log(env, rig,
