@@ -68,36 +68,32 @@ def hide_package(monkeypatch, name: str) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads xdist_group into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
-    """Work units in the order `make test`'s workers take them as they free up (`--dist
-    loadgroup --no-loadscope-reorder`); tests sharing a fixture (below) are one unit.
-
-    Tests marked `slow(seconds)` go longest first (a minute-long test that starts last holds
-    the whole run for its length while the other workers idle), interleaved with the short
-    unmarked ones (a unit of many first, then file order) so that both lists run out
-    together: the short tests mostly wait on the clock (timeouts, paced links), and run
-    alone at the end they left the two cores a third idle for the last two minutes."""
+    """Longest first: tests marked `slow(seconds)` by their measured length, then the other
+    `slow` ones, then the rest; tests sharing a fixture (below) as one unit, placed by their
+    summed length. With `make test`'s workers taking units in order as they free up
+    (`--dist loadgroup --no-loadscope-reorder`), a minute-long test that starts last holds
+    the whole run for its length while the other workers idle."""
     def expected_s(item) -> float:
         marker = item.get_closest_marker("slow")
         if marker is None:
-            return 0.0
+            return 0.1
         return float(marker.args[0]) if marker.args else 10.0
 
     groups = {item.nodeid: _shared_fixture_group(item) for item in items}
-    units: dict[str, list] = {}
-    for item in items:  # in file order
-        units.setdefault(groups[item.nodeid] or item.nodeid, []).append(item)
-    length = {unit: sum(map(expected_s, members)) for unit, members in units.items()}
-    slow = sorted((u for u in units if length[u] > 0), key=lambda u: -length[u])  # stable
-    short = sorted((u for u in units if length[u] == 0), key=lambda u: -len(units[u]))
-    slow_total, order, done_s, next_short = sum(length.values()) or 1.0, [], 0.0, 0
-    for unit in slow:
-        while next_short < len(short) and next_short / len(short) < done_s / slow_total:
-            order.append(short[next_short])
-            next_short += 1
-        order.append(unit)
-        done_s += length[unit]
-    order += short[next_short:]
-    items[:] = [item for unit in order for item in units[unit]]
+    unit_s: dict[str, float] = {}
+    for item in items:
+        unit = groups[item.nodeid] or item.nodeid
+        unit_s[unit] = unit_s.get(unit, 0.0) + expected_s(item)
+    order = {item.nodeid: index for index, item in enumerate(items)}
+    first: dict[str, int] = {}
+    for item in items:
+        first.setdefault(groups[item.nodeid] or item.nodeid, order[item.nodeid])
+
+    def key(item) -> tuple:  # equal lengths keep the files' order
+        unit = groups[item.nodeid] or item.nodeid
+        return -unit_s[unit], first[unit], order[item.nodeid]
+
+    items.sort(key=key)
     for item in items:
         if groups[item.nodeid] is not None:
             item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))

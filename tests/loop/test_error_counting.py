@@ -145,9 +145,10 @@ def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy
 
 
 ATTEMPTS = 3
-"""Episodes tried until one shows the case under test (an error reply overtaken before the
-robot polled); on a loaded machine the robot may take the error first (it failed once so in
-a CI run). Every episode's counts must agree."""
+"""Episodes tried until one shows the case under test (the link healed just after an error
+reply, which a chunk then overtook before the robot polled); on a loaded machine the timing
+may not line up in one episode (it failed so in CI runs). Every episode's counts must
+agree."""
 
 
 def counts_agree_in_an_episode(kind: str, proxy: FaultProxy, url: str, tmp_path, caplog
@@ -206,7 +207,8 @@ def counts_agree_in_an_episode(kind: str, proxy: FaultProxy, url: str, tmp_path,
     assert row["server_errors"] == summary["server_errors"] == counts[0]
     assert all("RemoteUnavailable" in e for e in trace.wire.errors), trace.wire.errors
     assert trace.wire.chunks > 0 and not trace.breaches
-    assert partition.healed_at is not None
+    if partition.healed_at is None:  # no error came while a newer observation waited
+        return False
     assert any(t.source == "fresh" for t in trace.ticks[partition.healed_at:])  # served again
     return client.stats.set_aside >= 1  # an error reply was overtaken: the case under test
 
