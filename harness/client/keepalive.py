@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from harness import protocol
 from harness.client.session import Session
@@ -27,7 +29,8 @@ from transports import TransportError
 log = logging.getLogger(__name__)
 
 IN_SESSION = (ClientState.STREAMING, ClientState.DEGRADED, ClientState.STALLED)
-"""States with an open session to keep (not while opening, re-opening or DEAD)."""
+"""States with an open session to keep (not while opening, re-opening or DEAD); CONNECTING
+has one too once the open was accepted (an epoch) and the first episode has not begun."""
 
 
 class KeepAlive:
@@ -50,7 +53,7 @@ class KeepAlive:
         """Start one STATUS if the silence has lasted `interval_s` and none is on its way.
         Never blocks."""
         if (time.monotonic() - self._last_sent_s < self.interval_s
-                or self.session.state not in IN_SESSION or self.session.reopening is not None
+                or not self._in_session() or self.session.reopening is not None
                 or (self._thread is not None and self._thread.is_alive())):
             return
         self.sent()
@@ -58,6 +61,29 @@ class KeepAlive:
         self._thread = threading.Thread(target=self._send, name="session-keepalive",
                                         daemon=True)
         self._thread.start()
+
+    def _in_session(self) -> bool:
+        state = self.session.state
+        return state in IN_SESSION or (state is ClientState.CONNECTING
+                                       and self.session.epoch != 0)
+
+    @contextmanager
+    def covering(self) -> Iterator[None]:
+        """Keep the session through a stretch with no ticks (an env reset): `tick` runs on a
+        thread of its own, a few times per `interval_s`, until the block ends."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(self.interval_s / 4):
+                self.tick()
+
+        watcher = threading.Thread(target=watch, name="session-keepalive-cover", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def _send(self) -> None:
         try:

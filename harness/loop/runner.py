@@ -42,7 +42,8 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
     (`due_reply_hold_s`: see `wait_for_due_reply`)."""
     clock = Clock(clock)
     trace = EpisodeTrace(episode, dt=engine.dt)
-    observation = env.reset(seed=seed, init_state=init_state)
+    with engine.keepalive.covering():  # a slow reset (LIBERO reloads its scene) keeps the session
+        observation = env.reset(seed=seed, init_state=init_state)
     trace.ee_pos_start = _ee_pos(env)
     engine.reset(episode)
     checker = InvariantChecker(

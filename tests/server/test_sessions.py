@@ -396,3 +396,51 @@ def test_a_robot_waiting_in_control_time_keeps_its_session_by_keepalive(env, kee
         assert engine.stats.error_replies == {}
     else:
         assert engine.keepalive.count == 0 and expired >= 1
+
+
+class SlowResetEnv:
+    """`env` whose reset takes `reset_s` of wall time (a LIBERO scene reload on a busy
+    machine) and whose episodes last `max_steps` ticks; steps are the env's own."""
+
+    def __init__(self, env, reset_s: float, max_steps: int) -> None:
+        self.env, self.reset_s = env, reset_s
+        self.spec = dataclasses.replace(env.spec, max_steps=max_steps)
+
+    def reset(self, *, seed, init_state=None):
+        time.sleep(self.reset_s)
+        return self.env.reset(seed=seed, init_state=init_state)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
+@pytest.mark.parametrize("keepalive_s", [0.15, 60.0])
+def test_a_session_outlives_a_slow_env_reset_between_episodes(env, keepalive_s, closing):
+    """Between episodes nothing ticks while the env resets; a reset longer than the server's
+    idle timeout kept the session only by the keep-alive covering it (`run_episode`). The
+    same run without it (keepalive_s=60) loses the session and re-opens it."""
+    from harness.client.config import EngineConfig
+    from harness.client.engine import engine_for
+    from harness.loop.runner import run_episode
+    from transports import make_client
+
+    servers, clients = closing
+    server, config = start_server(env, kind="zmq", session_idle_timeout_s=0.5)
+    servers.append(server)
+    client = make_client(config)
+    clients.append(client)
+    client.wait_ready(5.0)
+    engine = engine_for(env.spec, client, EngineConfig(keepalive_s=keepalive_s),
+                        chunk_size=server.spec.chunk_size)
+    assert engine.open_session()
+    slow = SlowResetEnv(env, reset_s=1.2, max_steps=5)
+    traces, reopened = [], []
+    for episode in (1, 2):  # the first reset follows the open, the second an episode
+        traces.append(run_episode(slow, engine, episode=episode, seed=episode))
+        reopened.append(engine.stats.reopened)
+    expired = server.metrics.total(server.metrics.sessions_expired)
+    if keepalive_s < 0.5:
+        assert expired == 0 and reopened == [0, 0]
+        assert [t.steps for t in traces] == [5, 5] and engine.keepalive.count >= 4
+    else:
+        assert expired >= 1 and engine.keepalive.count == 0
