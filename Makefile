@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m harness $(ARGS)
 
-# Tests on four workers (pytest-xdist) for two cores: many tests wait on wall time (paced
+# Tests on five workers (pytest-xdist) for two cores: many tests wait on wall time (paced
 # outages, timeouts, slowed simulators), so the extra workers fill the CPU they leave. Tests
 # sharing a module or session fixture stay on one worker (tests/conftest.py). Each worker's
 # harness runs listen on default ports of their own (HARNESS_PORT_OFFSET, tests/conftest.py);
 # tests marked slow go first. One file alone: .venv/bin/python -m pytest FILE
 test: $(STAMP) chromium peers
 	$(PY) -m ruff check harness transports policies envs reports tests examples docs/hooks
-	$(PY) -m pytest -n 4 --dist loadgroup --no-loadscope-reorder $(ARGS)
+	$(PY) -m pytest -n 5 --dist loadgroup --no-loadscope-reorder $(ARGS)
 
 # Debian's chromium renders the HTML report in its test (tests/test_report_html.py); without
 # root or apt the test skips and says why.

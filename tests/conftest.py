@@ -49,7 +49,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def pytest_configure(config) -> None:
-    """Under pytest-xdist (`make test` runs `-n 4`), worker gwN moves every default port of
+    """Under pytest-xdist (`make test` runs `-n 5`), worker gwN moves every default port of
     `conf/transport/` up by 1000 * N (`HARNESS_PORT_OFFSET`, inherited by the harness and
     server processes the tests start): two tests on two workers that both run
     `python -m harness` on the shipped defaults would otherwise bind the same port."""
