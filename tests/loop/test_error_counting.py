@@ -196,7 +196,8 @@ def counts_agree_in_an_episode(kind: str, proxy: FaultProxy, url: str, tmp_path,
         row = store.write_episode(task=0, seed=0, init_state=None, trace=trace)
         summary = store.summarize(latency_budget_s=0.5)
     finally:
-        client.close()
+        proxy.set_partition(False)  # an episode whose link never healed: the next one dials
+        client.close()              # the model through the same proxy
         server.close()
     metrics = server.metrics.error_replies()
     audit = audit_error_replies(audit_lines(), client=short_id(client.client_id))
