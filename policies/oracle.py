@@ -109,10 +109,16 @@ class MujocoOracle:
     the committed prefix, it rolls its state through it and plans from where the hand will
     be when the chunk starts."""
 
-    def __init__(self, task: str, *, chunk_size: int = 8, model_id: str = "oracle"):
+    def __init__(self, task: str, *, chunk_size: int = 8, model_id: str = "oracle",
+                 max_speed: float = 1.0):
+        """`max_speed` (0, 1]: the largest action it commands; below 1 it moves slower
+        (demonstrations of varied pace, `policies.flow.train`)."""
         if task not in TASKS:
             raise ValueError(f"env: the MuJoCo oracle cannot solve {task!r}")
+        if not 0.0 < max_speed <= 1.0:
+            raise ValueError(f"max_speed={max_speed}: must be in (0, 1]")
         self._pick_place = task == "mujoco_pick_place"
+        self.max_speed = max_speed
         self.spec = dataclasses.replace(TASKS[task].contract(), chunk_size=chunk_size,
                                         model_id=model_id, delay_aware=True)
 
@@ -130,7 +136,8 @@ class MujocoOracle:
             for delta in prefix:
                 hand = hand + np.clip(delta, -1.0, 1.0) * MOVE_PER_STEP_M
             for step in range(self.spec.chunk_size):
-                delta = np.clip((state["target_pos"] - hand) / MOVE_PER_STEP_M, -1.0, 1.0)
+                delta = np.clip((state["target_pos"] - hand) / MOVE_PER_STEP_M,
+                                -self.max_speed, self.max_speed)
                 hand = hand + delta * MOVE_PER_STEP_M
                 actions[step] = delta
             return actions
@@ -140,7 +147,8 @@ class MujocoOracle:
             sim = roll_forward(sim, action[:3], float(action[3]))
         for step in range(self.spec.chunk_size):
             target, grip = pick_place_target(sim)
-            delta = np.clip((target - sim.hand) / MOVE_PER_STEP_M, -1.0, 1.0)
+            delta = np.clip((target - sim.hand) / MOVE_PER_STEP_M, -self.max_speed,
+                            self.max_speed)
             actions[step] = [*delta, grip]
             sim = roll_forward(sim, delta, grip)
         return actions

@@ -2,8 +2,9 @@
 
 A kind names its config schema (`policies.config`) and a builder that turns that config and
 the task it serves into a `Policy`. Built-in kinds: the env family's scripted oracle, the
-torch MLP, a remote model server, and `custom`, which serves any class named by import path,
-so a researcher's policy needs no edit of this package. An unknown kind is an error listing
+torch MLP, the flow-matching chunk policy with real-time chunking, a remote model server,
+and `custom`, which serves any class named by import path, so a researcher's policy needs
+no edit of this package. An unknown kind is an error listing
 the choices; nothing falls through to a default.
 """
 
@@ -112,6 +113,25 @@ def _build_torch(config: PolicyConfig, task: PolicyTask) -> Policy:
     return TorchPolicy.load(config.weights or default_weights(task.env))
 
 
+def _build_flow(config: PolicyConfig, task: PolicyTask) -> Policy:
+    from policies.flow.policy import FlowPolicy, default_flow_weights
+
+    policy = FlowPolicy.load(config.weights or default_flow_weights(task.env), rtc=config.rtc,
+                             denoise_steps=config.denoise_steps,
+                             guidance_weight=config.guidance_weight,
+                             execution_horizon=config.execution_horizon)
+    if policy.spec.chunk_size != config.chunk_size:
+        raise PolicyConfigError(f"policy.chunk_size={config.chunk_size}: the weights were "
+                                f"trained for chunks of {policy.spec.chunk_size}")
+    return policy
+
+
+def _flow_config_class() -> type[PolicyConfig]:
+    from policies.flow.config import FlowPolicyConfig
+
+    return FlowPolicyConfig
+
+
 def _build_remote(config: PolicyConfig, task: PolicyTask) -> Policy:
     from policies.remote import make_remote_policy
 
@@ -166,6 +186,7 @@ def register_policy(entry: PolicyEntry) -> PolicyEntry:
 
 for _entry in (PolicyEntry("oracle", OracleConfig, _build_oracle),
                PolicyEntry("torch", TorchPolicyConfig, _build_torch),
+               PolicyEntry("flow", _flow_config_class(), _build_flow),
                PolicyEntry("remote", _remote_config_class(), _build_remote),
                PolicyEntry("custom", CustomPolicyConfig, _build_custom)):
     register_policy(_entry)

@@ -27,13 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, seed: int,
-                           replan_every: int = 2) -> tuple[np.ndarray, np.ndarray, Contract]:
-    """(states, chunks) from oracle episodes: one sample per step, the oracle's chunk for it."""
+                           replan_every: int = 2, speeds: tuple[float, float] = (1.0, 1.0),
+                           ) -> tuple[np.ndarray, np.ndarray, Contract]:
+    """(states, chunks) from oracle episodes: one sample per step, the oracle's chunk for it.
+    Each episode's oracle moves at a pace drawn from `speeds` (its `max_speed`; seeded by the
+    episode): a pace the state does not show makes chunks vary for one state, as human
+    demonstrations do."""
     env = make_env(env_name)
     oracle = MujocoOracle(env_name, chunk_size=chunk_size)
     keys = tuple(oracle.spec.state)
     states, chunks = [], []
+    low, high = speeds
     for episode in tqdm(range(episodes), desc="demonstrations"):
+        oracle.max_speed = low + (high - low) * np.random.default_rng(seed + episode).random()
         observation = env.reset(seed=seed + episode)
         chunk, used = None, replan_every
         for _ in range(env.spec.max_steps):

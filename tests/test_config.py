@@ -127,8 +127,8 @@ def test_a_choice_outside_its_enum_fails_at_compose_naming_field_and_choices(ove
 
 @pytest.mark.parametrize(("override", "message"), [
     ("env.name=libero_100", "env.name='libero_100': expected one of ['mujoco_reach', "),
-    ("policy.name=pi0", "policy.name='pi0': expected one of ['oracle', 'torch', 'remote', "
-                        "'custom']"),
+    ("policy.name=pi0", "policy.name='pi0': expected one of ['oracle', 'torch', 'flow', "
+                        "'remote', 'custom']"),
     ("transport.kind=udp", "transport.kind='udp': expected one of local, zenoh, grpc, zmq"),
 ])
 def test_a_registry_name_outside_its_registry_fails_at_startup_naming_field_and_choices(

@@ -17,7 +17,7 @@ REACH = "examples.reach_policy:ReachPolicy"
 
 def test_unknown_kind_lists_the_kinds():
     with pytest.raises(UnknownPolicy, match=r"policy.name='oracel': expected one of "
-                                            r"\['oracle', 'torch', 'remote', 'custom'\]"):
+                                            r"\['oracle', 'torch', 'flow', 'remote', 'custom'\]"):
         make_policy("oracel", env="mujoco_reach")
 
 

@@ -1,0 +1,181 @@
+"""The flow-matching chunk policy the server hosts, in three variants of one trained model.
+
+`rtc=none` ignores any prefix (it is not delay-aware: the server gives it none, and its chunk
+starts at the observation), `rtc=guidance` freezes the committed prefix by real-time
+chunking's guided inpainting, `rtc=training` gives the prefix to the network as clean actions
+(it was trained so). The model plans `horizon` actions from the observation; a delay-aware
+variant returns the `chunk_size` that follow the d committed ones, so `horizon` is
+2 x `chunk_size` (the server refuses a prefix longer than the chunk).
+
+Weights, normalization and the contract travel in one safetensors file (tensors plus JSON
+metadata): it loads without executing code and without an env.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from envs.base import EnvObservation
+from harness.protocol.contract import ArraySpec, Contract
+from policies.flow.model import (
+    VelocityNet,
+    prefix_weights,
+    sample,
+    sample_conditioned,
+    sample_guided,
+)
+from policies.torch_policy import WEIGHTS_DIR, flatten_state
+
+VARIANTS = ("none", "guidance", "training")
+"""How the committed prefix reaches the chunk (`policy.rtc`)."""
+
+
+def default_flow_weights(env_name: str) -> Path:
+    return WEIGHTS_DIR / f"flow_{env_name}.safetensors"
+
+
+class FlowPolicy:
+    def __init__(self, spec: Contract, net: VelocityNet, mean: np.ndarray, std: np.ndarray, *,
+                 rtc: str = "guidance", denoise_steps: int = 10, guidance_weight: float = 5.0,
+                 execution_horizon: int | None = None):
+        if rtc not in VARIANTS:
+            raise ValueError(f"policy.rtc={rtc!r}: expected one of {list(VARIANTS)}")
+        self.net = net.eval()
+        self.rtc = rtc
+        self.spec = Contract(action_names=spec.action_names, state=spec.state, images={},
+                             control_hz=spec.control_hz, chunk_size=spec.chunk_size,
+                             model_id=f"{spec.model_id}+{rtc}", delay_aware=rtc != "none")
+        self.horizon = net.horizon
+        self.denoise_steps = denoise_steps
+        self.guidance_weight = guidance_weight
+        self.execution_horizon = execution_horizon or spec.chunk_size
+        self._keys = tuple(spec.state)
+        self._mean = torch.as_tensor(mean, dtype=torch.float32)
+        self._std = torch.as_tensor(std, dtype=torch.float32)
+        self._generator = torch.Generator()
+        self._previous: torch.Tensor | None = None
+        """The last chunk planned (horizon x A, from its observation), for RTC's overlap."""
+        if rtc == "guidance":  # torch's first backward pass costs ~0.4 s: not on a robot's
+            self._warm_guidance()  # first request (its round trip sets the client's delay)
+        self.reset(seed=0)
+
+    def _warm_guidance(self) -> None:
+        state = torch.zeros((1, self.net.state_dim))
+        chunk = torch.zeros((1, self.horizon, self.spec.action_dim))
+        sample_guided(self.net, state, chunk, 1, chunk[0], torch.ones(self.horizon), 1.0)
+
+    def reset(self, *, seed: int) -> None:
+        """Noise is drawn from a generator seeded per episode: the same episode, the same
+        chunks, whatever carried the observations."""
+        self._generator.manual_seed(seed)
+        self._previous = None
+
+    def predict(self, observation: EnvObservation,
+                committed: np.ndarray | None = None) -> np.ndarray:
+        prefix = (torch.zeros((0, self.spec.action_dim)) if committed is None or self.rtc == "none"
+                  else torch.from_numpy(np.array(committed, np.float32)))
+        longest = self.horizon - self.spec.chunk_size
+        if prefix.shape[0] > longest:
+            # The model plans `horizon` actions: it cannot condition on more. It plans from
+            # the last `longest` committed actions as if they began now, so its chunk still
+            # follows the prefix's end; the first actions the prefix moves the robot by are
+            # not planned for (a newest-wins client's staleness, over d - longest ticks).
+            prefix = prefix[-longest:]
+        d = prefix.shape[0]
+        state = torch.from_numpy(flatten_state(observation.state, self._keys))
+        state = ((state - self._mean) / self._std).unsqueeze(0)
+        noise = torch.randn((1, self.horizon, self.spec.action_dim), generator=self._generator)
+        with torch.inference_mode(self.rtc != "guidance"):
+            if d == 0:
+                planned = sample(self.net, state, noise, self.denoise_steps)
+            elif self.rtc == "training":
+                planned = sample_conditioned(self.net, state, noise, self.denoise_steps, prefix)
+            else:
+                target, weights = self._guidance_target(prefix)
+                planned = sample_guided(self.net, state, noise, self.denoise_steps, target,
+                                        weights, self.guidance_weight)
+        planned = planned[0].detach().clamp(-1.0, 1.0)
+        planned[:d] = prefix  # what the robot executes anyway
+        self._previous = planned
+        return planned[d:d + self.spec.chunk_size].numpy().astype(np.float32, copy=True)
+
+    def _guidance_target(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What guidance pulls towards: the prefix (weight 1), then the rest of the previous
+        chunk when the prefix is found in it (soft weights, `prefix_weights`): the robot
+        queued it from there, so the previous plan's continuation is known from index 0."""
+        d, horizon = prefix.shape[0], self.horizon
+        target = torch.zeros((horizon, self.spec.action_dim))
+        target[:d] = prefix
+        overlap = d
+        if self._previous is not None:
+            start = _find_rows(self._previous, prefix)
+            if start is not None:
+                rest = self._previous[start:]
+                target[:len(rest)] = rest
+                target[:d] = prefix
+                overlap = len(rest)
+        execution = min(self.execution_horizon, horizon - d)
+        return target, prefix_weights(horizon, d, execution, overlap=overlap)
+
+    def save(self, path: Path, *, trained: dict | None = None) -> None:
+        meta = {"model_id": self.spec.model_id.rsplit("+", 1)[0],
+                "action_names": list(self.spec.action_names),
+                "state": {k: {"dtype": f.dtype, "shape": list(f.shape)}
+                          for k, f in self.spec.state.items()},
+                "control_hz": self.spec.control_hz, "chunk_size": self.spec.chunk_size,
+                "horizon": self.horizon, "hidden": self.net.hidden, "layers": self.net.layers,
+                "trained": trained or {}}
+        tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        tensors["norm.mean"], tensors["norm.std"] = self._mean, self._std
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata={"flow_spec": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path, **variant) -> FlowPolicy:
+        """Load weights saved by `save`, as the variant `variant` names (`rtc`, ...).
+        FileNotFoundError names the command that makes the file; ValueError a file that is
+        not a flow policy's."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"policy.weights: {path} does not exist; make it with "
+                                    f"`python -m policies.flow.train --env {_env_of(path)}`")
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        try:
+            raw = json.loads(metadata["flow_spec"])
+            spec = Contract(
+                model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
+                state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
+                       for k, v in raw["state"].items()},
+                control_hz=float(raw["control_hz"]), chunk_size=int(raw["chunk_size"]))
+            net = VelocityNet(sum(int(np.prod(f.shape)) for f in spec.state.values()),
+                              int(raw["horizon"]), len(spec.action_names),
+                              hidden=int(raw["hidden"]), layers=int(raw["layers"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"policy.weights: {path} is not a flow policy's weights "
+                             f"({exc})") from exc
+        tensors = load_file(str(path))
+        net.load_state_dict({k[len("net."):]: v for k, v in tensors.items()
+                             if k.startswith("net.")})
+        return cls(spec, net, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
+                   **variant)
+
+
+def _find_rows(chunk: torch.Tensor, rows: torch.Tensor) -> int | None:
+    """The first index at which `rows` (d, A) stand in `chunk` (float32 as sent), or None."""
+    d = rows.shape[0]
+    for start in range(chunk.shape[0] - d + 1):
+        if torch.allclose(chunk[start:start + d], rows, atol=1e-6, rtol=0.0):
+            return start
+    return None
+
+
+def _env_of(path: Path) -> str:
+    """The env a default weights file is named after (flow_<env>.safetensors), else its stem."""
+    return path.stem.removeprefix("flow_")
