@@ -44,6 +44,17 @@ class ChunkMLP(nn.Module):
         return out.view(-1, self.chunk_size, self.action_dim)
 
 
+def contract_of(raw: dict) -> Contract:
+    """The contract a weights file's JSON metadata declares (what `save` writes: model id,
+    action names, state entries, control rate, chunk size). Raises KeyError, TypeError or
+    ValueError on anything else."""
+    return Contract(model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
+                    state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
+                           for k, v in raw["state"].items()},
+                    images={}, control_hz=float(raw["control_hz"]),
+                    chunk_size=int(raw["chunk_size"]))
+
+
 def flatten_state(state: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
     """Concatenate the state entries the policy reads, in its spec's order."""
     return np.concatenate([np.asarray(state[k], np.float32).ravel() for k in keys])
@@ -100,11 +111,7 @@ class TorchPolicy:
             metadata = f.metadata() or {}
         try:
             raw = json.loads(metadata["spec"])
-            spec = Contract(
-                model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
-                state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
-                       for k, v in raw["state"].items()},
-                images={}, control_hz=float(raw["control_hz"]), chunk_size=int(raw["chunk_size"]))
+            spec = contract_of(raw)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"policy.weights: {path} has no valid policy spec ({exc})") from exc
         tensors = load_file(str(path))

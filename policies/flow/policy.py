@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
-from harness.protocol.contract import ArraySpec, Contract
+from harness.protocol.contract import Contract
 from policies.flow.model import (
     VelocityNet,
     prefix_weights,
@@ -30,7 +30,7 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.torch_policy import WEIGHTS_DIR, flatten_state
+from policies.torch_policy import WEIGHTS_DIR, contract_of, flatten_state
 
 VARIANTS = ("none", "guidance", "training")
 """How the committed prefix reaches the chunk (`policy.rtc`)."""
@@ -149,11 +149,7 @@ class FlowPolicy:
             metadata = f.metadata() or {}
         try:
             raw = json.loads(metadata["flow_spec"])
-            spec = Contract(
-                model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
-                state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
-                       for k, v in raw["state"].items()},
-                control_hz=float(raw["control_hz"]), chunk_size=int(raw["chunk_size"]))
+            spec = contract_of(raw)
             net = VelocityNet(sum(int(np.prod(f.shape)) for f in spec.state.values()),
                               int(raw["horizon"]), len(spec.action_names),
                               hidden=int(raw["hidden"]), layers=int(raw["layers"]))

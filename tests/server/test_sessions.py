@@ -364,13 +364,9 @@ def test_a_robot_that_keeps_sending_outlives_a_blocked_predict_past_the_idle_tim
     assert (protocol.MessageType.ERROR, protocol.SESSION_UNKNOWN) not in kinds
 
 
-@pytest.mark.parametrize("keepalive_s", [0.15, 60.0])
-def test_a_robot_waiting_in_control_time_keeps_its_session_by_keepalive(env, keepalive_s,
-                                                                        closing):
-    """A synchronous robot executing its chunk sends nothing for chunk-size ticks; on a
-    simulator slower than real time (here 0.15 s of wall time a tick) that silence outlasts
-    the server's idle timeout. Its engine's STATUS every `client.keepalive_s` keeps the
-    session (the same run without it, keepalive_s=60, loses it)."""
+def served_engine(env, closing, **engine_config):
+    """A zmq server whose sessions expire after 0.5 s of silence, and a robot's engine on
+    it (`EngineConfig(**engine_config)`), both closed after the test."""
     from harness.client.config import EngineConfig
     from harness.client.engine import engine_for
     from transports import make_client
@@ -381,9 +377,18 @@ def test_a_robot_waiting_in_control_time_keeps_its_session_by_keepalive(env, kee
     client = make_client(config)
     clients.append(client)
     client.wait_ready(5.0)
-    engine = engine_for(env.spec, client, EngineConfig(mode="synchronous",
-                                                       keepalive_s=keepalive_s),
-                        chunk_size=server.spec.chunk_size)
+    return server, engine_for(env.spec, client, EngineConfig(**engine_config),
+                              chunk_size=server.spec.chunk_size)
+
+
+@pytest.mark.parametrize("keepalive_s", [0.15, 60.0])
+def test_a_robot_waiting_in_control_time_keeps_its_session_by_keepalive(env, keepalive_s,
+                                                                        closing):
+    """A synchronous robot executing its chunk sends nothing for chunk-size ticks; on a
+    simulator slower than real time (here 0.15 s of wall time a tick) that silence outlasts
+    the server's idle timeout. Its engine's STATUS every `client.keepalive_s` keeps the
+    session (the same run without it, keepalive_s=60, loses it)."""
+    server, engine = served_engine(env, closing, mode="synchronous", keepalive_s=keepalive_s)
     engine.reset(1)
     observation = env.reset(seed=1)
     body = protocol.Observation(observation.state, observation.images, observation.instruction)
@@ -419,19 +424,9 @@ def test_a_session_outlives_a_slow_env_reset_between_episodes(env, keepalive_s, 
     """Between episodes nothing ticks while the env resets; a reset longer than the server's
     idle timeout kept the session only by the keep-alive covering it (`run_episode`). The
     same run without it (keepalive_s=60) loses the session and re-opens it."""
-    from harness.client.config import EngineConfig
-    from harness.client.engine import engine_for
     from harness.loop.runner import run_episode
-    from transports import make_client
 
-    servers, clients = closing
-    server, config = start_server(env, kind="zmq", session_idle_timeout_s=0.5)
-    servers.append(server)
-    client = make_client(config)
-    clients.append(client)
-    client.wait_ready(5.0)
-    engine = engine_for(env.spec, client, EngineConfig(keepalive_s=keepalive_s),
-                        chunk_size=server.spec.chunk_size)
+    server, engine = served_engine(env, closing, keepalive_s=keepalive_s)
     assert engine.open_session()
     slow = SlowResetEnv(env, reset_s=1.2, max_steps=5)
     traces, reopened = [], []
