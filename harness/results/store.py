@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.results.failsafe import summarize_failsafe, trace_failsafe
+from harness.results.joins import chunk_join_columns
 from harness.results.stats import wilson_interval
 from harness.results.trace import EpisodeTrace
 
@@ -161,6 +162,7 @@ class ResultsStore:
             "actions_trimmed": trace.wire.trimmed, "execution": trace.wire.execution,
             "reset_wait_s": round(trace.wire.reset_wait_s, 6),
             **failsafe.columns(),
+            **chunk_join_columns(trace.ticks),
             **(extra or {}),
         }
         where = {"task": task, "episode": trace.episode}
