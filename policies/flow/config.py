@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from policies.config import PolicyConfig, PolicyConfigError
-from policies.flow.policy import VARIANTS
+
+VARIANTS = ("none", "guidance", "training")
+"""How the committed prefix reaches the chunk (`policy.rtc`). Here, not beside the policy:
+the config is read where torch is not installed (the robot's side, `tests/test_extras.py`)."""
 
 
 @dataclass

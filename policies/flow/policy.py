@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
 from harness.protocol.contract import Contract
+from policies.flow.config import VARIANTS
 from policies.flow.model import (
     VelocityNet,
     prefix_weights,
@@ -31,9 +32,6 @@ from policies.flow.model import (
     sample_guided,
 )
 from policies.torch_policy import WEIGHTS_DIR, contract_of, flatten_state
-
-VARIANTS = ("none", "guidance", "training")
-"""How the committed prefix reaches the chunk (`policy.rtc`)."""
 
 
 def default_flow_weights(env_name: str) -> Path:
