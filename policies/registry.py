@@ -4,8 +4,8 @@ A kind names its config schema (`policies.config`) and a builder that turns that
 the task it serves into a `Policy`. Built-in kinds: the env family's scripted oracle, the
 torch MLP, the flow-matching chunk policy with real-time chunking, a remote model server,
 and `custom`, which serves any class named by import path, so a researcher's policy needs
-no edit of this package. An unknown kind is an error listing
-the choices; nothing falls through to a default.
+no edit of this package. An unknown kind is an error listing the choices; nothing falls
+through to a default.
 """
 
 from __future__ import annotations

@@ -44,10 +44,18 @@ class ChunkMLP(nn.Module):
         return out.view(-1, self.chunk_size, self.action_dim)
 
 
+def contract_metadata(spec: Contract, model_id: str | None = None) -> dict:
+    """The JSON-ready fields of `spec` a weights file declares (model id, action names, state
+    entries, control rate, chunk size); `contract_of` reads them back."""
+    return {"model_id": spec.model_id if model_id is None else model_id,
+            "action_names": list(spec.action_names),
+            "state": {k: {"dtype": f.dtype, "shape": list(f.shape)} for k, f in spec.state.items()},
+            "control_hz": spec.control_hz, "chunk_size": spec.chunk_size}
+
+
 def contract_of(raw: dict) -> Contract:
-    """The contract a weights file's JSON metadata declares (what `save` writes: model id,
-    action names, state entries, control rate, chunk size). Raises KeyError, TypeError or
-    ValueError on anything else."""
+    """The contract a weights file's JSON metadata declares (`contract_metadata`). Raises
+    KeyError, TypeError or ValueError on anything else."""
     return Contract(model_id=raw["model_id"], action_names=tuple(raw["action_names"]),
                     state={k: ArraySpec(v["dtype"], tuple(v["shape"]))
                            for k, v in raw["state"].items()},
@@ -81,15 +89,7 @@ class TorchPolicy:
         return chunk.numpy().astype(np.float32, copy=True)
 
     def save(self, path: Path) -> None:
-        spec = {
-            "model_id": self.spec.model_id,
-            "action_names": list(self.spec.action_names),
-            "state": {k: {"dtype": f.dtype, "shape": list(f.shape)}
-                      for k, f in self.spec.state.items()},
-            "control_hz": self.spec.control_hz,
-            "chunk_size": self.spec.chunk_size,
-            "hidden": self.model.net[0].out_features,
-        }
+        spec = {**contract_metadata(self.spec), "hidden": self.model.net[0].out_features}
         tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
         tensors["norm.mean"], tensors["norm.std"] = self._mean, self._std
         path.parent.mkdir(parents=True, exist_ok=True)

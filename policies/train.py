@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,46 +58,73 @@ def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, see
     return np.stack(states), np.stack(chunks), oracle.spec
 
 
-def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
-          epochs: int, seed: int, batch_size: int = 256, lr: float = 1e-3) -> TorchPolicy:
+def normalized_samples(states: np.ndarray, chunks: np.ndarray, seed: int):
+    """Seed torch, and return the states' mean and std, the normalized states and the chunks
+    as float32 tensors: how every training command starts."""
     torch.manual_seed(seed)
     mean, std = states.mean(0), states.std(0) + 1e-6
-    x = torch.from_numpy((states - mean) / std).float()
-    y = torch.from_numpy(chunks).float()
-    model = ChunkMLP(x.shape[1], spec.chunk_size, len(spec.action_names))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    return (mean, std, torch.from_numpy((states - mean) / std).float(),
+            torch.from_numpy(chunks).float())
+
+
+def fit(batch_loss: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer, *,
+        samples: int, epochs: int, generator: torch.Generator, batch_size: int) -> float:
+    """Minimize `batch_loss(indices)` over shuffled batches of `samples` for `epochs`, the
+    learning rate on a cosine schedule, with a progress bar; the last epoch's mean loss."""
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    generator = torch.Generator().manual_seed(seed)
     for _ in (bar := tqdm(range(epochs), desc="training")):
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(samples, generator=generator)
         total = 0.0
-        for start in range(0, len(x), batch_size):
+        for start in range(0, samples, batch_size):
             batch = order[start:start + batch_size]
-            loss = torch.nn.functional.mse_loss(model(x[batch]), y[batch])
+            loss = batch_loss(batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
         schedule.step()
-        bar.set_postfix(loss=f"{total / len(x):.4f}")
-    log.info("final training loss %.5f after %d epochs", total / len(x), epochs)
+        bar.set_postfix(loss=f"{total / samples:.4f}")
+    return total / samples
+
+
+def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
+          epochs: int, seed: int, batch_size: int = 256, lr: float = 1e-3) -> TorchPolicy:
+    mean, std, x, y = normalized_samples(states, chunks, seed)
+    model = ChunkMLP(x.shape[1], spec.chunk_size, len(spec.action_names))
+    loss = fit(lambda batch: torch.nn.functional.mse_loss(model(x[batch]), y[batch]),
+               torch.optim.Adam(model.parameters(), lr=lr), samples=len(x), epochs=epochs,
+               generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
+    log.info("final training loss %.5f after %d epochs", loss, epochs)
     return TorchPolicy(dataclasses.replace(spec, model_id=model_id, images={}), model, mean, std)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m policies.train", description=__doc__,
+def training_parser(prog: str, description: str, *, epochs: int,
+                    seed: int) -> argparse.ArgumentParser:
+    """The arguments every training command from oracle demonstrations takes (env,
+    episodes, epochs, chunk size, first seed, output file); a command adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="mujoco_pick_place",
                         choices=[str(name) for name in MUJOCO_TASKS])
     parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--chunk-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=10_000,
+    parser.add_argument("--seed", type=int, default=seed,
                         help="first demonstration seed (evaluation uses seeds from 0)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def start_training() -> None:
+    """Logging to the console, and one CPU thread: training is deterministic only so."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = training_parser("python -m policies.train", __doc__, epochs=60,
+                           seed=10_000).parse_args(argv)
+    start_training()
     states, chunks, spec = collect_demonstrations(args.env, episodes=args.episodes,
                                                   chunk_size=args.chunk_size, seed=args.seed)
     log.info("%d samples from %d oracle episodes", len(states), args.episodes)

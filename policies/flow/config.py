@@ -13,6 +13,13 @@ VARIANTS = ("none", "guidance", "training")
 the config is read where torch is not installed (the robot's side, `tests/test_extras.py`)."""
 
 
+def checked_rtc(rtc: str) -> str:
+    """`rtc` if it is one of VARIANTS; else PolicyConfigError naming `policy.rtc`."""
+    if rtc not in VARIANTS:
+        raise PolicyConfigError(f"policy.rtc={rtc!r}: expected one of {list(VARIANTS)}")
+    return rtc
+
+
 @dataclass
 class FlowPolicyConfig(PolicyConfig):
     """The flow-matching chunk policy (`python -m policies.flow.train`)."""
@@ -33,8 +40,7 @@ class FlowPolicyConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rtc not in VARIANTS:
-            raise PolicyConfigError(f"policy.rtc={self.rtc!r}: expected one of {list(VARIANTS)}")
+        checked_rtc(self.rtc)
         if self.denoise_steps < 1:
             raise PolicyConfigError(f"policy.denoise_steps={self.denoise_steps}: must be >= 1")
         if not self.guidance_weight > 0:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
 from harness.protocol.contract import Contract
-from policies.flow.config import VARIANTS
+from policies.flow.config import checked_rtc
 from policies.flow.model import (
     VelocityNet,
     prefix_weights,
@@ -31,7 +31,7 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.torch_policy import WEIGHTS_DIR, contract_of, flatten_state
+from policies.torch_policy import WEIGHTS_DIR, contract_metadata, contract_of, flatten_state
 
 
 def default_flow_weights(env_name: str) -> Path:
@@ -42,8 +42,7 @@ class FlowPolicy:
     def __init__(self, spec: Contract, net: VelocityNet, mean: np.ndarray, std: np.ndarray, *,
                  rtc: str = "guidance", denoise_steps: int = 10, guidance_weight: float = 5.0,
                  execution_horizon: int | None = None):
-        if rtc not in VARIANTS:
-            raise ValueError(f"policy.rtc={rtc!r}: expected one of {list(VARIANTS)}")
+        checked_rtc(rtc)
         self.net = net.eval()
         self.rtc = rtc
         self.spec = Contract(action_names=spec.action_names, state=spec.state, images={},
@@ -86,8 +85,7 @@ class FlowPolicy:
             # not planned for (a newest-wins client's staleness, over d - longest ticks).
             prefix = prefix[-longest:]
         d = prefix.shape[0]
-        state = torch.from_numpy(flatten_state(observation.state, self._keys))
-        state = ((state - self._mean) / self._std).unsqueeze(0)
+        state = self.normalized(observation)
         noise = torch.randn((1, self.horizon, self.spec.action_dim), generator=self._generator)
         with torch.inference_mode(self.rtc != "guidance"):
             if d == 0:
@@ -103,30 +101,29 @@ class FlowPolicy:
         self._previous = planned
         return planned[d:d + self.spec.chunk_size].numpy().astype(np.float32, copy=True)
 
+    def normalized(self, observation: EnvObservation) -> torch.Tensor:
+        """The state the network reads: the spec's entries, normalized as in training (1, S)."""
+        state = torch.from_numpy(flatten_state(observation.state, self._keys))
+        return ((state - self._mean) / self._std).unsqueeze(0)
+
     def _guidance_target(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What guidance pulls towards: the prefix (weight 1), then the rest of the previous
         chunk when the prefix is found in it (soft weights, `prefix_weights`): the robot
         queued it from there, so the previous plan's continuation is known from index 0."""
         d, horizon = prefix.shape[0], self.horizon
         target = torch.zeros((horizon, self.spec.action_dim))
-        target[:d] = prefix
         overlap = d
-        if self._previous is not None:
-            start = _find_rows(self._previous, prefix)
-            if start is not None:
-                rest = self._previous[start:]
-                target[:len(rest)] = rest
-                target[:d] = prefix
-                overlap = len(rest)
+        start = None if self._previous is None else _find_rows(self._previous, prefix)
+        if start is not None:
+            rest = self._previous[start:]
+            target[:len(rest)] = rest
+            overlap = len(rest)
+        target[:d] = prefix  # exactly as committed (found within 1e-6)
         execution = min(self.execution_horizon, horizon - d)
         return target, prefix_weights(horizon, d, execution, overlap=overlap)
 
     def save(self, path: Path, *, trained: dict | None = None) -> None:
-        meta = {"model_id": self.spec.model_id.rsplit("+", 1)[0],
-                "action_names": list(self.spec.action_names),
-                "state": {k: {"dtype": f.dtype, "shape": list(f.shape)}
-                          for k, f in self.spec.state.items()},
-                "control_hz": self.spec.control_hz, "chunk_size": self.spec.chunk_size,
+        meta = {**contract_metadata(self.spec, self.spec.model_id.rsplit("+", 1)[0]),
                 "horizon": self.horizon, "hidden": self.net.hidden, "layers": self.net.layers,
                 "trained": trained or {}}
         tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}

@@ -12,21 +12,23 @@ One model file serves the three variants. Seeded end to end, on one CPU thread.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from envs import MUJOCO_TASKS
 from harness.protocol.contract import Contract
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy, default_flow_weights
-from policies.train import collect_demonstrations
+from policies.train import (
+    collect_demonstrations,
+    fit,
+    normalized_samples,
+    start_training,
+    training_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,48 +53,26 @@ def flow_matching_loss(net: VelocityNet, state: torch.Tensor, chunk: torch.Tenso
 def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
           epochs: int, seed: int, batch_size: int = 256, lr: float = 1e-3,
           hidden: int = 512, layers: int = 4, conditioned_share: float = 0.5) -> FlowPolicy:
-    torch.manual_seed(seed)
-    mean, std = states.mean(0), states.std(0) + 1e-6
-    x = torch.from_numpy((states - mean) / std).float()
-    y = torch.from_numpy(chunks).float()
+    mean, std, x, y = normalized_samples(states, chunks, seed)
     net = VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in (bar := tqdm(range(epochs), desc="training")):
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            batch = order[start:start + batch_size]
-            loss = flow_matching_loss(net, x[batch], y[batch], generator, conditioned_share)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        schedule.step()
-        bar.set_postfix(loss=f"{total / len(x):.4f}")
-    log.info("final flow-matching loss %.5f after %d epochs", total / len(x), epochs)
+    generator = torch.Generator().manual_seed(seed)  # batches and noise alike
+    loss = fit(lambda batch: flow_matching_loss(net, x[batch], y[batch], generator,
+                                                conditioned_share),
+               torch.optim.AdamW(net.parameters(), lr=lr), samples=len(x), epochs=epochs,
+               generator=generator, batch_size=batch_size)
+    log.info("final flow-matching loss %.5f after %d epochs", loss, epochs)
     half = dataclasses.replace(spec, model_id=model_id, images={},
                                chunk_size=y.shape[1] // 2)
     return FlowPolicy(half, net, mean, std, rtc="none")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m policies.flow.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="mujoco_pick_place",
-                        choices=[str(name) for name in MUJOCO_TASKS])
-    parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--chunk-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=20_000,
-                        help="first demonstration seed (evaluation uses seeds from 0)")
+    parser = training_parser("python -m policies.flow.train", __doc__, epochs=100,
+                             seed=20_000)
     parser.add_argument("--min-speed", type=float, default=0.4,
                         help="each demonstration's pace is drawn from [min-speed, 1]")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(1)
+    start_training()
     started = time.monotonic()
     states, chunks, spec = collect_demonstrations(args.env, episodes=args.episodes,
                                                   chunk_size=2 * args.chunk_size, seed=args.seed,

@@ -20,7 +20,6 @@ from policies.flow.model import (
 )
 from policies.flow.policy import FlowPolicy, default_flow_weights
 from policies.flow.train import train
-from policies.torch_policy import flatten_state
 from policies.train import collect_demonstrations
 from tests.loop.conftest import ENV
 
@@ -37,11 +36,6 @@ def env():
 @pytest.fixture(scope="module")
 def policy():
     return FlowPolicy.load(WEIGHTS, rtc="guidance")
-
-
-def normalized(policy: FlowPolicy, observation) -> torch.Tensor:
-    state = torch.from_numpy(flatten_state(observation.state, tuple(policy.spec.state)))
-    return ((state - policy._mean) / policy._std).unsqueeze(0)
 
 
 def noise(policy: FlowPolicy, seed: int) -> torch.Tensor:
@@ -67,7 +61,7 @@ def test_guidance_pulls_the_chunk_onto_the_committed_prefix(policy, env, delay):
     pulls, it does not clamp (the policy then executes the prefix as committed)."""
     guided_gaps, plain_gaps = [], []
     for seed in range(8):
-        here = normalized(policy, env.reset(seed=seed))
+        here = policy.normalized(env.reset(seed=seed))
         prefix = sample(policy.net, here, noise(policy, 100 + seed), 10)[0, :delay].detach()
         target = torch.zeros((policy.horizon, policy.spec.action_dim))
         target[:delay] = prefix
@@ -80,7 +74,7 @@ def test_guidance_pulls_the_chunk_onto_the_committed_prefix(policy, env, delay):
 
 
 def test_guidance_is_a_no_op_without_a_prefix(policy, env):
-    state = normalized(policy, env.reset(seed=2))
+    state = policy.normalized(env.reset(seed=2))
     target = torch.zeros((policy.horizon, policy.spec.action_dim))
     weights = prefix_weights(policy.horizon, 0, policy.spec.chunk_size, overlap=0)
     guided = sample_guided(policy.net, state, noise(policy, 5), 10, target, weights, 5.0)
@@ -98,7 +92,7 @@ def test_guidance_is_a_no_op_without_a_prefix(policy, env):
 
 
 def test_training_time_conditioning_holds_the_prefix_exactly(policy, env):
-    state = normalized(policy, env.reset(seed=1))
+    state = policy.normalized(env.reset(seed=1))
     prefix = torch.linspace(-0.5, 0.5, 3 * policy.spec.action_dim).view(3, -1)
     with torch.inference_mode():
         chunk = sample_conditioned(policy.net, state, noise(policy, 6), 10, prefix)
