@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.results.failsafe import summarize_failsafe
+from harness.results.joins import summarize_joins
 
 TOTALS = {"invariant_breaches": "breaches", "requests_lost": "requests_lost",
           "sessions_reopened": "sessions_reopened", "dead_episodes": "dead"}
@@ -67,6 +68,17 @@ def failsafe_columns(episodes: pd.DataFrame) -> pd.DataFrame:
         pd.to_numeric).astype(float)
 
 
+def motion_columns(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Per config: the median episode length and how smoothly chunks join
+    (`harness.results.joins.summarize_joins`), as a run's own summary has them."""
+    rows = episodes.reindex(columns=["config", "steps", "join_jump", "inside_jump"])
+    rows["steps"] = pd.to_numeric(rows["steps"], errors="coerce")
+    figures = {config: {"steps_median": group["steps"].median(), **summarize_joins(group)}
+               for config, group in rows.groupby("config")}
+    columns = ["steps_median", *summarize_joins(pd.DataFrame())]
+    return pd.DataFrame.from_dict(figures, orient="index", columns=columns).astype(float)
+
+
 def mechanism_column(events: pd.DataFrame) -> pd.Series:
     """Per config: the fault mechanisms its events name (`SIGSTOP, SIGCONT`, `modelled`,
     ...), sorted, comma-joined, counted as the run summary counts them (`ready` phases
@@ -86,6 +98,7 @@ def config_table(base: pd.DataFrame, episodes: pd.DataFrame, events: pd.DataFram
     table = base.join(outcome_columns(episodes)).join(
         latency_columns(round_trips, base["latency_budget_s"]))
     table = table.join(failsafe_columns(episodes)).join(mechanism_column(events))
+    table = table.join(motion_columns(episodes))
     counts = ["episodes", "successes", *TOTALS, "faults_undetected", "faults_unrecovered",
               "stale_actions"]  # sums: 0 over no episode
     table[counts] = table[counts].fillna(0).astype(int)

@@ -187,6 +187,24 @@ def test_the_round_trip_split_is_the_median_of_each_part(delay_sweep):
 
 
 @pytest.mark.slow
+def test_steps_and_chunk_joins_per_config_come_from_its_episode_rows(delay_sweep):
+    """The join ratio is a ratio of means (one jerky episode weighs by its jumps, not by
+    one vote), and a config's median length is its summary's."""
+    sweep = load_sweep(delay_sweep)
+    for config, (job_dir,) in sweep.job_dirs.items():
+        rows = pd.DataFrame(episode_files(job_dir))
+        figures = sweep.configs.loc[config]
+        assert rows["joins"].gt(0).all()  # 2 episodes with several chunks each
+        assert figures["join_jump"] == pytest.approx(rows["join_jump"].mean())
+        assert figures["inside_jump"] == pytest.approx(rows["inside_jump"].mean())
+        assert figures["join_ratio"] == pytest.approx(
+            rows["join_jump"].mean() / rows["inside_jump"].mean())
+        summary = json.loads((job_dir / "summary.json").read_text())
+        for key in ("steps_median", "join_jump", "inside_jump", "join_ratio"):
+            assert figures[key] == pytest.approx(summary[key]), key
+
+
+@pytest.mark.slow
 def test_traces_without_the_server_columns_split_as_nan(delay_sweep, tmp_path):
     copy = copy_of(delay_sweep, tmp_path)
     old = job_of(copy, client="async_newest", **{"faults.timed.0.delay_s": 0})

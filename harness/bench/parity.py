@@ -3,7 +3,9 @@ byte-identical sim state over every transport and in-process, without faults, un
 schedule applied modelled (`faults.apply=modelled`: every loss and delay decided by the
 schedule and the seed), and with delay-aware execution (`client.mode=delay_aware` at a 400 ms
 round trip: every observation carries a committed prefix the oracle plans from, so a prefix
-or delay that arrived altered would change the actions).
+or delay that arrived altered would change the actions), and the same with the learned flow
+policy under real-time chunking (`policy=flow policy.rtc=guidance` at a 200 ms round trip:
+its guided denoising reads every prefix, and its noise is seeded per episode).
 
 With a deterministic policy (the oracle), a seeded env, the virtual clock and a fixed latency
 model, nothing about an episode depends on the transport's speed, so any difference is a bug
@@ -21,6 +23,7 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from envs import make_env
@@ -33,13 +36,16 @@ from harness.faults.schedule import FaultApply, FaultsConfig, load_preset
 from harness.loop.runner import run_episode
 from harness.results.trace import EpisodeTrace
 from harness.server.policy_server import PolicyServer
-from policies import make_policy
+from policies import Policy, PolicyTask, build_policy, make_policy
+from policies.flow.config import FlowPolicyConfig
 from transports import LocalTransportConfig, TransportConfig, make_client, make_server
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden" / "parity.json"
 ENV, POLICY, EPISODES, LATENCY_S = "mujoco_pick_place", "oracle", 3, 0.1
 DELAY_AWARE_LATENCY_S = 0.4
 """8 ticks at 20 Hz: every prefix is a whole chunk of 8 actions."""
+RTC_LATENCY_S, RTC_EPISODES = 0.2, 2
+"""4 ticks: RTC guides with a 4-action prefix and the previous chunk's rest."""
 FAULTED_PRESET = "lte"
 """Latency with jitter and burst loss: lost requests, DEGRADED and STALLED ticks, all
 decided by the schedule, so the digests must still match over every transport."""
@@ -58,12 +64,15 @@ digests differing with the one-tick default) can make it late."""
 
 def run_parity_episodes(transport: TransportConfig, faults: FaultsConfig | None = None, *,
                         engine_config: EngineConfig | None = None,
-                        latency_s: float = LATENCY_S) -> list[EpisodeTrace]:
-    """The golden episodes over `transport`, with a policy server in this process; under
-    `faults` (applied modelled) if given, with the client's `engine_config` and a fixed round
-    trip of `latency_s`."""
+                        latency_s: float = LATENCY_S,
+                        policy: Callable[[], Policy] | None = None,
+                        episodes: int = EPISODES) -> list[EpisodeTrace]:
+    """The golden episodes over `transport`, with a policy server in this process serving
+    `policy` (default the oracle); under `faults` (applied modelled) if given, with the
+    client's `engine_config` and a fixed round trip of `latency_s`."""
     env = make_env(ENV)
-    server = PolicyServer(make_server(transport), lambda: make_policy(POLICY, env=ENV))
+    server = PolicyServer(make_server(transport),
+                          policy or (lambda: make_policy(POLICY, env=ENV)))
     server.start()
     client = make_client(transport)
     try:
@@ -74,7 +83,7 @@ def run_parity_episodes(transport: TransportConfig, faults: FaultsConfig | None 
         engine = engine_for(env.spec, client, engine_config or EngineConfig(), chunk_size=8,
                             latency=latency)
         traces = []
-        for i in range(EPISODES):
+        for i in range(episodes):
             hook = None
             if faults is not None:
                 controller = episode_faults(faults, seed=0, episode=i + 1,
@@ -99,6 +108,20 @@ def run_delay_aware_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
                                latency_s=DELAY_AWARE_LATENCY_S)
 
 
+def rtc_policy() -> Policy:
+    """The flow policy with real-time chunking's guidance, its shipped weights."""
+    return build_policy(FlowPolicyConfig(rtc="guidance"), PolicyTask(ENV, 0, chunk_size=8))
+
+
+def run_rtc_episodes(transport: TransportConfig) -> list[EpisodeTrace]:
+    """The golden RTC episodes: delay-aware execution at `RTC_LATENCY_S`, served by
+    `rtc_policy`."""
+    return run_parity_episodes(transport,
+                               engine_config=EngineConfig(mode=ClientMode.delay_aware),
+                               latency_s=RTC_LATENCY_S, policy=rtc_policy,
+                               episodes=RTC_EPISODES)
+
+
 def faulted_preset() -> FaultsConfig:
     """The fault schedule of the faulted golden digests, applied modelled."""
     return load_preset(FAULTED_PRESET, apply=FaultApply.modelled)
@@ -114,19 +137,23 @@ def main(argv: list[str] | None = None) -> None:
     digests = {str(t.episode): digest(t) for t in run_parity_episodes(local)}
     faulted = {str(t.episode): digest(t) for t in run_parity_episodes(local, faulted_preset())}
     aware = {str(t.episode): digest(t) for t in run_delay_aware_episodes(local)}
+    rtc = {str(t.episode): digest(t) for t in run_rtc_episodes(local)}
     if args.write:
         GOLDEN.write_text(json.dumps({"env": ENV, "policy": POLICY, "latency_s": LATENCY_S,
                                       "digests": digests, "faulted_preset": FAULTED_PRESET,
                                       "faulted_digests": faulted,
                                       "delay_aware_latency_s": DELAY_AWARE_LATENCY_S,
-                                      "delay_aware_digests": aware}, indent=2) + "\n")
+                                      "delay_aware_digests": aware,
+                                      "rtc_latency_s": RTC_LATENCY_S, "rtc_digests": rtc},
+                                     indent=2) + "\n")
         log.info("wrote %s", GOLDEN)
     else:
         golden = json.loads(GOLDEN.read_text())
         differ = []
         for name, got, key in (("clean", digests, "digests"),
                                (f"faults={FAULTED_PRESET}", faulted, "faulted_digests"),
-                               ("delay_aware", aware, "delay_aware_digests")):
+                               ("delay_aware", aware, "delay_aware_digests"),
+                               ("rtc", rtc, "rtc_digests")):
             same = golden.get(key) == got
             (log.info if same else log.error)("in-process %s digests %s golden", name,
                                               "match" if same else "DIFFER from")

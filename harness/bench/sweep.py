@@ -12,6 +12,12 @@ faults.timed.0.delay_s=D` each way on real traffic, measured latency, virtual cl
         --transports zmq --clients synchronous,async_newest,delay_aware \\
         --chunks 8,32 --delays-ms 0,25,50,100,200,400 --episodes 50
     python -m harness.bench.sweep --out sweeps/mujoco --table   # the table of what ran
+
+A client may name the flow policy's variant after a `+` (`policy.rtc`): the five execution
+modes of issue 24 over one trained model are
+
+    --extra policy=flow --clients synchronous+none,async_newest+none,\
+        async_exponential+none,delay_aware+guidance,delay_aware+training
 """
 
 from __future__ import annotations
@@ -76,10 +82,12 @@ def run_point(out: Path, env: str, episodes: int, extra: list[str], link: str,
               transport: str, client: str, chunk: int, delay_ms: float) -> None:
     """One point of the grid, unless its run directory already holds its summary."""
     run_dir = out / point_name(transport, client, chunk, delay_ms, link)
+    client, _, rtc = client.partition("+")
     if not (run_dir / "summary.json").is_file():
         run_harness(run_dir, [f"env={env}", f"transport={transport}",
                               f"transport.listen={_listen_address(run_dir, transport)}",
                               f"client={client}", f"policy.chunk_size={chunk}",
+                              *([f"policy.rtc={rtc}"] if rtc else []),
                               *delay_overrides(delay_ms, link),
                               f"env.episodes_per_task={episodes}", *extra])
 
@@ -104,21 +112,24 @@ def collect(out: Path) -> list[dict]:
         summary = json.loads(summary_path.read_text())
         link, delay_ms = point_delay(config)
         rows.append({"env": config["env"]["name"], "transport": config["transport"]["kind"],
-                     "link": link, "client": client_name(config["client"]),
+                     "link": link, "client": client_name(config["client"], config["policy"]),
                      "chunk": config["policy"]["chunk_size"], "delay_ms": delay_ms, **summary})
     return sorted(rows, key=lambda r: (r["link"], r["transport"], r["client"], r["chunk"],
                                        r["delay_ms"]))
 
 
-def client_name(client: dict) -> str:
-    if client.get("mode") in ("synchronous", "delay_aware"):
-        return client["mode"]
-    return f"async_{client.get('ensembling', 'newest')}"
+def client_name(client: dict, policy: dict | None = None) -> str:
+    """The client setting, and the flow policy's variant after a `+` where it has one."""
+    name = (client["mode"] if client.get("mode") in ("synchronous", "delay_aware")
+            else f"async_{client.get('ensembling', 'newest')}")
+    rtc = (policy or {}).get("rtc")
+    return f"{name}+{rtc}" if rtc else name
 
 
 def success_grid(rows: list[dict]) -> tuple[list[float], list[tuple[str, list[str]]]]:
     """(delays, [(link / transport / client / chunk, cells)]): per delay, success with its
-    Wilson 95% interval and the median episode length in steps."""
+    Wilson 95% interval, the median episode length in steps and the join ratio (`j`, how
+    much harder chunks jump where they meet than inside one: `harness.results.joins`)."""
     delays = sorted({r["delay_ms"] for r in rows})
     lines = []
     for key, group in itertools.groupby(rows, key=lambda r: (r["link"], r["transport"],
@@ -131,9 +142,10 @@ def success_grid(rows: list[dict]) -> tuple[list[float], list[tuple[str, list[st
                 cells.append("-")
                 continue
             low, high = row["success_wilson95"]
-            steps = row.get("steps_median")
+            steps, joins = row.get("steps_median"), row.get("join_ratio")
             cells.append(f"{row['success_rate']:.0%} ({low:.0%}-{high:.0%})"
-                         + ("" if steps is None else f" · {steps:g}"))
+                         + ("" if steps is None else f" · {steps:g}")
+                         + ("" if joins is None else f" · j{joins:.2f}"))
         lines.append((" / ".join(str(k) for k in key), cells))
     return delays, lines
 
@@ -142,7 +154,7 @@ def print_table(rows: list[dict], *, markdown: bool = False) -> None:
     """Success (Wilson 95%) per client setting and chunk size, one column per delay."""
     delays, lines = success_grid(rows)
     envs = sorted({r["env"] for r in rows})
-    title = (f"success (Wilson 95%) · median steps vs added one-way delay: "
+    title = (f"success (Wilson 95%) · median steps · join ratio vs added one-way delay: "
              f"{', '.join(envs)}")
     if markdown:
         text = ["| link / transport / client / chunk | " + " | ".join(f"{d:g} ms" for d in delays)

@@ -43,3 +43,15 @@ def chunk_join_columns(ticks: Iterable[TickRecord]) -> dict[str, float | int | N
     within = float(np.mean(inside)) if inside else None
     return {"joins": len(joins), "join_jump": join, "inside_jump": within,
             "join_ratio": join / within if join is not None and within else None}
+
+
+def summarize_joins(rows) -> dict[str, float | None]:
+    """Over episode rows (a DataFrame with `join_jump`, `inside_jump`): the mean jump at
+    joins and inside chunks, and their ratio, a ratio of means (an episode weighs by its
+    jumps, not one vote each). None where no row has them (rows older than the columns)."""
+    means = {}
+    for column in ("join_jump", "inside_jump"):
+        values = rows[column].dropna().astype(float) if column in rows else []
+        means[column] = float(np.mean(values)) if len(values) else None
+    join, within = means["join_jump"], means["inside_jump"]
+    return {**means, "join_ratio": join / within if join is not None and within else None}

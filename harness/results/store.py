@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.results.failsafe import summarize_failsafe, trace_failsafe
-from harness.results.joins import chunk_join_columns
+from harness.results.joins import chunk_join_columns, summarize_joins
 from harness.results.stats import wilson_interval
 from harness.results.trace import EpisodeTrace
 
@@ -229,6 +229,7 @@ class ResultsStore:
             "steps_median": float(rows["steps"].median()) if n else None,
             "steps_median_success": float(rows.loc[rows["success"], "steps"].median())
             if successes else None,
+            **summarize_joins(rows),
             "reset_wait_max_s": float(rows["reset_wait_s"].max()) if "reset_wait_s" in rows
             else None,
             "rejected_episodes": sum(any("session rejected" in e.get("dead", "") for e in listed)

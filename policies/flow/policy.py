@@ -53,8 +53,9 @@ class FlowPolicy:
         self.guidance_weight = guidance_weight
         self.execution_horizon = execution_horizon or spec.chunk_size
         self._keys = tuple(spec.state)
-        self._mean = torch.as_tensor(mean, dtype=torch.float32)
-        self._std = torch.as_tensor(std, dtype=torch.float32)
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self._mean = torch.as_tensor(self.mean)
+        self._std = torch.as_tensor(self.std)
         self._generator = torch.Generator()
         self._previous: torch.Tensor | None = None
         """The last chunk planned (horizon x A, from its observation), for RTC's overlap."""

@@ -7,7 +7,13 @@ each at a pace of its own (so one state has many chunks, and a prefix tells whic
 fits `VelocityNet` by flow matching. Half the samples are given a prefix of 1..chunk_size
 actions as clean (time 1, left out of the loss): that trains the network for training-time
 conditioning, and the other half keep it a plain flow model for `rtc=none` and `guidance`.
-One model file serves the three variants. Seeded end to end, on one CPU thread.
+One model file serves the three variants.
+
+Then `--dagger-rounds` rounds of DAgger (`policies.flow.dagger`): the model drives the robot
+with simulated round trips of 0..chunk_size ticks, the oracle labels every state it reached
+after the actions committed at it, and training goes on over all samples so far. Without
+them the model only knows the oracle's own trajectories, and a delay takes it elsewhere.
+Seeded end to end, on one CPU thread (about 10 minutes with the defaults here).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 
 from harness.protocol.contract import Contract
+from policies.flow.dagger import delayed_rollouts
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy, default_flow_weights
 from policies.train import (
@@ -34,13 +41,16 @@ log = logging.getLogger(__name__)
 
 
 def flow_matching_loss(net: VelocityNet, state: torch.Tensor, chunk: torch.Tensor,
-                       generator: torch.Generator, conditioned_share: float) -> torch.Tensor:
+                       committed: torch.Tensor, generator: torch.Generator,
+                       conditioned_share: float) -> torch.Tensor:
     """Flow-matching loss of one batch: noise mixed in at a uniform time per sample; for
-    `conditioned_share` of the samples a random prefix of 1..H/2 actions is given clean."""
+    `conditioned_share` of the samples a prefix is given clean: the `committed` actions
+    the sample's chunk was labelled after (a delayed rollout's), else 1..H/2 at random."""
     batch, horizon, _ = chunk.shape
     noise = torch.randn(chunk.shape, generator=generator)
     t = torch.rand((batch, 1), generator=generator).expand(batch, horizon)
-    delay = torch.randint(1, horizon // 2 + 1, (batch, 1), generator=generator)
+    drawn = torch.randint(1, horizon // 2 + 1, (batch, 1), generator=generator)
+    delay = torch.where(committed.view(-1, 1) > 0, committed.view(-1, 1), drawn)
     conditioned = torch.rand((batch, 1), generator=generator) < conditioned_share
     known = conditioned & (torch.arange(horizon).unsqueeze(0) < delay)
     t = torch.where(known, 1.0, t)
@@ -51,13 +61,21 @@ def flow_matching_loss(net: VelocityNet, state: torch.Tensor, chunk: torch.Tenso
 
 
 def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
-          epochs: int, seed: int, batch_size: int = 256, lr: float = 1e-3,
+          epochs: int, seed: int, committed: np.ndarray | None = None,
+          start: FlowPolicy | None = None, batch_size: int = 256, lr: float = 1e-3,
           hidden: int = 512, layers: int = 4, conditioned_share: float = 0.5) -> FlowPolicy:
+    """Fit by flow matching, from scratch or on from `start` (its network and its
+    normalization: a DAgger round refines the model its rollouts came from)."""
     mean, std, x, y = normalized_samples(states, chunks, seed)
-    net = VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
+    if start is None:
+        net = VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
+    else:
+        net, mean, std = start.net.train(), start.mean, start.std
+        x = torch.from_numpy((states - mean) / std).float()
+    delays = torch.from_numpy(np.zeros(len(x), np.int64) if committed is None else committed)
     generator = torch.Generator().manual_seed(seed)  # batches and noise alike
-    loss = fit(lambda batch: flow_matching_loss(net, x[batch], y[batch], generator,
-                                                conditioned_share),
+    loss = fit(lambda batch: flow_matching_loss(net, x[batch], y[batch], delays[batch],
+                                                generator, conditioned_share),
                torch.optim.AdamW(net.parameters(), lr=lr), samples=len(x), epochs=epochs,
                generator=generator, batch_size=batch_size)
     log.info("final flow-matching loss %.5f after %d epochs", loss, epochs)
@@ -66,11 +84,40 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: s
     return FlowPolicy(half, net, mean, std, rtc="none")
 
 
+def train_with_rollouts(args, states, chunks, spec) -> tuple[FlowPolicy, dict]:
+    """Train on the demonstrations, then `args.dagger_rounds` times: drive the robot with
+    the model under simulated delays (the training-conditioned and the guided variant, half
+    the episodes each), label what it visited by the oracle, and train on from there on
+    everything so far. Returns the model and what it was trained on."""
+    model_id = f"flow-{args.env}"
+    committed = np.zeros(len(states), np.int64)
+    policy = train(states, chunks, spec, model_id=model_id, epochs=args.epochs, seed=args.seed)
+    seed = args.seed + args.episodes
+    for _ in range(args.dagger_rounds):
+        for rtc in ("training", "guidance"):
+            variant = FlowPolicy(policy.spec, policy.net, policy.mean, policy.std, rtc=rtc)
+            more = delayed_rollouts(args.env, variant, episodes=args.dagger_episodes // 2,
+                                    seed=seed, max_delay=args.chunk_size,
+                                    speeds=(args.min_speed, 1.0))
+            seed += args.dagger_episodes // 2
+            states, chunks = np.concatenate([states, more[0]]), np.concatenate([chunks, more[1]])
+            committed = np.concatenate([committed, more[2]])
+        log.info("%d samples after a round of delayed rollouts", len(states))
+        policy = train(states, chunks, spec, model_id=model_id, epochs=args.epochs // 2,
+                       seed=seed, committed=committed, start=policy)
+    return policy, {"samples": len(states), "dagger_rounds": args.dagger_rounds,
+                    "dagger_episodes": args.dagger_episodes}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = training_parser("python -m policies.flow.train", __doc__, epochs=100,
                              seed=20_000)
     parser.add_argument("--min-speed", type=float, default=0.4,
                         help="each demonstration's pace is drawn from [min-speed, 1]")
+    parser.add_argument("--dagger-rounds", type=int, default=2,
+                        help="rounds of delayed rollouts labelled by the oracle (DAgger)")
+    parser.add_argument("--dagger-episodes", type=int, default=200,
+                        help="episodes of delayed rollouts per round")
     args = parser.parse_args(argv)
     start_training()
     started = time.monotonic()
@@ -78,11 +125,10 @@ def main(argv: list[str] | None = None) -> None:
                                                   chunk_size=2 * args.chunk_size, seed=args.seed,
                                                   speeds=(args.min_speed, 1.0))
     log.info("%d samples from %d oracle episodes", len(states), args.episodes)
-    policy = train(states, chunks, spec, model_id=f"flow-{args.env}", epochs=args.epochs,
-                   seed=args.seed)
+    policy, trained = train_with_rollouts(args, states, chunks, spec)
     out = args.out or default_flow_weights(args.env)
     policy.save(out, trained={"episodes": args.episodes, "epochs": args.epochs,
-                              "seed": args.seed, "samples": len(states)})
+                              "seed": args.seed, **trained})
     log.info("wrote %s (%.1f KB) in %.0f s", out, out.stat().st_size / 1024,
              time.monotonic() - started)
 

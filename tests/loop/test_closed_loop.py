@@ -58,6 +58,19 @@ def test_every_transport_matches_the_golden_digests_of_delay_aware_episodes(kind
     assert sum(t.wire.trimmed for t in traces) == 0
 
 
+@pytest.mark.parametrize("kind", transport_names())
+def test_every_transport_matches_the_golden_digests_of_rtc_episodes(kind):
+    """The learned flow policy under real-time chunking: torch's guided denoising reads the
+    prefix and the delay from the wire and draws seeded noise, and the same actions run over
+    every transport as in-process."""
+    golden = json.loads(parity.GOLDEN.read_text())
+    assert golden["rtc_latency_s"] == parity.RTC_LATENCY_S
+    traces = parity.run_rtc_episodes(config_for(kind))
+    assert {str(t.episode): parity.digest(t) for t in traces} == golden["rtc_digests"]
+    assert all(t.breaches == [] for t in traces)
+    assert {t.wire.execution for t in traces} == {"delay_aware"}
+
+
 def test_episode_over_measured_latency_succeeds_with_fresh_and_queued_actions(env, rig):
     trace = run_episode(env, rig(measured=True).engine, episode=1, seed=0)
     sources = {t.source for t in trace.ticks}
