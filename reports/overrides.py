@@ -4,8 +4,10 @@ the job, and keyed without their `+`/`++`/`~` prefix (that says how a key was se
 which key it is).
 
 A config's identity is its overrides less the ones that only say how its episodes were run:
-`shard=i/n` (one config's episodes split over jobs) and `resume=<dir>`. The expected jobs of
-a sweep are the points of its `multirun.yaml`, expanded by Hydra's basic sweeper itself.
+`shard=i/n` (one config's episodes split over jobs), `resume=<dir>` and the address its server
+listened on (`transport.listen`: the latency sweep gives every point a free port). The
+expected jobs of a sweep are the points of its `multirun.yaml`, expanded by Hydra's basic
+sweeper itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import OmegaConf
 
-NOT_IDENTITY = ("shard", "resume")
+NOT_IDENTITY = ("shard", "resume", "transport.listen")
 """Override keys that do not change what a config measures, only how its jobs ran."""
 
 DELETED = "~"

@@ -100,8 +100,9 @@ def test_overrides_parse_as_hydra_reads_them(lines, parsed):
     assert ov.parse(lines) == parsed
 
 
-def test_config_id_leaves_out_shard_and_resume():
-    sharded = ov.parse(["transport=zmq", "shard=1/3", "resume=/runs/x", "faults=lte"])
+def test_config_id_leaves_out_shard_resume_and_the_listen_address():
+    sharded = ov.parse(["transport=zmq", "shard=1/3", "resume=/runs/x", "faults=lte",
+                        "transport.listen=tcp://127.0.0.1:27923"])
     assert ov.config_id(sharded) == "faults=lte,transport=zmq"
     assert ov.config_id({}) == "(no overrides)"
 

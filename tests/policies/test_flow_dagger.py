@@ -62,3 +62,10 @@ def test_rollouts_are_seeded():
 def test_a_delay_longer_than_the_chunk_fails_naming_it():
     with pytest.raises(ValueError, match="max_delay=9: must be in 0..8"):
         delayed_rollouts(ENV, untrained(), episodes=1, seed=0, max_delay=9, speeds=(1.0, 1.0))
+
+
+def test_the_variant_bench_times_every_call_after_its_warm_up():
+    from policies.flow.bench import time_variant
+
+    times = time_variant(ENV, "guidance", calls=7, delay=3)
+    assert times.shape == (7,) and (times > 0).all()
