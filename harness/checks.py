@@ -6,9 +6,11 @@ are not part of `validate`."""
 from __future__ import annotations
 
 from harness.client.config import ClientMode
-from harness.config import ConfigError, HarnessConfig, ServerMode
+from harness.config import ConfigError, HarnessConfig, Job, ServerMode
 from harness.faults.kinds.process import ROUTER_KINDS
 from harness.faults.schedule import FaultApply
+from policies.config import PolicyConfigError
+from policies.registry import policy_entry
 from transports.config import ROUTER_AUTO, SecurityError
 from transports.registry import transport_entry
 from transports.security import check_key_material, robot_names, router_tls
@@ -22,6 +24,7 @@ def check_loop_config(config: HarnessConfig) -> None:
         ConfigError: naming the fields and the fix.
     """
     check_timeout_order(config)
+    check_policy(config)
     check_keys(config, server=config.server.mode is not ServerMode.external)
     check_router(config)
     if config.policy.one_action_per_reply and config.client.mode is not ClientMode.synchronous:
@@ -30,6 +33,21 @@ def check_loop_config(config: HarnessConfig) -> None:
             "which answers one action per observation: each arrives after the tick it was for "
             "and would be trimmed as stale; use client=synchronous (or policy.reply_chunk=N "
             "for a server that sends chunks of N)")
+
+
+def check_policy(config: HarnessConfig) -> None:
+    """What the policy's kind can tell without being built (`PolicyEntry.check`: its
+    weights file is there), where this run builds it: in-process, or in the server it
+    starts (not `server=external`, whose model is elsewhere). Without it, a missing file
+    showed only as the server exiting during start-up, and `--check` said ok."""
+    if config.job is Job.loop and config.server.mode is ServerMode.external:
+        return
+    check = policy_entry(config.policy.name).check
+    if check is not None:
+        try:
+            check(config.policy, config.env.name)
+        except PolicyConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_keys(config: HarnessConfig, *, server: bool, client: bool = True) -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from envs import task_ids
-from harness.checks import check_loop_config
+from harness.checks import check_loop_config, check_policy
 from harness.config import (
     ConfigError,
     HarnessConfig,
@@ -127,6 +127,8 @@ def check_job(overrides: list[str]) -> CheckedJob:
             task_ids(config.env.name, config.env.tasks)
         if config.job is Job.loop:
             check_loop_config(config)
+        if config.job is Job.evaluate:
+            check_policy(config)
         if config.job is not Job.bench and config.policy.name == "remote":
             _check_remote_convention(config)
     except (ConfigError, ValueError) as exc:

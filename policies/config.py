@@ -9,6 +9,7 @@ the registry (`policies.registry`); the YAML files under `conf/policy/` only cho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING
@@ -16,6 +17,37 @@ from omegaconf import MISSING
 
 class PolicyConfigError(ValueError):
     """A policy config value is invalid; the message names the field."""
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+"""Where the trained policies' weights ship: `<env>.safetensors` (torch),
+`flow_<env>.safetensors` (flow)."""
+
+
+def default_weights(env_name: str) -> Path:
+    """The torch policy's weights for `env_name`."""
+    return WEIGHTS_DIR / f"{env_name}.safetensors"
+
+
+def default_flow_weights(env_name: str) -> Path:
+    """The flow policy's weights for `env_name`."""
+    return WEIGHTS_DIR / f"flow_{env_name}.safetensors"
+
+
+def present_weights(path: Path, *, env: str, command: str) -> Path:
+    """`path` if it is a file; else FileNotFoundError naming it and how to make it: the
+    training `command` for a MuJoCo task, or that it trains MuJoCo tasks only. Here, not
+    beside the policies, so `--check` can say it without importing torch."""
+    if path.is_file():
+        return path
+    from envs import MUJOCO_TASKS
+
+    if env in MUJOCO_TASKS:
+        how = f"make it with `{command} --env {env}`"
+    else:
+        how = (f"`{command}` trains the MuJoCo tasks only ({', '.join(MUJOCO_TASKS)}); "
+               f"there are no weights for env={env} yet")
+    raise FileNotFoundError(f"policy.weights: {path} does not exist; {how}")
 
 
 @dataclass

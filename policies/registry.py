@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from envs import env_family, robot_contract
 from harness.imports import import_object
@@ -24,6 +25,9 @@ from policies.config import (
     PolicyConfig,
     PolicyConfigError,
     TorchPolicyConfig,
+    default_flow_weights,
+    default_weights,
+    present_weights,
 )
 
 
@@ -55,6 +59,24 @@ class PolicyEntry:
     config_class: type[PolicyConfig]
     build: Callable[[PolicyConfig, PolicyTask], Policy]
     """Builds one instance (the server asks for one per session slot)."""
+    check: Callable[[PolicyConfig, str], None] | None = None
+    """What can be known for env `str` without building (and without importing torch):
+    run by `python -m harness --check` and before a run starts. Raises PolicyConfigError."""
+
+
+def weights_check(default: Callable[[str], Path], command: str
+                  ) -> Callable[[PolicyConfig, str], None]:
+    """A `PolicyEntry.check`: the weights file (`policy.weights`, else `default(env)`) is
+    there; PolicyConfigError naming it and the training `command` if not."""
+
+    def check(config: PolicyConfig, env: str) -> None:
+        path = Path(config.weights) if config.weights else default(env)
+        try:
+            present_weights(path, env=env, command=command)
+        except FileNotFoundError as exc:
+            raise PolicyConfigError(str(exc)) from None
+
+    return check
 
 
 def resolve_target(target: str) -> Callable:
@@ -108,13 +130,13 @@ def _build_oracle(config: PolicyConfig, task: PolicyTask) -> Policy:
 
 
 def _build_torch(config: PolicyConfig, task: PolicyTask) -> Policy:
-    from policies.torch_policy import TorchPolicy, default_weights
+    from policies.torch_policy import TorchPolicy
 
     return TorchPolicy.load(config.weights or default_weights(task.env))
 
 
 def _build_flow(config: PolicyConfig, task: PolicyTask) -> Policy:
-    from policies.flow.policy import FlowPolicy, default_flow_weights
+    from policies.flow.policy import FlowPolicy
 
     policy = FlowPolicy.load(config.weights or default_flow_weights(task.env), rtc=config.rtc,
                              denoise_steps=config.denoise_steps,
@@ -185,8 +207,10 @@ def register_policy(entry: PolicyEntry) -> PolicyEntry:
 
 
 for _entry in (PolicyEntry("oracle", OracleConfig, _build_oracle),
-               PolicyEntry("torch", TorchPolicyConfig, _build_torch),
-               PolicyEntry("flow", _flow_config_class(), _build_flow),
+               PolicyEntry("torch", TorchPolicyConfig, _build_torch,
+                           weights_check(default_weights, "python -m policies.train")),
+               PolicyEntry("flow", _flow_config_class(), _build_flow,
+                           weights_check(default_flow_weights, "python -m policies.flow.train")),
                PolicyEntry("remote", _remote_config_class(), _build_remote),
                PolicyEntry("custom", CustomPolicyConfig, _build_custom)):
     register_policy(_entry)

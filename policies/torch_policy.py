@@ -18,12 +18,7 @@ from torch import nn
 
 from envs.base import EnvObservation
 from harness.protocol.contract import ArraySpec, Contract
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-
-def default_weights(env_name: str) -> Path:
-    return WEIGHTS_DIR / f"{env_name}.safetensors"
+from policies.config import present_weights
 
 
 class ChunkMLP(nn.Module):
@@ -100,11 +95,8 @@ class TorchPolicy:
         """Load weights saved by `save`; the policy's spec is the file's metadata, so no env
         is needed. Raises FileNotFoundError naming the file and the command that makes it, or
         ValueError if the file's metadata is not a policy spec."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"policy.weights: {path} does not exist; make it with "
-                f"`python -m policies.train --env {path.stem}`")
+        path = present_weights(Path(path), env=Path(path).stem,
+                               command="python -m policies.train")
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:

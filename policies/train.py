@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from envs import MUJOCO_TASKS, make_env
 from harness.protocol.contract import Contract
+from policies.config import default_weights
 from policies.oracle import MujocoOracle
-from policies.torch_policy import ChunkMLP, TorchPolicy, default_weights, flatten_state
+from policies.torch_policy import ChunkMLP, TorchPolicy, flatten_state
 
 log = logging.getLogger(__name__)
 

@@ -82,6 +82,28 @@ def test_a_timeout_order_crossed_is_caught_by_check():
         check_job(["client.max_offline_s=0.5"])
 
 
+@pytest.mark.parametrize(("overrides", "said"), [
+    (["policy=flow", "env=libero_object"],
+     "flow_libero_object.safetensors does not exist; `python -m policies.flow.train` trains "
+     "the MuJoCo tasks only (mujoco_reach, mujoco_pick_place)"),
+    (["policy=torch", "env=mujoco_reach"],
+     "make it with `python -m policies.train --env mujoco_reach`"),
+    (["job=evaluate", "policy=flow", "policy.weights=/nowhere/w.safetensors"],
+     "policy.weights: /nowhere/w.safetensors does not exist; make it with "
+     "`python -m policies.flow.train --env mujoco_pick_place`"),
+])
+def test_missing_weights_are_caught_by_check_naming_how_to_make_them(overrides, said):
+    """They showed only as the policy server exiting during start-up, and --check said ok."""
+    with pytest.raises(CommandLineError, match=None) as caught:
+        check_job(overrides)
+    assert said in str(caught.value)
+
+
+def test_an_external_servers_weights_are_not_ours_to_check():
+    checked = check_job(["policy=flow", "env=libero_object", "server=external"])
+    assert checked.config.policy.name == "flow"
+
+
 def test_the_port_offset_moves_default_ports_and_never_a_given_one(monkeypatch):
     monkeypatch.setenv("HARNESS_PORT_OFFSET", "300")
     assert default_port(5555) == 5855

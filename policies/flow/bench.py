@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from envs import make_env
+from policies.config import default_flow_weights
 from policies.flow.config import VARIANTS
-from policies.flow.policy import FlowPolicy, default_flow_weights
+from policies.flow.policy import FlowPolicy
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
 from harness.protocol.contract import Contract
+from policies.config import present_weights
 from policies.flow.config import checked_rtc
 from policies.flow.model import (
     VelocityNet,
@@ -31,11 +32,7 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.torch_policy import WEIGHTS_DIR, contract_metadata, contract_of, flatten_state
-
-
-def default_flow_weights(env_name: str) -> Path:
-    return WEIGHTS_DIR / f"flow_{env_name}.safetensors"
+from policies.torch_policy import contract_metadata, contract_of, flatten_state
 
 
 class FlowPolicy:
@@ -137,10 +134,8 @@ class FlowPolicy:
         """Load weights saved by `save`, as the variant `variant` names (`rtc`, ...).
         FileNotFoundError names the command that makes the file; ValueError a file that is
         not a flow policy's."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"policy.weights: {path} does not exist; make it with "
-                                    f"`python -m policies.flow.train --env {_env_of(path)}`")
+        path = present_weights(Path(path), env=_env_of(Path(path)),
+                               command="python -m policies.flow.train")
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         try:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from harness.protocol.contract import Contract
+from policies.config import default_flow_weights
 from policies.flow.dagger import delayed_rollouts
 from policies.flow.model import VelocityNet
-from policies.flow.policy import FlowPolicy, default_flow_weights
+from policies.flow.policy import FlowPolicy
 from policies.train import (
     collect_demonstrations,
     fit,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from envs import make_env
-from policies.config import PolicyConfigError
+from policies.config import PolicyConfigError, default_flow_weights
 from policies.flow.config import FlowPolicyConfig
 from policies.flow.model import (
     prefix_weights,
@@ -18,7 +18,7 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.flow.policy import FlowPolicy, default_flow_weights
+from policies.flow.policy import FlowPolicy
 from policies.flow.train import train
 from policies.train import collect_demonstrations
 from tests.loop.conftest import ENV

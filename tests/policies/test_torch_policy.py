@@ -14,7 +14,8 @@ from envs import make_env
 from harness.jobs.evaluate import evaluate
 from harness.protocol import check_contract
 from policies import make_policy
-from policies.torch_policy import TorchPolicy, default_weights
+from policies.config import default_weights
+from policies.torch_policy import TorchPolicy
 from policies.train import collect_demonstrations, train
 
 
@@ -60,8 +61,11 @@ def test_save_then_load_gives_identical_actions(env, tmp_path):
 
 
 def test_missing_weights_name_the_file_and_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m policies.train --env nowhere"):
-        TorchPolicy.load(tmp_path / "nowhere.safetensors")
+    with pytest.raises(FileNotFoundError, match="python -m policies.train --env mujoco_reach"):
+        TorchPolicy.load(tmp_path / "mujoco_reach.safetensors")
+    with pytest.raises(FileNotFoundError, match="trains the MuJoCo tasks only .*"
+                                                "no weights for env=libero_object"):
+        TorchPolicy.load(tmp_path / "libero_object.safetensors")
 
 
 def test_weights_without_a_policy_spec_are_rejected(tmp_path):
