@@ -141,7 +141,8 @@ def test_row_summary_metrics_and_audit_count_the_same_error_replies(kind, deploy
         if counts_agree_in_an_episode(kind, *deploy, tmp_path / f"episode-{attempt}", caplog):
             return
     pytest.fail(f"in {ATTEMPTS} episodes no error reply was overtaken by a chunk before the "
-                "robot polled: the case under test never happened", pytrace=False)
+                "robot polled and the robot then served again: the case under test never "
+                "happened", pytrace=False)
 
 
 ATTEMPTS = 3
@@ -210,7 +211,11 @@ def counts_agree_in_an_episode(kind: str, proxy: FaultProxy, url: str, tmp_path,
     assert trace.wire.chunks > 0 and not trace.breaches
     if partition.healed_at is None:  # no error came while a newer observation waited
         return False
-    assert any(t.source == "fresh" for t in trace.ticks[partition.healed_at:])  # served again
+    if not any(t.source == "fresh" for t in trace.ticks[partition.healed_at:]):
+        # Not served again within the episode's 2 s of wall time after the heal: on a
+        # loaded machine (five test workers on two cores) the model's answer can take
+        # longer. Inconclusive, not a pass: three such episodes fail the test.
+        return False
     return client.stats.set_aside >= 1  # an error reply was overtaken: the case under test
 
 
