@@ -17,7 +17,9 @@ filmed (5 fps).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede mujoco's import
 
@@ -149,11 +151,33 @@ class LiberoEnv:
             raise ValueError(f"init_state={index}: task has {len(self.init_states)} init states")
         self._env.seed(seed)
         self._reset_scene()
-        raw = self._env.set_init_state(self.init_states[index])
-        for _ in range(SETTLE_STEPS):
-            raw, _, _, _ = self._env.step(SETTLE_ACTION)
+        with self._cameras_off():  # their images of the scene settling are thrown away
+            raw = self._env.set_init_state(self.init_states[index])
+            for _ in range(SETTLE_STEPS - 1):
+                raw, _, _, _ = self._env.step(SETTLE_ACTION)
+        raw, _, _, _ = self._env.step(SETTLE_ACTION)
         self._steps = 0
         return self._observation(raw)
+
+    @contextlib.contextmanager
+    def _cameras_off(self) -> Iterator[None]:
+        """Render nothing inside: set_init_state and the first SETTLE_STEPS - 1 settle steps
+        rendered every camera (10 images per camera and reset, ~0.1 s each at 256 px on this
+        CPU), all discarded. Each camera observable keeps its sampling clock running
+        (robosuite samples at a substep that drifts with float rounding, so a camera switched
+        off and on would render the last step at another substep); only its sensor is swapped
+        for a blank image, so the first observation is the same to the byte
+        (tests/envs/test_libero.py). `_sensor` is robosuite 1.4's Observable attribute."""
+        cameras = [self._env.env._observables[CAMERAS[c]] for c in self._cameras]
+        sensors = [camera._sensor for camera in cameras]
+        for camera, sensor in zip(cameras, sensors, strict=True):
+            camera._sensor = _blank_sensor(np.zeros(camera._data_shape, np.uint8),
+                                           sensor.__modality__)
+        try:
+            yield
+        finally:
+            for camera, sensor in zip(cameras, sensors, strict=True):
+                camera._sensor = sensor
 
     def _reset_scene(self) -> None:
         """LIBERO's reset loads the scene from its XML again (robosuite's hard reset: ~2.7
@@ -259,3 +283,13 @@ def _same_geometry(a, b) -> bool:
 def upright(image: np.ndarray) -> np.ndarray:
     """robosuite images have row 0 at the bottom (OpenGL); return them with row 0 at the top."""
     return np.ascontiguousarray(image[::-1])
+
+
+def _blank_sensor(blank: np.ndarray, modality: str):
+    """A robosuite sensor that returns `blank` without rendering (`LiberoEnv._cameras_off`)."""
+
+    def sensor(_cache: dict) -> np.ndarray:
+        return blank
+
+    sensor.__modality__ = modality
+    return sensor

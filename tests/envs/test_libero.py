@@ -5,13 +5,14 @@ Each env construction takes seconds, so envs are module-scoped and episodes are 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pytest
 
 from envs import LIBERO_SUITES, make_env
-from envs.libero import HORIZONS, upright
+from envs.libero import HORIZONS, SETTLE_STEPS, upright
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +129,36 @@ def test_images_are_upright_where_the_camera_geometry_says():
     raw_row = np.nonzero(changed_raw)[0].mean()
     assert abs(upright_row - expected_row) < 0.12 * size
     assert abs(raw_row - expected_row) > abs(upright_row - expected_row)
+
+
+def test_a_reset_renders_only_the_image_it_returns_and_the_same_bytes(monkeypatch):
+    """The settle steps' images are thrown away, so they are not rendered
+    (`LiberoEnv._cameras_off`); the first observation must not change by a byte."""
+    from robosuite.utils.binding_utils import MjSim
+
+    from envs.libero import LiberoEnv
+
+    renders = []
+    render = MjSim.render
+    monkeypatch.setattr(MjSim, "render", lambda self, *a, **k: renders.append(1) or render(
+        self, *a, **k))
+    env = make_env("libero_object", cameras=("agentview", "wrist"), image_size=(64, 64))
+    try:
+        def first(seed: int) -> tuple[int, bytes]:
+            renders.clear()
+            observation = env.reset(seed=seed, init_state=1)
+            images = b"".join(i.tobytes() for i in observation.images.values())
+            return len(renders), images + env.sim_state()
+
+        skipped = first(7)
+        with monkeypatch.context() as every:  # as before: every settle step rendered
+            every.setattr(LiberoEnv, "_cameras_off", lambda self: contextlib.nullcontext())
+            rendered = first(7)
+        again = first(7)
+    finally:
+        env.close()
+    assert skipped[1] == rendered[1] == again[1]
+    # Per camera, set_init_state's image and 9 settle steps' are no longer rendered (the
+    # first reset keeps the scene; the other two reload it, which renders too).
+    assert rendered[0] - again[0] == 2 * SETTLE_STEPS
+    assert skipped[0] == 2 * 2  # the reset's own and the last settle step's
