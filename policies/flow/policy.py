@@ -37,7 +37,7 @@ from policies.torch_policy import contract_metadata, contract_of, flatten_state
 
 class FlowPolicy:
     def __init__(self, spec: Contract, net: VelocityNet, mean: np.ndarray, std: np.ndarray, *,
-                 rtc: str = "guidance", denoise_steps: int = 10, guidance_weight: float = 5.0,
+                 rtc: str = "guidance", denoise_steps: int = 10, guidance_weight: float = 10.0,
                  execution_horizon: int | None = None):
         checked_rtc(rtc)
         self.net = net.eval()
