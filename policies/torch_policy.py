@@ -58,6 +58,21 @@ def contract_of(raw: dict) -> Contract:
                     chunk_size=int(raw["chunk_size"]))
 
 
+def weights_contract(path: Path, key: str, refusal: str) -> tuple[dict, Contract]:
+    """The JSON metadata a safetensors weights file holds under `key`, and the contract it
+    declares (`contract_metadata`). ValueError "policy.weights: <path> <refusal> (why)" if
+    either is missing or malformed: how the torch and the flow policy read their files."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    try:
+        raw = json.loads(metadata[key])
+        return raw, contract_of(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"policy.weights: {path} {refusal} ({exc})") from exc
+
+
 def flatten_state(state: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
     """Concatenate the state entries the policy reads, in its spec's order."""
     return np.concatenate([np.asarray(state[k], np.float32).ravel() for k in keys])
@@ -97,15 +112,7 @@ class TorchPolicy:
         ValueError if the file's metadata is not a policy spec."""
         path = present_weights(Path(path), env=Path(path).stem,
                                command="python -m policies.train")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        try:
-            raw = json.loads(metadata["spec"])
-            spec = contract_of(raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"policy.weights: {path} has no valid policy spec ({exc})") from exc
+        raw, spec = weights_contract(path, "spec", "has no valid policy spec")
         tensors = load_file(str(path))
         in_dim = sum(int(np.prod(f.shape)) for f in spec.state.values())
         model = ChunkMLP(in_dim, spec.chunk_size, len(spec.action_names), hidden=raw["hidden"])

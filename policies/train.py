@@ -59,11 +59,13 @@ def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, see
     return np.stack(states), np.stack(chunks), oracle.spec
 
 
-def normalized_samples(states: np.ndarray, chunks: np.ndarray, seed: int):
-    """Seed torch, and return the states' mean and std, the normalized states and the chunks
-    as float32 tensors: how every training command starts."""
+def normalized_samples(states: np.ndarray, chunks: np.ndarray, seed: int,
+                       norm: tuple[np.ndarray, np.ndarray] | None = None):
+    """Seed torch, and return the states' mean and std (`norm` if given: a model trained on
+    keeps its own), the normalized states and the chunks as float32 tensors: how every
+    training command starts."""
     torch.manual_seed(seed)
-    mean, std = states.mean(0), states.std(0) + 1e-6
+    mean, std = norm if norm is not None else (states.mean(0), states.std(0) + 1e-6)
     return (mean, std, torch.from_numpy((states - mean) / std).float(),
             torch.from_numpy(chunks).float())
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
@@ -32,7 +31,7 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.torch_policy import contract_metadata, contract_of, flatten_state
+from policies.torch_policy import contract_metadata, flatten_state, weights_contract
 
 
 class FlowPolicy:
@@ -136,17 +135,14 @@ class FlowPolicy:
         not a flow policy's."""
         path = present_weights(Path(path), env=_env_of(Path(path)),
                                command="python -m policies.flow.train")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        refusal = "is not a flow policy's weights"
+        raw, spec = weights_contract(path, "flow_spec", refusal)
         try:
-            raw = json.loads(metadata["flow_spec"])
-            spec = contract_of(raw)
             net = VelocityNet(sum(int(np.prod(f.shape)) for f in spec.state.values()),
                               int(raw["horizon"]), len(spec.action_names),
                               hidden=int(raw["hidden"]), layers=int(raw["layers"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"policy.weights: {path} is not a flow policy's weights "
-                             f"({exc})") from exc
+            raise ValueError(f"policy.weights: {path} {refusal} ({exc})") from exc
         tensors = load_file(str(path))
         net.load_state_dict({k[len("net."):]: v for k, v in tensors.items()
                              if k.startswith("net.")})

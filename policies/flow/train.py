@@ -67,12 +67,10 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: s
           hidden: int = 512, layers: int = 4, conditioned_share: float = 0.5) -> FlowPolicy:
     """Fit by flow matching, from scratch or on from `start` (its network and its
     normalization: a DAgger round refines the model its rollouts came from)."""
-    mean, std, x, y = normalized_samples(states, chunks, seed)
-    if start is None:
-        net = VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
-    else:
-        net, mean, std = start.net.train(), start.mean, start.std
-        x = torch.from_numpy((states - mean) / std).float()
+    mean, std, x, y = normalized_samples(states, chunks, seed,
+                                         None if start is None else (start.mean, start.std))
+    net = (VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
+           if start is None else start.net.train())
     delays = torch.from_numpy(np.zeros(len(x), np.int64) if committed is None else committed)
     generator = torch.Generator().manual_seed(seed)  # batches and noise alike
     loss = fit(lambda batch: flow_matching_loss(net, x[batch], y[batch], delays[batch],

@@ -154,3 +154,10 @@ def test_weights_for_another_chunk_size_fail_naming_the_field():
 
     with pytest.raises(PolicyConfigError, match="policy.chunk_size=4"):
         build_policy(FlowPolicyConfig(chunk_size=4), PolicyTask(env=ENV))
+
+
+def test_the_torch_policys_weights_are_refused_as_a_flow_policys():
+    from policies.config import default_weights
+
+    with pytest.raises(ValueError, match="is not a flow policy's weights .*flow_spec"):
+        FlowPolicy.load(default_weights(ENV))
