@@ -56,18 +56,23 @@ def time_calls(call: Callable[[], object], *, warmup: int, round_trips: int) -> 
     return samples
 
 
-def median_round_trip_s(client: TransportClient, payload: bytes, n: int, *,
-                        idle_s: float = 0.0) -> float:
-    """Median of `n` request round trips of `client`, in seconds, after one warm-up call,
-    `idle_s` apart. A direct baseline for a delay D is taken 2D apart:
-    through the fault proxy every thread on the path idles about that long per call, and
-    waking after an idle costs a fraction of a ms here; that is the machine's, not the
-    proxy's."""
+def round_trips_s(client: TransportClient, payload: bytes, n: int, *,
+                  idle_s: float = 0.0) -> np.ndarray:
+    """`n` request round trips of `client`, in seconds, after one warm-up call, `idle_s`
+    apart. A direct baseline for a delay D is taken 2D apart: through the fault proxy every
+    thread on the path idles about that long per call, and waking after an idle costs a
+    fraction of a ms here; that is the machine's, not the proxy's."""
     client.request(payload, timeout_s=CALL_TIMEOUT_S)
-    times = []
-    for _ in range(n):
+    times = np.empty(n)
+    for i in range(n):
         time.sleep(idle_s)
         started = time.perf_counter()
         client.request(payload, timeout_s=CALL_TIMEOUT_S)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+        times[i] = time.perf_counter() - started
+    return times
+
+
+def median_round_trip_s(client: TransportClient, payload: bytes, n: int, *,
+                        idle_s: float = 0.0) -> float:
+    """Median of `round_trips_s`."""
+    return float(np.median(round_trips_s(client, payload, n, idle_s=idle_s)))

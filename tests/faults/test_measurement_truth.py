@@ -1,9 +1,12 @@
 """Measurement truth: what the fault proxy says it adds is what every transport measures.
 
-A fixed delay D each way must raise the measured round trip by 2D: never less than 2D - 1 ms
-(the proxy must not deliver early), at most max(10 ms, 20%) more (its own overhead plus this
-machine's scheduling noise, which only ever adds: a median of 9 came out 6.1 ms over
-2 x 25 ms with the suite running on both cores), still far from D or 3D; a bandwidth B
+A fixed delay D each way must raise the measured round trip by 2D: the fastest round trip
+through the proxy never less than 2D - 1 ms over the fastest direct one (the proxy must not
+deliver early; fastest against fastest, because this machine's scheduling noise only ever
+adds and a median of the direct baseline once came out 2.3 ms slow with the suite running on
+both cores), the median at most max(10 ms, 20%) over the direct median (the proxy's own
+overhead plus that noise: a median of 9 came out 6.1 ms over 2 x 25 ms), still far from D or
+3D; a bandwidth B
 must add P/B for a payload of P bytes within 10%. Medians of
 a few round trips, direct and through the proxy, in one test. The bench measures the
 accuracy itself (0.3-1.8 ms over 2D here).
@@ -13,9 +16,11 @@ figures themselves: `python -m harness.bench.link`.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.bench.link import ProxiedLink, median_round_trip_s
+from harness.bench.timing import round_trips_s
 from harness.faults.shaping import LinkShape
 from tests.transports.test_conformance import config_for
 
@@ -32,11 +37,14 @@ def link(request):
 def test_a_fixed_delay_each_way_adds_twice_itself_to_the_round_trip(link):
     payload = b"x" * 300
     for delay_s in (0.025, 0.100):
-        direct_s = median_round_trip_s(link.direct, payload, 9, idle_s=2 * delay_s)
+        direct_s = round_trips_s(link.direct, payload, 9, idle_s=2 * delay_s)
         link.proxy.set_shape(LinkShape(delay_s=delay_s))
-        added_s = median_round_trip_s(link.proxied, payload, 9) - direct_s
-        assert 2 * delay_s - 1e-3 <= added_s <= 2 * delay_s + max(10e-3, 0.2 * 2 * delay_s), \
-            (link.config.kind, delay_s, added_s)
+        proxied_s = round_trips_s(link.proxied, payload, 9)
+        fastest_added_s = proxied_s.min() - direct_s.min()
+        median_added_s = float(np.median(proxied_s) - np.median(direct_s))
+        assert fastest_added_s >= 2 * delay_s - 1e-3, (link.config.kind, delay_s, fastest_added_s)
+        assert median_added_s <= 2 * delay_s + max(10e-3, 0.2 * 2 * delay_s), \
+            (link.config.kind, delay_s, median_added_s)
 
 
 def test_a_bandwidth_adds_the_payload_over_the_rate(link):
