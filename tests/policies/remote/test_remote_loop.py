@@ -4,8 +4,9 @@ server-side chunking, the default of vla-eval's model servers), each in its own 
 test doubles of OpenVLA's deploy.py, an AutoEval server and SGLang (no GPU, no 7B weights
 here). The commands are read from docs/remote.md (`documented.py`) and every documented override
 is passed as written; the test changes only where things are (policy.url, a free port, the
-run directory) and how long they run (one 60-tick episode of task 0, a 0.5 s model request
-timeout, a documented fault window moved inside it). So a documented command that stops
+run directory) and how long they run (one episode of task 0: 30 ticks where the documented
+fault is there from the first tick, 60 where it comes later, a documented fault window moved
+inside it; a 0.5 s model request timeout). So a documented command that stops
 working fails here: a run that exits non-zero, serves nothing, breaks an invariant or never
 meets its documented fault.
 
@@ -41,15 +42,20 @@ from transports.loopback import loopback_fields
 
 register_configs()
 
-SHORT_RUN = {"env.tasks": 0, "env.episodes_per_task": 1, "env.max_steps": 60,
+SHORT_RUN = {"env.tasks": 0, "env.episodes_per_task": 1, "env.max_steps": 30,
              "policy.request_timeout_s": 0.5}
-"""One 3 s episode (60 ticks at 20 Hz); a model request black-holed for 0.5 s fails, well
-inside the 1 s partition."""
+"""One 1.5 s episode (30 ticks at 20 Hz): a fault that spans it is met from the first tick,
+and a synchronous client over its 100 ms round trip still gets ten chunks. Each tick renders
+the documented cameras (70 ms a 256 px image on this CPU): the episode is kept short."""
+LATER_FAULTS = {"flapping": {"env.max_steps": 60}}
+"""Documented faults that start after the first tick, given a 3 s episode: random partitions
+at 20 a minute (the seeded schedule's first falls inside 3 s)."""
 FAULT_WINDOWS = {"partition_3s": {"faults.timed.0.start_s": 1.0,
-                                  "faults.timed.0.duration_s": 1.0}}
-"""Documented faults that do not span the whole episode, moved inside the short one (the
-others run as documented: from 0 s, for ever). From 1 s: with the suite on both cores, the
-first vla-eval round trip took longer than 0.5 s, and no chunk came before the window."""
+                                  "faults.timed.0.duration_s": 1.0, "env.max_steps": 60}}
+"""Documented faults that do not span the whole episode, moved inside a 3 s one (the others
+run as documented: from 0 s, for ever); a model request black-holed for 0.5 s fails, well
+inside the 1 s partition. From 1 s: with the suite on both cores, the first vla-eval round
+trip took longer than 0.5 s, and no chunk came before the window."""
 VLA_EVAL_CHUNK = 10
 """The vla-eval peer's server-side chunk (`PredictModelServer(chunk_size=10)`, pi0's)."""
 
@@ -107,7 +113,8 @@ def run_overrides(overrides: list[str], url: str, run: Path) -> list[str]:
     """The documented overrides, pointed at `url` and shortened (module docstring)."""
     transport = composed(overrides).transport.kind
     return replaced(overrides, {
-        "policy.url": url, **SHORT_RUN, **FAULT_WINDOWS.get(value(overrides, "faults"), {}),
+        "policy.url": url, **SHORT_RUN, **LATER_FAULTS.get(value(overrides, "faults"), {}),
+        **FAULT_WINDOWS.get(value(overrides, "faults"), {}),
         **{f"transport.{k}": v for k, v in loopback_fields(transport).items()},
         "hydra.run.dir": run})
 
