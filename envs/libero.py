@@ -68,6 +68,12 @@ def suite_task_count(suite: str) -> int:
     return _suite(suite).n_tasks
 
 
+def suite_instructions(suite: str) -> list[str]:
+    """The instruction of every task of `suite`, in task order."""
+    tasks = _suite(suite)
+    return [tasks.get_task(i).language for i in range(tasks.n_tasks)]
+
+
 def task_contract(suite: str, task_id: int, *, cameras: tuple[str, ...] = (),
                   image_size: tuple[int, int] = (128, 128)) -> Contract:
     """The robot's side of a task's contract, from its BDDL file (no simulator is built): the

@@ -34,19 +34,33 @@ def default_flow_weights(env_name: str) -> Path:
     return WEIGHTS_DIR / f"flow_{env_name}.safetensors"
 
 
-def present_weights(path: Path, *, env: str, command: str) -> Path:
+LIBERO_TRAINED = ("libero_object", "libero_spatial")
+"""The LIBERO suites the flow policy's training command takes: those the scripted oracle
+solves (pick-and-place between objects)."""
+
+
+def flow_trained() -> tuple[str, ...]:
+    """The envs `python -m policies.flow.train` trains a model for."""
+    from envs import MUJOCO_TASKS
+
+    return (*MUJOCO_TASKS, *LIBERO_TRAINED)
+
+
+def present_weights(path: Path, *, env: str, command: str,
+                    trains: tuple[str, ...] | None = None) -> Path:
     """`path` if it is a file; else FileNotFoundError naming it and how to make it: the
-    training `command` for a MuJoCo task, or that it trains MuJoCo tasks only. Here, not
-    beside the policies, so `--check` can say it without importing torch."""
+    training `command` for an env it `trains` (None: the MuJoCo tasks), or which envs it
+    trains. Here, not beside the policies, so `--check` can say it without importing torch."""
     if path.is_file():
         return path
     from envs import MUJOCO_TASKS
 
-    if env in MUJOCO_TASKS:
+    trains = tuple(MUJOCO_TASKS) if trains is None else trains
+    if env in trains:
         how = f"make it with `{command} --env {env}`"
     else:
-        how = (f"`{command}` trains the MuJoCo tasks only ({', '.join(MUJOCO_TASKS)}); "
-               f"there are no weights for env={env} yet")
+        how = (f"`{command}` trains {', '.join(trains)} only; there are no weights for "
+               f"env={env} yet")
     raise FileNotFoundError(f"policy.weights: {path} does not exist; {how}")
 
 

@@ -27,6 +27,7 @@ from policies.config import (
     TorchPolicyConfig,
     default_flow_weights,
     default_weights,
+    flow_trained,
     present_weights,
 )
 
@@ -64,15 +65,18 @@ class PolicyEntry:
     run by `python -m harness --check` and before a run starts. Raises PolicyConfigError."""
 
 
-def weights_check(default: Callable[[str], Path], command: str
+def weights_check(default: Callable[[str], Path], command: str,
+                  trains: Callable[[], tuple[str, ...]] | None = None,
                   ) -> Callable[[PolicyConfig, str], None]:
     """A `PolicyEntry.check`: the weights file (`policy.weights`, else `default(env)`) is
-    there; PolicyConfigError naming it and the training `command` if not."""
+    there; PolicyConfigError naming it and the training `command` (for the envs `trains()`
+    names; None: the MuJoCo tasks) if not."""
 
     def check(config: PolicyConfig, env: str) -> None:
         path = Path(config.weights) if config.weights else default(env)
         try:
-            present_weights(path, env=env, command=command)
+            present_weights(path, env=env, command=command,
+                            trains=None if trains is None else trains())
         except FileNotFoundError as exc:
             raise PolicyConfigError(str(exc)) from None
 
@@ -138,7 +142,8 @@ def _build_torch(config: PolicyConfig, task: PolicyTask) -> Policy:
 def _build_flow(config: PolicyConfig, task: PolicyTask) -> Policy:
     from policies.flow.policy import FlowPolicy
 
-    policy = FlowPolicy.load(config.weights or default_flow_weights(task.env), rtc=config.rtc,
+    policy = FlowPolicy.load(config.weights or default_flow_weights(task.env),
+                             task_state=task.robot_contract().state, rtc=config.rtc,
                              denoise_steps=config.denoise_steps,
                              guidance_weight=config.guidance_weight,
                              execution_horizon=config.execution_horizon)
@@ -210,7 +215,8 @@ for _entry in (PolicyEntry("oracle", OracleConfig, _build_oracle),
                PolicyEntry("torch", TorchPolicyConfig, _build_torch,
                            weights_check(default_weights, "python -m policies.train")),
                PolicyEntry("flow", _flow_config_class(), _build_flow,
-                           weights_check(default_flow_weights, "python -m policies.flow.train")),
+                           weights_check(default_flow_weights, "python -m policies.flow.train",
+                                         flow_trained)),
                PolicyEntry("remote", _remote_config_class(), _build_remote),
                PolicyEntry("custom", CustomPolicyConfig, _build_custom)):
     register_policy(_entry)

@@ -60,12 +60,13 @@ def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, see
 
 
 def normalized_samples(states: np.ndarray, chunks: np.ndarray, seed: int,
-                       norm: tuple[np.ndarray, np.ndarray] | None = None):
-    """Seed torch, and return the states' mean and std (`norm` if given: a model trained on
-    keeps its own), the normalized states and the chunks as float32 tensors: how every
-    training command starts."""
+                       norm: tuple[np.ndarray, np.ndarray] | None = None, min_std: float = 0.0):
+    """Seed torch, and return the states' mean and std (at least `min_std`; `norm` if given:
+    a model trained on keeps its own), the normalized states and the chunks as float32
+    tensors: how every training command starts."""
     torch.manual_seed(seed)
-    mean, std = norm if norm is not None else (states.mean(0), states.std(0) + 1e-6)
+    mean, std = norm if norm is not None else (states.mean(0),
+                                               np.maximum(states.std(0), min_std) + 1e-6)
     return (mean, std, torch.from_numpy((states - mean) / std).float(),
             torch.from_numpy(chunks).float())
 
@@ -101,14 +102,13 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: s
     return TorchPolicy(dataclasses.replace(spec, model_id=model_id, images={}), model, mean, std)
 
 
-def training_parser(prog: str, description: str, *, epochs: int,
-                    seed: int) -> argparse.ArgumentParser:
-    """The arguments every training command from oracle demonstrations takes (env,
-    episodes, epochs, chunk size, first seed, output file); a command adds its own."""
+def training_parser(prog: str, description: str, *, epochs: int, seed: int,
+                    envs: tuple[str, ...] = tuple(MUJOCO_TASKS)) -> argparse.ArgumentParser:
+    """The arguments every training command from oracle demonstrations takes (env of
+    `envs`, episodes, epochs, chunk size, first seed, output file); a command adds its own."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="mujoco_pick_place",
-                        choices=[str(name) for name in MUJOCO_TASKS])
+    parser.add_argument("--env", default="mujoco_pick_place", choices=[str(e) for e in envs])
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--chunk-size", type=int, default=8)

@@ -83,9 +83,11 @@ def test_a_timeout_order_crossed_is_caught_by_check():
 
 
 @pytest.mark.parametrize(("overrides", "said"), [
-    (["policy=flow", "env=libero_object"],
-     "flow_libero_object.safetensors does not exist; `python -m policies.flow.train` trains "
-     "the MuJoCo tasks only (mujoco_reach, mujoco_pick_place)"),
+    (["policy=flow", "env=libero_goal"],
+     "flow_libero_goal.safetensors does not exist; `python -m policies.flow.train` trains "
+     "mujoco_reach, mujoco_pick_place, libero_object, libero_spatial only"),
+    (["policy=flow", "env=libero_spatial"],
+     "make it with `python -m policies.flow.train --env libero_spatial`"),
     (["policy=torch", "env=mujoco_reach"],
      "make it with `python -m policies.train --env mujoco_reach`"),
     (["job=evaluate", "policy=flow", "policy.weights=/nowhere/w.safetensors"],

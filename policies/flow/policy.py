@@ -7,12 +7,15 @@ chunking's guided inpainting, `rtc=training` gives the prefix to the network as 
 variant returns the `chunk_size` that follow the d committed ones, so `horizon` is
 2 x `chunk_size` (the server refuses a prefix longer than the chunk).
 
-Weights, normalization and the contract travel in one safetensors file (tensors plus JSON
-metadata): it loads without executing code and without an env.
+Weights, normalization, the contract and what the network reads from an observation
+(`policies.flow.features`) travel in one safetensors file (tensors plus JSON metadata): it
+loads without executing code and without an env. One LIBERO model serves every task of its
+suite: loaded for a task, it takes that task's contract (`load(..., task_state=)`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,9 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
-from harness.protocol.contract import Contract
-from policies.config import present_weights
+from harness.protocol.contract import ArraySpec, Contract
+from policies.config import flow_trained, present_weights
 from policies.flow.config import checked_rtc
+from policies.flow.features import FlatState, StateFeatures, features_from_metadata
 from policies.flow.model import (
     VelocityNet,
     prefix_weights,
@@ -31,13 +35,13 @@ from policies.flow.model import (
     sample_conditioned,
     sample_guided,
 )
-from policies.torch_policy import contract_metadata, flatten_state, weights_contract
+from policies.torch_policy import contract_metadata, weights_contract
 
 
 class FlowPolicy:
     def __init__(self, spec: Contract, net: VelocityNet, mean: np.ndarray, std: np.ndarray, *,
                  rtc: str = "guidance", denoise_steps: int = 10, guidance_weight: float = 10.0,
-                 execution_horizon: int | None = None):
+                 execution_horizon: int | None = None, features: StateFeatures | None = None):
         checked_rtc(rtc)
         self.net = net.eval()
         self.rtc = rtc
@@ -48,7 +52,10 @@ class FlowPolicy:
         self.denoise_steps = denoise_steps
         self.guidance_weight = guidance_weight
         self.execution_horizon = execution_horizon or spec.chunk_size
-        self._keys = tuple(spec.state)
+        self.features = features or FlatState(tuple(spec.state), net.state_dim)
+        if self.features.dim != net.state_dim:
+            raise ValueError(f"features of {self.features.dim} numbers for a network that "
+                             f"reads {net.state_dim}")
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self._mean = torch.as_tensor(self.mean)
         self._std = torch.as_tensor(self.std)
@@ -69,6 +76,7 @@ class FlowPolicy:
         chunks, whatever carried the observations."""
         self._generator.manual_seed(seed)
         self._previous = None
+        self.features.reset()
 
     def predict(self, observation: EnvObservation,
                 committed: np.ndarray | None = None) -> np.ndarray:
@@ -99,8 +107,8 @@ class FlowPolicy:
         return planned[d:d + self.spec.chunk_size].numpy().astype(np.float32, copy=True)
 
     def normalized(self, observation: EnvObservation) -> torch.Tensor:
-        """The state the network reads: the spec's entries, normalized as in training (1, S)."""
-        state = torch.from_numpy(flatten_state(observation.state, self._keys))
+        """What the network reads (`features`), normalized as in training (1, S)."""
+        state = torch.from_numpy(self.features(observation))
         return ((state - self._mean) / self._std).unsqueeze(0)
 
     def _guidance_target(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,32 +130,39 @@ class FlowPolicy:
     def save(self, path: Path, *, trained: dict | None = None) -> None:
         meta = {**contract_metadata(self.spec, self.spec.model_id.rsplit("+", 1)[0]),
                 "horizon": self.horizon, "hidden": self.net.hidden, "layers": self.net.layers,
-                "trained": trained or {}}
+                "features": self.features.metadata(), "trained": trained or {}}
         tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
         tensors["norm.mean"], tensors["norm.std"] = self._mean, self._std
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata={"flow_spec": json.dumps(meta)})
 
     @classmethod
-    def load(cls, path: str | Path, **variant) -> FlowPolicy:
-        """Load weights saved by `save`, as the variant `variant` names (`rtc`, ...).
+    def load(cls, path: str | Path, *, task_state: dict[str, ArraySpec] | None = None,
+             **variant) -> FlowPolicy:
+        """Load weights saved by `save`, as the variant `variant` names (`rtc`, ...), for the
+        task whose contract has the state entries `task_state` where the model serves many
+        tasks (features other than the flat state; ignored otherwise).
         FileNotFoundError names the command that makes the file; ValueError a file that is
         not a flow policy's."""
         path = present_weights(Path(path), env=_env_of(Path(path)),
-                               command="python -m policies.flow.train")
+                               command="python -m policies.flow.train", trains=flow_trained())
         refusal = "is not a flow policy's weights"
         raw, spec = weights_contract(path, "flow_spec", refusal)
         try:
-            net = VelocityNet(sum(int(np.prod(f.shape)) for f in spec.state.values()),
-                              int(raw["horizon"]), len(spec.action_names),
+            features = (features_from_metadata(raw["features"]) if "features" in raw else
+                        FlatState(tuple(spec.state),  # a file from before features were named
+                                  sum(int(np.prod(f.shape)) for f in spec.state.values())))
+            net = VelocityNet(features.dim, int(raw["horizon"]), len(spec.action_names),
                               hidden=int(raw["hidden"]), layers=int(raw["layers"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"policy.weights: {path} {refusal} ({exc})") from exc
         tensors = load_file(str(path))
         net.load_state_dict({k[len("net."):]: v for k, v in tensors.items()
                              if k.startswith("net.")})
+        if task_state is not None and not isinstance(features, FlatState):
+            spec = dataclasses.replace(spec, state=dict(task_state))
         return cls(spec, net, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
-                   **variant)
+                   features=features, **variant)
 
 
 def _find_rows(chunk: torch.Tensor, rows: torch.Tensor) -> int | None:

@@ -1,6 +1,11 @@
 """Train the flow-matching chunk policy from scripted-oracle demonstrations.
 
     python -m policies.flow.train --env mujoco_pick_place
+    python -m policies.flow.train --env libero_object
+
+On a LIBERO suite `--episodes` (default 40: each training initial state once) and
+`--dagger-episodes` (default 10) count per task, and one model learns every task of the
+suite (`policies.flow.libero`).
 
 Collects (state, oracle chunk of `2 x chunk_size` actions) at every step of oracle episodes,
 each at a pace of its own (so one state has many chunks, and a prefix tells which), then
@@ -26,8 +31,10 @@ import numpy as np
 import torch
 
 from harness.protocol.contract import Contract
-from policies.config import default_flow_weights
+from policies.config import LIBERO_TRAINED, default_flow_weights, flow_trained
 from policies.flow.dagger import delayed_rollouts
+from policies.flow.features import StateFeatures
+from policies.flow.libero import libero_demonstrations, libero_rollouts
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy
 from policies.train import (
@@ -39,6 +46,9 @@ from policies.train import (
 )
 
 log = logging.getLogger(__name__)
+
+LIBERO_EPISODES = 40
+"""Oracle demonstrations per task of a LIBERO suite, by default."""
 
 
 def flow_matching_loss(net: VelocityNet, state: torch.Tensor, chunk: torch.Tensor,
@@ -63,12 +73,15 @@ def flow_matching_loss(net: VelocityNet, state: torch.Tensor, chunk: torch.Tenso
 
 def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: str,
           epochs: int, seed: int, committed: np.ndarray | None = None,
-          start: FlowPolicy | None = None, batch_size: int = 256, lr: float = 1e-3,
-          hidden: int = 512, layers: int = 4, conditioned_share: float = 0.5) -> FlowPolicy:
-    """Fit by flow matching, from scratch or on from `start` (its network and its
-    normalization: a DAgger round refines the model its rollouts came from)."""
+          start: FlowPolicy | None = None, features: StateFeatures | None = None,
+          min_std: float = 0.0, batch_size: int = 256, lr: float = 1e-3, hidden: int = 512,
+          layers: int = 4, conditioned_share: float = 0.5) -> FlowPolicy:
+    """Fit by flow matching, from scratch or on from `start` (its network, normalization and
+    features: a DAgger round refines the model its rollouts came from). `features` made
+    `states` (None: the contract's state entries, flattened)."""
     mean, std, x, y = normalized_samples(states, chunks, seed,
-                                         None if start is None else (start.mean, start.std))
+                                         None if start is None else (start.mean, start.std),
+                                         min_std=min_std)
     net = (VelocityNet(x.shape[1], y.shape[1], y.shape[2], hidden=hidden, layers=layers)
            if start is None else start.net.train())
     delays = torch.from_numpy(np.zeros(len(x), np.int64) if committed is None else committed)
@@ -80,24 +93,28 @@ def train(states: np.ndarray, chunks: np.ndarray, spec: Contract, *, model_id: s
     log.info("final flow-matching loss %.5f after %d epochs", loss, epochs)
     half = dataclasses.replace(spec, model_id=model_id, images={},
                                chunk_size=y.shape[1] // 2)
-    return FlowPolicy(half, net, mean, std, rtc="none")
+    return FlowPolicy(half, net, mean, std, rtc="none",
+                      features=start.features if start is not None else features)
 
 
-def train_with_rollouts(args, states, chunks, spec) -> tuple[FlowPolicy, dict]:
+def train_with_rollouts(args, states, chunks, spec, features=None) -> tuple[FlowPolicy, dict]:
     """Train on the demonstrations, then `args.dagger_rounds` times: drive the robot with
     the model under simulated delays (the training-conditioned and the guided variant, half
     the episodes each), label what it visited by the oracle, and train on from there on
     everything so far. Returns the model and what it was trained on."""
     model_id = f"flow-{args.env}"
     committed = np.zeros(len(states), np.int64)
-    policy = train(states, chunks, spec, model_id=model_id, epochs=args.epochs, seed=args.seed)
+    # LIBERO's features hold poses no demonstration moves (the basket's) that a rollout can
+    # push: floored, a pushed basket does not read as 10^4 standard deviations. The MuJoCo
+    # model's one constant entry never moves (trained without the floor).
+    policy = train(states, chunks, spec, model_id=model_id, epochs=args.epochs, seed=args.seed,
+                   features=features, min_std=0.0 if features is None else 0.01)
     seed = args.seed + args.episodes
     for _ in range(args.dagger_rounds):
         for rtc in ("training", "guidance"):
-            variant = FlowPolicy(policy.spec, policy.net, policy.mean, policy.std, rtc=rtc)
-            more = delayed_rollouts(args.env, variant, episodes=args.dagger_episodes // 2,
-                                    seed=seed, max_delay=args.chunk_size,
-                                    speeds=(args.min_speed, 1.0))
+            variant = FlowPolicy(policy.spec, policy.net, policy.mean, policy.std, rtc=rtc,
+                                 features=policy.features)
+            more = rollouts(args, variant, episodes=args.dagger_episodes // 2, seed=seed)
             seed += args.dagger_episodes // 2
             states, chunks = np.concatenate([states, more[0]]), np.concatenate([chunks, more[1]])
             committed = np.concatenate([committed, more[2]])
@@ -108,23 +125,48 @@ def train_with_rollouts(args, states, chunks, spec) -> tuple[FlowPolicy, dict]:
                     "dagger_episodes": args.dagger_episodes}
 
 
+def rollouts(args, policy: FlowPolicy, *, episodes: int, seed: int):
+    """A DAgger round's delayed rollouts on `args.env`: `episodes` in all on a MuJoCo task,
+    `episodes` per task on a LIBERO suite."""
+    if args.env in LIBERO_TRAINED:
+        return libero_rollouts(args.env, policy, episodes_per_task=episodes, seed=seed,
+                               max_delay=args.chunk_size)
+    return delayed_rollouts(args.env, policy, episodes=episodes, seed=seed,
+                            max_delay=args.chunk_size, speeds=(args.min_speed, 1.0))
+
+
+def demonstrations(args):
+    """(states, chunks, contract, features) from the oracle of `args.env`: `args.episodes`
+    in all on a MuJoCo task, per task on a LIBERO suite (features None: the contract's)."""
+    if args.env in LIBERO_TRAINED:
+        return libero_demonstrations(args.env, episodes_per_task=args.episodes,
+                                     horizon=2 * args.chunk_size, seed=args.seed)
+    return (*collect_demonstrations(args.env, episodes=args.episodes,
+                                    chunk_size=2 * args.chunk_size, seed=args.seed,
+                                    speeds=(args.min_speed, 1.0)), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = training_parser("python -m policies.flow.train", __doc__, epochs=100,
-                             seed=20_000)
+                             seed=20_000, envs=flow_trained())
     parser.add_argument("--min-speed", type=float, default=0.4,
                         help="each demonstration's pace is drawn from [min-speed, 1]")
     parser.add_argument("--dagger-rounds", type=int, default=2,
                         help="rounds of delayed rollouts labelled by the oracle (DAgger)")
-    parser.add_argument("--dagger-episodes", type=int, default=200,
-                        help="episodes of delayed rollouts per round")
+    parser.add_argument("--dagger-episodes", type=int, default=None,
+                        help="episodes of delayed rollouts per round (default 200; on a "
+                             "LIBERO suite 10 per task)")
+    parser.set_defaults(episodes=None)
     args = parser.parse_args(argv)
+    libero = args.env in LIBERO_TRAINED
+    args.episodes = args.episodes or (LIBERO_EPISODES if libero else 300)
+    args.dagger_episodes = args.dagger_episodes or (10 if libero else 200)
     start_training()
     started = time.monotonic()
-    states, chunks, spec = collect_demonstrations(args.env, episodes=args.episodes,
-                                                  chunk_size=2 * args.chunk_size, seed=args.seed,
-                                                  speeds=(args.min_speed, 1.0))
-    log.info("%d samples from %d oracle episodes", len(states), args.episodes)
-    policy, trained = train_with_rollouts(args, states, chunks, spec)
+    states, chunks, spec, features = demonstrations(args)
+    log.info("%d samples from %d oracle episodes%s", len(states), args.episodes,
+             " per task" if features is not None else "")
+    policy, trained = train_with_rollouts(args, states, chunks, spec, features)
     out = args.out or default_flow_weights(args.env)
     policy.save(out, trained={"episodes": args.episodes, "epochs": args.epochs,
                               "seed": args.seed, **trained})

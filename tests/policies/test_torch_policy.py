@@ -63,8 +63,8 @@ def test_save_then_load_gives_identical_actions(env, tmp_path):
 def test_missing_weights_name_the_file_and_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m policies.train --env mujoco_reach"):
         TorchPolicy.load(tmp_path / "mujoco_reach.safetensors")
-    with pytest.raises(FileNotFoundError, match="trains the MuJoCo tasks only .*"
-                                                "no weights for env=libero_object"):
+    with pytest.raises(FileNotFoundError, match="trains mujoco_reach, mujoco_pick_place only; "
+                                                "there are no weights for env=libero_object"):
         TorchPolicy.load(tmp_path / "libero_object.safetensors")
 
 
