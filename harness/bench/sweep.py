@@ -14,7 +14,7 @@ faults.timed.0.delay_s=D` each way on real traffic, measured latency, virtual cl
     python -m harness.bench.sweep --out sweeps/mujoco --table   # the table of what ran
 
 A client may name the flow policy's variant after a `+` (`policy.rtc`): the five execution
-modes of issue 24 over one trained model are
+modes over one trained model are
 
     --extra policy=flow --clients synchronous+none,async_newest+none,\
         async_exponential+none,delay_aware+guidance,delay_aware+training
