@@ -62,14 +62,21 @@ class FlowPolicy:
         self._generator = torch.Generator()
         self._previous: torch.Tensor | None = None
         """The last chunk planned (horizon x A, from its observation), for RTC's overlap."""
-        if rtc == "guidance":  # torch's first backward pass costs ~0.4 s: not on a robot's
-            self._warm_guidance()  # first request (its round trip sets the client's delay)
+        self.warm_up = isinstance(self.features, FlatState)
+        """Whether the server may warm this policy on a blank observation (zeros, no
+        instruction): features that read the instruction cannot, so `_warm` does it here."""
+        if rtc == "guidance" or not self.warm_up:  # torch's first backward pass costs ~0.4 s:
+            self._warm()  # not on a robot's first request (its round trip sets its delay)
         self.reset(seed=0)
 
-    def _warm_guidance(self) -> None:
+    def _warm(self) -> None:
+        """One pass of each kind this variant makes, on zeros."""
         state = torch.zeros((1, self.net.state_dim))
         chunk = torch.zeros((1, self.horizon, self.spec.action_dim))
-        sample_guided(self.net, state, chunk, 1, chunk[0], torch.ones(self.horizon), 1.0)
+        with torch.inference_mode():
+            sample(self.net, state, chunk, 1)
+        if self.rtc == "guidance":
+            sample_guided(self.net, state, chunk, 1, chunk[0], torch.ones(self.horizon), 1.0)
 
     def reset(self, *, seed: int) -> None:
         """Noise is drawn from a generator seeded per episode: the same episode, the same

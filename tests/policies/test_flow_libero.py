@@ -138,3 +138,14 @@ def test_delayed_rollouts_label_each_task_by_its_own_oracle(instructions):
     assert list(tasks) == [2] * 6 + [7] * 6
     assert chunks.shape == (12, 16, 7) and set(np.unique(delays)) <= set(range(5))
     assert np.all(np.abs(chunks) <= 1.0)
+
+
+def test_a_scene_model_warms_itself_not_on_the_servers_blank_observation(instructions):
+    """The server warms a policy on zeros with no instruction, which these features refuse
+    (the policy server exited at start-up on it); the model warms itself at load instead."""
+    policy = untrained(LiberoScene(instructions), rtc="training")
+    assert policy.warm_up is False
+    state, images = policy.spec.zero_arrays()
+    with pytest.raises(UnknownInstruction, match="instruction '' is not one of the 10"):
+        policy.predict(EnvObservation(state, images, ""))
+    assert FlowPolicy.load(default_flow_weights("mujoco_pick_place")).warm_up is True
