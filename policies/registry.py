@@ -147,6 +147,10 @@ def _build_flow(config: PolicyConfig, task: PolicyTask) -> Policy:
                              denoise_steps=config.denoise_steps,
                              guidance_weight=config.guidance_weight,
                              execution_horizon=config.execution_horizon)
+    try:
+        policy.features.check_task(task.env, task.task_id)
+    except ValueError as exc:
+        raise PolicyConfigError(f"policy.weights: {exc}") from None
     if policy.spec.chunk_size != config.chunk_size:
         raise PolicyConfigError(f"policy.chunk_size={config.chunk_size}: the weights were "
                                 f"trained for chunks of {policy.spec.chunk_size}")

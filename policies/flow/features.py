@@ -30,6 +30,10 @@ class StateFeatures(Protocol):
     def reset(self) -> None:
         """A new episode starts (a kind that remembers the episode's first observation)."""
 
+    def check_task(self, env: str, task_id: int) -> None:
+        """ValueError if these features cannot read task `task_id` of `env` (at start-up,
+        not at the robot's first request)."""
+
     def metadata(self) -> dict:
         """JSON-ready: the kind (`kind`) and what `features_from_metadata` rebuilds it from."""
 
@@ -45,6 +49,9 @@ class FlatState:
 
     def reset(self) -> None:
         pass
+
+    def check_task(self, env: str, task_id: int) -> None:
+        pass  # the session's contract check compares the state entries
 
     def metadata(self) -> dict:
         return {"kind": "flat_state", "keys": list(self.keys), "dim": self.dim}
@@ -74,6 +81,15 @@ class LiberoScene:
 
     def metadata(self) -> dict:
         return {"kind": "libero_scene", "instructions": self.instructions}
+
+    def check_task(self, env: str, task_id: int) -> None:
+        from envs import LIBERO_SUITES
+
+        if env not in LIBERO_SUITES:
+            raise ValueError(f"trained on LIBERO instructions; env={env} is not a LIBERO suite")
+        from envs.libero import suite_instructions
+
+        self.task_index(suite_instructions(env)[task_id])
 
     def task_index(self, instruction: str) -> int:
         try:

@@ -24,7 +24,7 @@ from policies.flow.features import (
 from policies.flow.libero import libero_rollouts
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy
-from policies.registry import policy_entry
+from policies.registry import PolicyTask, policy_entry
 
 SUITE = "libero_object"
 
@@ -149,3 +149,16 @@ def test_a_scene_model_warms_itself_not_on_the_servers_blank_observation(instruc
     with pytest.raises(UnknownInstruction, match="instruction '' is not one of the 10"):
         policy.predict(EnvObservation(state, images, ""))
     assert FlowPolicy.load(default_flow_weights("mujoco_pick_place")).warm_up is True
+
+
+def test_a_model_is_refused_at_build_for_a_task_it_was_not_trained_on(tmp_path, instructions):
+    path = tmp_path / "flow.safetensors"
+    untrained(LiberoScene(instructions[:4])).save(path)
+    config = policy_entry("flow").config_class(weights=str(path))
+    build = policy_entry("flow").build
+    assert build(config, PolicyTask(SUITE, 3)).spec.state == task_contract(SUITE, 3).state
+    with pytest.raises(PolicyConfigError, match=r"policy.weights: instruction .* is not one of "
+                                                r"the 4 this model was trained on"):
+        build(config, PolicyTask(SUITE, 4))
+    with pytest.raises(PolicyConfigError, match="env=mujoco_pick_place is not a LIBERO suite"):
+        build(config, PolicyTask("mujoco_pick_place", 0))
