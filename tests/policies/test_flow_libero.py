@@ -162,3 +162,16 @@ def test_a_model_is_refused_at_build_for_a_task_it_was_not_trained_on(tmp_path, 
         build(config, PolicyTask(SUITE, 4))
     with pytest.raises(PolicyConfigError, match="env=mujoco_pick_place is not a LIBERO suite"):
         build(config, PolicyTask("mujoco_pick_place", 0))
+
+
+@pytest.mark.slow(15)
+def test_the_shipped_model_solves_tasks_from_initial_states_it_never_trained_on():
+    """The committed weights (`python -m policies.flow.train --env libero_object`, initial
+    states 10-49), in-process on initial state 0 of two tasks with other objects and
+    receptacles: each is solved, in about the oracle's number of steps (it needs ~130)."""
+    from harness.jobs.evaluate import evaluate_tasks
+
+    config = policy_entry("flow").config_class()
+    results = evaluate_tasks(SUITE, config, tasks="2,9", episodes_per_task=1)
+    assert [(task, outcome.success) for task, outcome in results] == [(2, True), (9, True)]
+    assert all(outcome.steps < 200 for _, outcome in results)
