@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs import MUJOCO_TASKS, make_env
+from envs import MUJOCO_TASKS, Env, EnvObservation, make_env
 from harness.protocol.contract import Contract
+from policies.base import Policy
 from policies.config import default_weights
 from policies.oracle import MujocoOracle
 from policies.torch_policy import ChunkMLP, TorchPolicy, flatten_state
@@ -43,20 +44,31 @@ def collect_demonstrations(env_name: str, *, episodes: int, chunk_size: int, see
     for episode in tqdm(range(episodes), desc="demonstrations"):
         oracle.max_speed = low + (high - low) * np.random.default_rng(seed + episode).random()
         observation = env.reset(seed=seed + episode)
-        chunk, used = None, replan_every
-        for _ in range(env.spec.max_steps):
-            label = oracle.predict(observation)
-            states.append(flatten_state(observation.state, keys))
-            chunks.append(label)
-            if used >= replan_every:
-                chunk, used = label, 0
-            result = env.step(chunk[used])
-            used += 1
-            observation = result.observation
-            if result.done:
-                break
+        record_demonstration(env, oracle, observation,
+                             lambda o: flatten_state(o.state, keys), replan_every=replan_every,
+                             states=states, chunks=chunks)
     env.close()
     return np.stack(states), np.stack(chunks), oracle.spec
+
+
+def record_demonstration(env: Env, oracle: Policy, observation: EnvObservation,
+                         featurize: Callable[[EnvObservation], np.ndarray], *,
+                         replan_every: int, states: list, chunks: list) -> None:
+    """One oracle episode from `observation` to success or the step limit: appends what the
+    model reads (`featurize`) and the oracle's chunk at every step to `states` and `chunks`,
+    executing each chunk `replan_every` actions at a time."""
+    chunk, used = None, replan_every
+    for _ in range(env.spec.max_steps):
+        label = oracle.predict(observation)
+        states.append(featurize(observation))
+        chunks.append(label)
+        if used >= replan_every:
+            chunk, used = label, 0
+        result = env.step(chunk[used])
+        used += 1
+        observation = result.observation
+        if result.done:
+            break
 
 
 def normalized_samples(states: np.ndarray, chunks: np.ndarray, seed: int,

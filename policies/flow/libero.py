@@ -19,6 +19,7 @@ from policies.flow.dagger import drive_with_delay
 from policies.flow.features import LiberoScene
 from policies.flow.policy import FlowPolicy
 from policies.libero_oracle import LiberoOracle
+from policies.train import record_demonstration
 
 TRAINING_INIT_STATES = range(10, 50)
 """Initial states training episodes cycle through (each LIBERO task has 50)."""
@@ -40,18 +41,8 @@ def libero_demonstrations(suite: str, *, episodes_per_task: int, horizon: int, s
             oracle.reset(seed=seed + episode)
             observation = env.reset(seed=seed + episode, init_state=TRAINING_INIT_STATES[
                 episode % len(TRAINING_INIT_STATES)])
-            chunk, used = None, replan_every
-            for _ in range(env.spec.max_steps):
-                label = oracle.predict(observation)
-                states.append(features(observation))
-                chunks.append(label)
-                if used >= replan_every:
-                    chunk, used = label, 0
-                result = env.step(chunk[used])
-                used += 1
-                observation = result.observation
-                if result.done:
-                    break
+            record_demonstration(env, oracle, observation, features, replan_every=replan_every,
+                                 states=states, chunks=chunks)
         env.close()
     return (np.stack(states), np.stack(chunks), task_contract(suite, 0), features)
 
