@@ -73,6 +73,11 @@ def weights_contract(path: Path, key: str, refusal: str) -> tuple[dict, Contract
         raise ValueError(f"policy.weights: {path} {refusal} ({exc})") from exc
 
 
+def state_size(spec: Contract) -> int:
+    """How many numbers `flatten_state` makes of the spec's state entries."""
+    return sum(int(np.prod(f.shape)) for f in spec.state.values())
+
+
 def flatten_state(state: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
     """Concatenate the state entries the policy reads, in its spec's order."""
     return np.concatenate([np.asarray(state[k], np.float32).ravel() for k in keys])
@@ -114,8 +119,8 @@ class TorchPolicy:
                                command="python -m policies.train")
         raw, spec = weights_contract(path, "spec", "has no valid policy spec")
         tensors = load_file(str(path))
-        in_dim = sum(int(np.prod(f.shape)) for f in spec.state.values())
-        model = ChunkMLP(in_dim, spec.chunk_size, len(spec.action_names), hidden=raw["hidden"])
+        model = ChunkMLP(state_size(spec), spec.chunk_size, len(spec.action_names),
+                         hidden=raw["hidden"])
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                                if k.startswith("model.")})
         return cls(spec, model, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy())

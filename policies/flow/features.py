@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from envs.base import EnvObservation
-from policies.torch_policy import flatten_state
+from harness.protocol.contract import Contract
+from policies.torch_policy import flatten_state, state_size
 
 
 class StateFeatures(Protocol):
@@ -43,6 +44,11 @@ class FlatState:
 
     def __init__(self, keys: tuple[str, ...], dim: int):
         self.keys, self.dim = tuple(keys), dim
+
+    @classmethod
+    def of(cls, spec: Contract) -> FlatState:
+        """Every state entry of `spec`, in its order."""
+        return cls(tuple(spec.state), state_size(spec))
 
     def __call__(self, observation: EnvObservation) -> np.ndarray:
         return flatten_state(observation.state, self.keys)

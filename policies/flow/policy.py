@@ -52,7 +52,7 @@ class FlowPolicy:
         self.denoise_steps = denoise_steps
         self.guidance_weight = guidance_weight
         self.execution_horizon = execution_horizon or spec.chunk_size
-        self.features = features or FlatState(tuple(spec.state), net.state_dim)
+        self.features = features or FlatState.of(spec)
         if self.features.dim != net.state_dim:
             raise ValueError(f"features of {self.features.dim} numbers for a network that "
                              f"reads {net.state_dim}")
@@ -157,8 +157,7 @@ class FlowPolicy:
         raw, spec = weights_contract(path, "flow_spec", refusal)
         try:
             features = (features_from_metadata(raw["features"]) if "features" in raw else
-                        FlatState(tuple(spec.state),  # a file from before features were named
-                                  sum(int(np.prod(f.shape)) for f in spec.state.values())))
+                        FlatState.of(spec))  # a file from before features were named
             net = VelocityNet(features.dim, int(raw["horizon"]), len(spec.action_names),
                               hidden=int(raw["hidden"]), layers=int(raw["layers"]))
         except (KeyError, TypeError, ValueError) as exc:

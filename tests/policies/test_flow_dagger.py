@@ -14,14 +14,14 @@ from policies.flow.dagger import delayed_rollouts, oracle_label, prefix_pace
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy
 from policies.oracle import MujocoOracle
-from policies.torch_policy import flatten_state
+from policies.torch_policy import flatten_state, state_size
 from tests.loop.conftest import ENV
 
 
 def untrained(rtc: str = "training") -> FlowPolicy:
     torch.manual_seed(0)
     spec = MujocoOracle(ENV, chunk_size=8).spec
-    state_dim = sum(int(np.prod(f.shape)) for f in spec.state.values())
+    state_dim = state_size(spec)
     return FlowPolicy(spec, VelocityNet(state_dim, 16, spec.action_dim, hidden=16, layers=1),
                       np.zeros(state_dim), np.ones(state_dim), rtc=rtc)
 

@@ -25,6 +25,7 @@ from policies.flow.libero import libero_rollouts
 from policies.flow.model import VelocityNet
 from policies.flow.policy import FlowPolicy
 from policies.registry import PolicyTask, policy_entry
+from policies.torch_policy import state_size
 
 SUITE = "libero_object"
 
@@ -114,6 +115,11 @@ def test_features_that_do_not_fit_the_network_are_refused(instructions):
                                          f"that reads {features.dim + 1}"):
         FlowPolicy(task_contract(SUITE, 0), net, np.zeros(features.dim + 1),
                    np.ones(features.dim + 1), features=features)
+    flat = state_size(task_contract(SUITE, 0))  # no features given: the contract's, flat
+    with pytest.raises(ValueError, match=f"features of {flat} numbers for a network that "
+                                         f"reads {features.dim + 1}"):
+        FlowPolicy(task_contract(SUITE, 0), net, np.zeros(features.dim + 1),
+                   np.ones(features.dim + 1))
 
 
 def test_missing_libero_weights_name_the_command_that_makes_them(tmp_path):
