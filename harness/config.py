@@ -30,6 +30,7 @@ from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, Network
 from harness.loop.clock import Clock
 from harness.loop.ports import default_port
 from harness.results.wandb_log import LoggerConfig
+from harness.server.scheduler import SCHEDULERS
 from policies.config import PolicyConfig, PolicyConfigError
 from policies.registry import UnknownPolicy, policy_entry, policy_names
 from transports.config import SecurityConfig, TransportConfig, TransportConfigError
@@ -123,6 +124,14 @@ class ServerConfig:
     """A session that sent nothing for this long (wall time) expires and frees its slot."""
     max_client_id_chars: int = 128
     """Longer client ids are rejected at session open (and never logged in full)."""
+    scheduler: str = "round_robin"
+    """What the inference thread serves next: `round_robin` (one robot's observation at a
+    time) or `micro_batch` (up to `max_batch_size` robots' in one pass of the model; a policy
+    without a batched predict is still served one robot at a time)."""
+    max_batch_size: int = 8
+    """micro_batch: the most robots predicted in one pass."""
+    max_wait_ms: float = 5.0
+    """micro_batch: how long the first observation of a batch waits for others to join it."""
     model_faults_path: Optional[str] = None
     """A JSON file naming the model fault in force (`harness.server.model_faults`); the
     harness sets it for the servers it starts when the schedule has model faults."""
@@ -143,6 +152,14 @@ class ServerConfig:
                               "in 1..4096")
         if not self.health_host:
             raise ConfigError("server.health_host='': name an address, e.g. 127.0.0.1")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"server.scheduler={self.scheduler!r}: expected one of "
+                              f"{list(SCHEDULERS)}")
+        if not 1 <= self.max_batch_size <= 256:
+            raise ConfigError(f"server.max_batch_size={self.max_batch_size}: must be in 1..256")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"server.max_wait_ms={self.max_wait_ms}: must be in 0..1000 "
+                              "(milliseconds the first observation of a batch may wait)")
 
 
 @dataclass

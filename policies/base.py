@@ -7,7 +7,8 @@ loads no simulator. The server checks every session against it with `check_contr
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,3 +39,29 @@ class Policy(Protocol):
         May keep per-episode state (a scripted plan's phase); the server therefore gives
         each session its own instance.
         """
+
+
+class BatchItem(NamedTuple):
+    """One robot's request in a micro-batch: its own policy instance (the per-episode state:
+    noise generator, previous chunk, scripted phase), its observation and its committed
+    prefix (None: the chunk starts at the observation; the server gives a prefix only to a
+    delay-aware policy, as to `predict`)."""
+
+    policy: Policy
+    observation: EnvObservation
+    committed: np.ndarray | None = None
+
+
+@runtime_checkable
+class BatchPolicy(Protocol):
+    """Optional: a policy that predicts several robots' chunks in one pass (one forward pass
+    of a network for all of them). The server's `micro_batch` scheduler calls it on one
+    instance of its pool with every robot's item, each naming that robot's own instance; a
+    policy without it is served one robot at a time."""
+
+    def predict_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
+        """One chunk per item, in order, each what `item.policy.predict(item.observation,
+        item.committed)` would return (up to the last bits of a batched matrix product).
+        A robot whose own input fails (features it cannot read) gets its exception in its
+        place, and the others their chunks; an exception raised instead fails the pass, and
+        the server then serves the batch's robots one by one."""

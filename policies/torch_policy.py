@@ -9,6 +9,7 @@ file (tensors plus a JSON string in its metadata), which loads without executing
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 
 from envs.base import EnvObservation
 from harness.protocol.contract import ArraySpec, Contract
+from policies.base import BatchItem
 from policies.config import present_weights
 
 
@@ -102,6 +104,24 @@ class TorchPolicy:
         with torch.inference_mode():
             chunk = self.model(((state - self._mean) / self._std).unsqueeze(0))[0]
         return chunk.numpy().astype(np.float32, copy=True)
+
+    def predict_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
+        """Every robot's chunk in one forward pass (the network keeps no per-robot state)."""
+        results: list[np.ndarray | Exception | None] = [None] * len(items)
+        rows, served = [], []
+        for index, item in enumerate(items):
+            try:
+                rows.append(flatten_state(item.observation.state, self._keys))
+                served.append(index)
+            except Exception as exc:  # noqa: BLE001 - that robot's input, not the batch's
+                results[index] = exc
+        if rows:
+            states = torch.from_numpy(np.stack(rows))
+            with torch.inference_mode():
+                chunks = self.model((states - self._mean) / self._std)
+            for index, chunk in zip(served, chunks, strict=True):
+                results[index] = chunk.numpy().astype(np.float32, copy=True)
+        return results
 
     def save(self, path: Path) -> None:
         spec = {**contract_metadata(self.spec), "hidden": self.model.net[0].out_features}

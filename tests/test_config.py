@@ -97,6 +97,8 @@ def test_connect_address_can_differ_from_listen():
         ("policy.chunk_size=0", "policy.chunk_size"),
         ("policy.latency_profile=h100", "policy.latency_profile"),
         ("policy.replan_every=9", "policy.replan_every"),
+        ("server.max_batch_size=0", "server.max_batch_size"),
+        ("server.max_wait_ms=-1", "server.max_wait_ms"),
     ],
 )
 def test_out_of_range_value_fails_naming_the_field(override, field):
@@ -130,6 +132,8 @@ def test_a_choice_outside_its_enum_fails_at_compose_naming_field_and_choices(ove
     ("policy.name=pi0", "policy.name='pi0': expected one of ['oracle', 'torch', 'flow', "
                         "'remote', 'custom']"),
     ("transport.kind=udp", "transport.kind='udp': expected one of local, zenoh, grpc, zmq"),
+    ("server.scheduler=fifo", "server.scheduler='fifo': expected one of ['round_robin', "
+                              "'micro_batch']"),
 ])
 def test_a_registry_name_outside_its_registry_fails_at_startup_naming_field_and_choices(
         override, message):

@@ -75,9 +75,14 @@ class ServerMetrics:
                                     buckets=_LATENCY_BUCKETS_S, registry=self.registry)
         self.inference = Histogram("policy_inference_seconds", "policy.predict duration",
                                    buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+        self.batch_size = Histogram("policy_batch_size", "Robots predicted in the pass that "
+                                    "served a chunk, per chunk (1: alone)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
 
-    def observe_served(self, client_id: str, queue_wait_ns: int, infer_ns: int) -> None:
+    def observe_served(self, client_id: str, queue_wait_ns: int, infer_ns: int,
+                       batch_size: int = 1) -> None:
         self.served_all.inc()
+        self.batch_size.observe(batch_size)
         self.served.labels(client=client_id).inc()
         self.queue_wait.observe(queue_wait_ns / 1e9)
         self.inference.observe(infer_ns / 1e9)

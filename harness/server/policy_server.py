@@ -9,6 +9,8 @@ thread that also carries other robots' observations and pings); observations arr
 latest-only stream, and one inference thread serves the sessions round-robin, so a newer
 observation replaces an unserved one instead of queueing behind it. Each observation is
 checked against the contract before the policy sees it (keys, dtypes, shapes, finite values).
+With `scheduler=MicroBatch(...)` (`server.scheduler=micro_batch`) several robots' observations
+are predicted in one pass (`harness.server.scheduler`, `harness.server.stream_path`).
 A session whose client sent nothing for `session_idle_timeout_s` expires and frees its slot (see
 `harness.server.sessions` for the pool of policy instances sessions share). Every request
 leaves one JSON audit line, the server exposes `/healthz` and Prometheus `/metrics`, and
@@ -27,33 +29,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
-
-import numpy as np
 
 from envs.base import EnvObservation
 from harness import protocol
 from harness.protocol import sealing
-from harness.protocol.checks import check_observation
 from harness.server.memory import fix_mmap_threshold
 from harness.server.metrics import ServerMetrics
-from harness.server.sessions import Session, SessionTable, short_id
+from harness.server.scheduler import RoundRobin, Scheduler
+from harness.server.sessions import SessionTable, short_id
+from harness.server.stream_path import StreamPath
 from policies.base import Policy
-from transports import StreamItem, TransportServer
+from transports import TransportServer
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("harness.audit")
 
-class Refusal(NamedTuple):
-    """Why an observation does not reach the policy: the reply to send (None: drop it
-    silently), the audit outcome, and extra audit fields."""
 
-    reply: protocol.Error | None
-    outcome: str
-    extra: dict[str, object]
-
-
-class PolicyServer:
+class PolicyServer(StreamPath):
     """Hosts one policy for up to `max_sessions` clients over one transport server.
 
     The transport server is built (not started) by the caller, so a wrapper of it (a fault
@@ -65,7 +57,7 @@ class PolicyServer:
                  max_sessions: int = 4, metrics: ServerMetrics | None = None,
                  session_idle_timeout_s: float = 10.0, max_client_id_chars: int = 128,
                  predict_hook: Callable[[float], object] | None = None,
-                 seal_streams: bool = False) -> None:
+                 seal_streams: bool = False, scheduler: Scheduler | None = None) -> None:
         """Build the pool: `make_policy` is called `max_sessions` times, here and never again
         (a session open must not load a model), and every instance must declare one spec.
         With `seal_streams` (security=mtls) every session's stream carries a MAC under its
@@ -84,6 +76,7 @@ class PolicyServer:
                 raise ValueError(f"make_policy() call {index} declared {policy.spec}, call 0 "
                                  f"{self.spec}: the pool's instances must be interchangeable")
         self.max_sessions = max_sessions
+        self._scheduler = scheduler or RoundRobin()
         self.predict_hook = predict_hook
         """Called after each prediction with its monotonic start, inside the session's lock:
         its time counts as inference time, its exception as the prediction's."""
@@ -268,9 +261,9 @@ class PolicyServer:
     def _serve_observations(self) -> None:
         try:
             while not self._stopped.is_set():
-                item = self._transport.take_stream(timeout_s=0.1)
-                if item is not None:
-                    self._serve_one_safely(item)
+                items = self._scheduler.collect(self._transport.take_stream, 0.1)
+                if items:
+                    self._serve_batch_safely(items)
                 self._expire_idle_sessions()
         except BaseException as exc:
             self._inference_stopped(exc)
@@ -287,22 +280,6 @@ class PolicyServer:
         for client_id in self._sessions.client_ids():
             with contextlib.suppress(Exception):
                 self._send(client_id, protocol.Error(protocol.ERROR_INTERNAL, detail))
-
-    def _serve_one_safely(self, item: StreamItem) -> None:
-        """`_serve_one`, and if anything escapes it (a bug, a value no check foresaw), the
-        one request is answered with an error, counted and audited: the inference thread
-        serves every other robot, so no single message may end it."""
-        started = time.monotonic_ns()
-        try:
-            self._serve_one(item)
-        except Exception as exc:  # noqa: BLE001 - the thread outlives any one request
-            detail = protocol.bounded(f"{type(exc).__name__}: {exc}")
-            log.exception("serving a message from %s failed: %s", short_id(item.client_id),
-                          detail)
-            with contextlib.suppress(Exception):  # the reply itself may be what failed
-                self._send(item.client_id, protocol.Error(protocol.ERROR_INTERNAL, detail))
-            with contextlib.suppress(Exception):
-                self._audit(item.client_id, None, "internal_error", started, detail=detail)
 
     def _expire_idle_sessions(self) -> None:
         """On the inference thread (it wakes at least every 0.1 s), never on the transport's.
@@ -329,104 +306,6 @@ class PolicyServer:
         `time.monotonic` (the session table's clock)."""
         arrived_ns = self._transport.last_arrival_ns(client_id)
         return None if arrived_ns is None else arrived_ns / 1e9
-
-    def _serve_one(self, item: StreamItem) -> None:
-        started = time.monotonic_ns()
-        queue_wait_ns = started - item.received_ns
-        client_id = item.client_id
-        try:
-            request = protocol.decode(item.payload)
-        except protocol.DecodeError as exc:
-            self._send(client_id, protocol.Error("decode", str(exc)))
-            self._audit(client_id, None, "decode_error", started, detail=str(exc))
-            return
-        if request.msg_type is not protocol.MessageType.OBSERVATION:
-            self._send(client_id, protocol.Error(
-                protocol.ERROR_PROTOCOL, f"{request.msg_type.name} on the stream path, which "
-                "carries observations only (control messages go on the request path)"), request)
-            self._audit(client_id, request, "rejected", started)
-            return
-        session = self._sessions.get(client_id, request.epoch)
-        chunk, failure = None, None
-        plans_from_prefix = self._plans_from_prefix(request.body)
-        if session is None:
-            refusal = self._no_session()
-        else:
-            with session.lock:
-                refusal = self._refusal(session, request)
-                if refusal is None:
-                    body = request.body
-                    try:
-                        self._adopt_episode(session, request.episode)
-                        predict_started = time.monotonic()
-                        observation = EnvObservation(dict(body.state), dict(body.images),
-                                                     body.instruction)
-                        chunk = (session.policy.predict(observation, committed=body.committed)
-                                 if plans_from_prefix else session.policy.predict(observation))
-                        if self.predict_hook is not None:
-                            self.predict_hook(predict_started)
-                    except Exception as exc:  # the model failing must not take the server down
-                        failure = exc
-        if refusal is not None:
-            if refusal.reply is not None:
-                self._send(client_id, refusal.reply, request)
-            self._audit(client_id, request, refusal.outcome, started, **refusal.extra)
-            return
-        if failure is not None:
-            log.error("policy failed for %s", short_id(client_id), exc_info=failure)
-            self._send(client_id, protocol.Error("inference", repr(failure)), request)
-            self._audit(client_id, request, "inference_error", started, detail=repr(failure))
-            return
-        infer_ns = time.monotonic_ns() - started
-        self._recent_latency_s.append((queue_wait_ns + infer_ns) / 1e9)
-        session.served += 1
-        self.metrics.observe_served(client_id, queue_wait_ns, infer_ns)
-        body = request.body
-        start_tick = body.tick + (body.delay_ticks if plans_from_prefix else 0)
-        self._send(client_id, protocol.ActionChunk(np.asarray(chunk, np.float32), request.seq,
-                                                   queue_wait_ns, infer_ns, self.spec.model_id,
-                                                   start_tick), request)
-        self._audit(client_id, request, "served", started, queue_wait_ns=queue_wait_ns,
-                    infer_ns=infer_ns)
-
-    def _plans_from_prefix(self, observation: protocol.Observation) -> bool:
-        """A delay-aware policy given a delay plans past the prefix: its chunk starts at
-        `tick + delay_ticks`. Any other chunk starts at the observation's tick."""
-        return self.spec.delay_aware and observation.delay_ticks > 0
-
-    @staticmethod
-    def _no_session() -> Refusal:
-        return Refusal(protocol.Error(protocol.SESSION_UNKNOWN,
-                                      "observation without an open session of this epoch"),
-                       "rejected", {})
-
-    def _refusal(self, session: Session, request: protocol.Message) -> Refusal | None:
-        """Why this observation must not reach the policy, or None. Under `session.lock`."""
-        if session.closed:  # closed or expired since it was looked up
-            return self._no_session()
-        if request.episode < session.episode:
-            self.metrics.stale_dropped.inc()
-            return Refusal(None, "stale_episode", {})
-        problem = check_observation(self.spec, request.body)
-        if problem is not None:
-            reason, detail = problem
-            self.metrics.observations_rejected.labels(reason=reason).inc()
-            return Refusal(protocol.Error(protocol.ERROR_CONTRACT, detail),
-                           "rejected_observation", {"reason": reason, "detail": detail})
-        return None
-
-    def _adopt_episode(self, session: Session, episode: int) -> None:
-        """An observation of a newer episode than the session's means its RESET was lost or is
-        late: reset the policy as that RESET would have, so the episode is not lost. Under
-        `session.lock`."""
-        if episode <= session.episode:
-            return
-        log.info("session %s of %s: observation of episode %d, the session was at %d; "
-                 "resetting without a RESET", session.session_id[:8], short_id(session.client_id),
-                 episode, session.episode)
-        session.policy.reset(seed=episode)
-        session.episode = episode
-        self.metrics.implicit_resets.inc()
 
     def _send(self, client_id: str, body: protocol.Body, request: protocol.Message | None = None):
         if isinstance(body, protocol.Error):  # a detail may quote what the robot sent

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from envs import task_ids
 from harness.server.metrics import HealthEndpoint
 from harness.server.policy_server import PolicyServer
+from harness.server.scheduler import make_scheduler
 from harness.server.supervisor import LIFELINE_ENV, ServerStartError
 from policies import Policy, PolicyTask
 from policies import policy_factory as registry_factory
@@ -72,7 +73,10 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
                           session_idle_timeout_s=config.server.session_idle_timeout_s,
                           max_client_id_chars=config.server.max_client_id_chars,
                           predict_hook=predict_hook,
-                          seal_streams=config.transport.security.enabled)
+                          seal_streams=config.transport.security.enabled,
+                          scheduler=make_scheduler(
+                              config.server.scheduler, max_batch_size=config.server.max_batch_size,
+                              max_wait_ms=config.server.max_wait_ms))
     # Bound before the server starts, so a health address that cannot be bound fails the
     # start-up without leaving a serving transport behind.
     health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,

@@ -75,10 +75,18 @@ def sample_conditioned(net: VelocityNet, state: torch.Tensor, noise: torch.Tenso
     """Training-time conditioning: the d prefix actions are given clean (t = 1) and held;
     only the rest is integrated."""
     d = prefix.shape[0]
-    chunk = noise.clone()
-    chunk[0, :d] = prefix
-    known = torch.zeros(chunk.shape[:2], dtype=torch.bool)
+    clean = torch.zeros_like(noise)
+    clean[0, :d] = prefix
+    known = torch.zeros(noise.shape[:2], dtype=torch.bool)
     known[:, :d] = True
+    return sample_conditioned_rows(net, state, noise, steps, clean, known)
+
+
+def sample_conditioned_rows(net: VelocityNet, state: torch.Tensor, noise: torch.Tensor,
+                            steps: int, clean: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Training-time conditioning of a batch whose rows have prefixes of their own: where
+    `known` (B, H) is set, the action is `clean` (B, H, A), given at t = 1 and held."""
+    chunk = torch.where(known.unsqueeze(-1), clean, noise)
     for k in range(steps):
         t = torch.where(known, 1.0, k / steps)
         velocity = net(state, chunk, t)
@@ -89,9 +97,13 @@ def sample_conditioned(net: VelocityNet, state: torch.Tensor, noise: torch.Tenso
 def sample_guided(net: VelocityNet, state: torch.Tensor, noise: torch.Tensor, steps: int,
                   target: torch.Tensor, weights: torch.Tensor, max_guidance: float) -> torch.Tensor:
     """RTC's guided inpainting (Algorithm 1): `target` (H, A) holds the actions to match
-    (the prefix, then the previous chunk's rest), `weights` (H) how much each counts."""
+    (the prefix, then the previous chunk's rest), `weights` (H) how much each counts; or,
+    for a batch whose rows have prefixes of their own, (B, H, A) and (B, H). A row of zero
+    weights is sampled plainly (its guidance gradient is zero)."""
     chunk = noise
-    w = weights.view(1, -1, 1)
+    if target.dim() == 2:
+        target, weights = target.unsqueeze(0), weights.unsqueeze(0)
+    w = weights.unsqueeze(-1)
     for k in range(steps):
         tau = k / steps
         t = torch.full(chunk.shape[:2], tau)
@@ -99,7 +111,7 @@ def sample_guided(net: VelocityNet, state: torch.Tensor, noise: torch.Tensor, st
             x = chunk.detach().requires_grad_(True)
             velocity = net(state, x, t)
             predicted = x + (1.0 - tau) * velocity
-            error = ((target.unsqueeze(0) - predicted) * w).detach()
+            error = ((target - predicted) * w).detach()
             (gradient,) = torch.autograd.grad(predicted, x, grad_outputs=error)
         r2 = (1.0 - tau) ** 2 / (tau ** 2 + (1.0 - tau) ** 2)
         clip = max_guidance if tau == 0.0 else min(max_guidance, (1.0 - tau) / (tau * r2))

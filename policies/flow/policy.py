@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from envs.base import EnvObservation
 from harness.protocol.contract import ArraySpec, Contract
+from policies.base import BatchItem
 from policies.config import flow_trained, present_weights
 from policies.flow.config import checked_rtc
 from policies.flow.features import FlatState, StateFeatures, features_from_metadata
@@ -33,6 +35,7 @@ from policies.flow.model import (
     prefix_weights,
     sample,
     sample_conditioned,
+    sample_conditioned_rows,
     sample_guided,
 )
 from policies.torch_policy import contract_metadata, weights_contract
@@ -87,18 +90,8 @@ class FlowPolicy:
 
     def predict(self, observation: EnvObservation,
                 committed: np.ndarray | None = None) -> np.ndarray:
-        prefix = (torch.zeros((0, self.spec.action_dim)) if committed is None or self.rtc == "none"
-                  else torch.from_numpy(np.array(committed, np.float32)))
-        longest = self.horizon - self.spec.chunk_size
-        if prefix.shape[0] > longest:
-            # The model plans `horizon` actions: it cannot condition on more. It plans from
-            # the last `longest` committed actions as if they began now, so its chunk still
-            # follows the prefix's end; the first actions the prefix moves the robot by are
-            # not planned for (a newest-wins client's staleness, over d - longest ticks).
-            prefix = prefix[-longest:]
+        prefix, state, noise = self._inputs(observation, committed)
         d = prefix.shape[0]
-        state = self.normalized(observation)
-        noise = torch.randn((1, self.horizon, self.spec.action_dim), generator=self._generator)
         with torch.inference_mode(self.rtc != "guidance"):
             if d == 0:
                 planned = sample(self.net, state, noise, self.denoise_steps)
@@ -108,7 +101,72 @@ class FlowPolicy:
                 target, weights = self._guidance_target(prefix)
                 planned = sample_guided(self.net, state, noise, self.denoise_steps, target,
                                         weights, self.guidance_weight)
-        planned = planned[0].detach().clamp(-1.0, 1.0)
+        return self._chunk(planned[0], prefix)
+
+    def predict_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
+        """Several robots' chunks in one pass of the network per denoising step: each item
+        brings its own instance (its noise generator, its previous chunk for RTC's overlap,
+        its scene features) and its own prefix; rows with no prefix get zero guidance (or
+        nothing known), which is the plain sample. A robot whose observation its features
+        cannot read gets that error; the others are served."""
+        results: list[np.ndarray | Exception | None] = [None] * len(items)
+        rows: list[tuple[int, FlowPolicy, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for index, item in enumerate(items):
+            try:
+                rows.append((index, item.policy, *item.policy._inputs(item.observation,
+                                                                      item.committed)))
+            except Exception as exc:  # noqa: BLE001 - that robot's input, not the batch's
+                results[index] = exc
+        if rows:
+            state = torch.cat([row[3] for row in rows])
+            noise = torch.cat([row[4] for row in rows])
+            with torch.inference_mode(self.rtc != "guidance"):
+                planned = self._sample_rows(state, noise, [(row[1], row[2]) for row in rows])
+            for (index, policy, prefix, _, _), row in zip(rows, planned, strict=True):
+                results[index] = policy._chunk(row, prefix)
+        return results
+
+    def _sample_rows(self, state: torch.Tensor, noise: torch.Tensor,
+                     prefixes: list[tuple[FlowPolicy, torch.Tensor]]) -> torch.Tensor:
+        """The variant's sampler over a batch whose rows have their own prefixes (B, H, A)."""
+        if self.rtc == "none" or all(prefix.shape[0] == 0 for _, prefix in prefixes):
+            return sample(self.net, state, noise, self.denoise_steps)
+        if self.rtc == "training":
+            clean = torch.zeros_like(noise)
+            known = torch.zeros(noise.shape[:2], dtype=torch.bool)
+            for row, (_, prefix) in enumerate(prefixes):
+                clean[row, :prefix.shape[0]] = prefix
+                known[row, :prefix.shape[0]] = True
+            return sample_conditioned_rows(self.net, state, noise, self.denoise_steps, clean,
+                                           known)
+        targets, weights = torch.zeros_like(noise), torch.zeros(noise.shape[:2])
+        for row, (policy, prefix) in enumerate(prefixes):
+            if prefix.shape[0]:
+                targets[row], weights[row] = policy._guidance_target(prefix)
+        return sample_guided(self.net, state, noise, self.denoise_steps, targets, weights,
+                             self.guidance_weight)
+
+    def _inputs(self, observation: EnvObservation, committed: np.ndarray | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prefix (d, A), normalized state (1, S), noise (1, H, A)) of one request, the
+        noise drawn from this instance's generator."""
+        prefix = (torch.zeros((0, self.spec.action_dim)) if committed is None or self.rtc == "none"
+                  else torch.from_numpy(np.array(committed, np.float32)))
+        longest = self.horizon - self.spec.chunk_size
+        if prefix.shape[0] > longest:
+            # The model plans `horizon` actions: it cannot condition on more. It plans from
+            # the last `longest` committed actions as if they began now, so its chunk still
+            # follows the prefix's end; the first actions the prefix moves the robot by are
+            # not planned for (a newest-wins client's staleness, over d - longest ticks).
+            prefix = prefix[-longest:]
+        state = self.normalized(observation)
+        noise = torch.randn((1, self.horizon, self.spec.action_dim), generator=self._generator)
+        return prefix, state, noise
+
+    def _chunk(self, planned: torch.Tensor, prefix: torch.Tensor) -> np.ndarray:
+        """The chunk sent from one planned row (H, A), kept as this instance's previous."""
+        d = prefix.shape[0]
+        planned = planned.detach().clamp(-1.0, 1.0)
         planned[:d] = prefix  # what the robot executes anyway
         self._previous = planned
         return planned[d:d + self.spec.chunk_size].numpy().astype(np.float32, copy=True)
