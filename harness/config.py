@@ -30,6 +30,7 @@ from harness.faults.schedule import FaultApply, FaultLink, FaultsConfig, Network
 from harness.loop.clock import Clock
 from harness.loop.ports import default_port
 from harness.results.wandb_log import LoggerConfig
+from harness.server.replicas import ReplicaPortError, replica_transports
 from harness.server.scheduler import SCHEDULERS
 from policies.config import PolicyConfig, PolicyConfigError
 from policies.registry import UnknownPolicy, policy_entry, policy_names
@@ -132,6 +133,12 @@ class ServerConfig:
     """micro_batch: the most robots predicted in one pass."""
     max_wait_ms: float = 5.0
     """micro_batch: how long the first observation of a batch waits for others to join it."""
+    replicas: int = 1
+    """Servers of the policy the harness starts (mode=process), each robot dialling all and
+    re-opening its session on another when its own dies or refuses it for being full or
+    draining (`harness.server.replicas`)."""
+    replica_port_stride: int = 100
+    """Replica i listens on the job's port + i x this (parallel sweep jobs take port + n)."""
     model_faults_path: Optional[str] = None
     """A JSON file naming the model fault in force (`harness.server.model_faults`); the
     harness sets it for the servers it starts when the schedule has model faults."""
@@ -157,9 +164,34 @@ class ServerConfig:
                               f"{list(SCHEDULERS)}")
         if not 1 <= self.max_batch_size <= 256:
             raise ConfigError(f"server.max_batch_size={self.max_batch_size}: must be in 1..256")
+        if not 1 <= self.replicas <= 16:
+            raise ConfigError(f"server.replicas={self.replicas}: must be in 1..16")
+        if self.replica_port_stride < 1:
+            raise ConfigError(f"server.replica_port_stride={self.replica_port_stride}: must "
+                              "be >= 1")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"server.max_wait_ms={self.max_wait_ms}: must be in 0..1000 "
                               "(milliseconds the first observation of a batch may wait)")
+
+
+def _check_replicas(config: HarnessConfig) -> None:
+    """`server.replicas` > 1: servers the harness starts as processes, on ports it can lay
+    out, and no emulated network faults (their proxy fronts one address)."""
+    replicas = config.server.replicas
+    if replicas == 1:
+        return
+    if config.server.mode is not ServerMode.process:
+        raise ConfigError(f"server.replicas={replicas} with server.mode={config.server.mode}: "
+                          "replicas are servers the harness starts as processes "
+                          "(server=process)")
+    try:
+        replica_transports(config.transport, replicas, config.server.replica_port_stride)
+    except ReplicaPortError as exc:
+        raise ConfigError(str(exc)) from None
+    if (config.faults.apply is FaultApply.emulated and config.faults.has_network_faults):
+        raise ConfigError(f"server.replicas={replicas} with faults={config.faults.name} "
+                          "(emulated network faults): their proxy stands in front of one "
+                          "server's address; use faults.apply=modelled or server.replicas=1")
 
 
 @dataclass
@@ -274,6 +306,7 @@ class HarnessConfig:
             raise ConfigError(f"clients={self.clients}: more than server.max_sessions="
                               f"{self.server.max_sessions} would be turned away at session "
                               "open; raise server.max_sessions to measure them")
+        _check_replicas(self)
         if self.clients > 1 and self.job is Job.loop and (
                 self.faults.apply is FaultApply.emulated and not self.faults.empty):
             raise ConfigError(f"clients={self.clients} with faults={self.faults.name} "

@@ -88,6 +88,9 @@ class Session:
         """The open session's sealing key, when the server seals its stream (SEALED)."""
         self._reopen: Reopen | None = None
         self._rejects = RejectBackoff(reject_retry_s)
+        self._failovers_since_open = 0
+        """Replicas moved to since the last accepted open: each is asked once before rejects
+        are waited out."""
         self._dead_for_good = False
         """DEAD because the contract changed or was refused: no later episode can fix that.
         Any other DEAD (offline too long) ends only its episode."""
@@ -112,7 +115,11 @@ class Session:
                                                       timeout_s=self._control_timeout_s))
 
     def request_open(self) -> protocol.Message:
-        """Ask for a session; the answer is not applied (see `open`). Raises as `control`."""
+        """Ask for a session; the answer is not applied (see `open`). Raises as `control`.
+        With replicas, a gone one is left first (the open names the id it is sent with)."""
+        choose = getattr(self.transport, "choose", None)
+        if choose is not None:
+            choose()
         return self.control(protocol.SessionOpen(self.transport.client_id, self.contract))
 
     # ---- open, accept, reject ---------------------------------------------------------------
@@ -131,6 +138,7 @@ class Session:
                 return False
             except (TransportError, protocol.WireError) as exc:
                 log.info("session open failed: %s", exc)
+                self._fail_over("did not answer the session open")
                 return False
             if self._accept(reply):
                 return True
@@ -145,6 +153,8 @@ class Session:
             reason = reply.body.reason
             if not protocol.retryable_reject(reason):
                 self.die(f"session rejected: {reason}", for_good=True)
+            elif self._fail_over(f"refused the session ({reason})"):
+                pass  # another replica is asked next, without waiting
             elif self._rejects.record():
                 log.warning("session rejected (%s): retrying", reason)
             else:
@@ -159,12 +169,27 @@ class Session:
                      f"{reply.body.contract.model_id!r} with a different spec", for_good=True)
             return False
         self._rejects.clear()
+        self._failovers_since_open = 0
         self.server_contract = reply.body.contract
         self.model_id = reply.body.contract.model_id
         self.epoch = reply.epoch
         self.stream_key = sealing.stream_key_of(reply)
         self._on_open(reply.body.contract)
         return True
+
+    def _fail_over(self, reason: str) -> bool:
+        """With replicas (`transports.failover`), move to another one and say so; False
+        with a single server, or when every replica was asked since the last accepted open
+        (then rejects are waited out as with one server)."""
+        fail_over = getattr(self.transport, "fail_over", None)
+        replicas = len(getattr(self.transport, "replicas", ()))
+        if fail_over is None:
+            return False
+        if self._failovers_since_open >= replicas - 1:
+            self._failovers_since_open = 0  # the next round starts after the backoff
+            return False
+        self._failovers_since_open += 1
+        return fail_over(reason)
 
     def die(self, reason: str, *, for_good: bool = False) -> None:
         """DEAD: the robot stops safely. `for_good`: no later episode may reconnect."""
@@ -200,6 +225,7 @@ class Session:
         reopen, self._reopen = self._reopen, None
         if reopen.error is not None:
             log.info("session re-open failed: %s", reopen.error)
+            self._fail_over("did not answer the session re-open")
             return False  # the next tick tries again
         return self._accept(reopen.reply)
 

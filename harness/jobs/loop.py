@@ -50,14 +50,9 @@ from harness.results.summary import exit_status, print_summary
 from harness.results.video import VideoRecorder, VideoUnavailable
 from harness.results.video import check_available as check_video_available
 from harness.results.wandb_log import LoggerKind, WandbUnavailable, check_available, log_run
-from harness.server.launch import (
-    router_overrides,
-    start_router,
-    start_server,
-    wait_for_server,
-)
+from harness.server.launch import router_overrides, start_router, wait_for_server
+from harness.server.replicas import replica_client, replica_transports, start_replicas
 from harness.server.supervisor import ServerStartError
-from transports import make_client
 from transports.config import ROUTER_AUTO
 
 log = logging.getLogger(__name__)
@@ -314,20 +309,25 @@ def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
             wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
                                                         server_overrides=overrides))
             wiring.mechanisms.router = router
+            replicas = replica_transports(wiring.transport, config.server.replicas,
+                                          config.server.replica_port_stride)
             try:
-                server = start_server(wiring.server_config, task, wiring.server_overrides,
-                                      output_dir, model_faults_path=wiring.model_faults_path,
-                                      predict_hook=wiring.predict_hook,
-                                      command_prefix=wiring.command_prefix)
+                servers = start_replicas(wiring.server_config, task, wiring.server_overrides,
+                                         output_dir, replicas,
+                                         model_faults_path=wiring.model_faults_path,
+                                         predict_hook=wiring.predict_hook,
+                                         command_prefix=wiring.command_prefix)
             except ServerStartError as exc:  # one line: the server's own exception
                 log.error("%s", exc)
                 return 2  # nothing ran: like a refused config, not a failed run
-            if server is not None:
-                running.callback(server.stop)
-            wiring.server_started(server)
+            for server in servers:
+                if server is not None:
+                    running.callback(server.stop)
+            wiring.server_started(servers[0])  # process faults act on replica 0
             robots = []
-            for env in envs:
-                client = wiring.wrap_client(make_client(wiring.transport))
+            for index, env in enumerate(envs):
+                dial = replicas if len(replicas) > 1 else [wiring.transport]
+                client = wiring.wrap_client(replica_client(dial, index))
                 running.callback(client.close)
                 if not wait_for_server(client, config.transport,
                                        timeout_s=config.server.startup_timeout_s):
