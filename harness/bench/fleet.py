@@ -241,15 +241,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured supply mu(B) of one replica, obs/s (harness.bench."
                              "serving); scaled by the replicas for min(demand, supply)")
     parser.add_argument("--extra", default="", help="more server overrides, space-separated")
-    parser.add_argument("--out", default="fleet.csv")
+    parser.add_argument("--out", default="fleet", help="directory of fleet.csv and report.html")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows = fleet_rows(args)
     import pandas as pd
 
+    from reports.fleet import write_fleet_report
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
-    frame.to_csv(args.out, index=False)
-    log.info("fleet results in %s\n%s", args.out, frame.to_string(index=False))
+    frame.to_csv(out / "fleet.csv", index=False)
+    write_fleet_report(frame, out / "report.html", title=(
+        f"{args.robots} light robots at {args.rate_hz:g} observations/s for {args.seconds:g} s, "
+        f"policy={args.policy} over {args.transport}, micro_batch up to 16"))
+    log.info("fleet results in %s (fleet.csv, report.html)\n%s", out,
+             frame.to_string(index=False))
     return 0 if all(r["breaches"] == 0 and r["opened"] == r["closed"] == args.robots
                     and r["sessions_left"] == 0 for r in rows) else 1
 

@@ -30,14 +30,15 @@ def knee_and_formula(supply: list[dict], fleet: list[dict], *, rate: float, chun
 
 def write_outputs(out: Path, supply: list[dict], fleet: list[dict], analysis: dict, *,
                   rate: float) -> None:
-    """supply.csv, fleet.csv, analysis.json, table.md and demand_supply.png in `out`."""
+    """supply.csv, fleet.csv, analysis.json, supply_table.txt (markdown) and demand_supply.png
+    in `out`."""
     for name, rows in (("supply", supply), ("fleet", fleet)):
         with open(out / f"{name}.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     (out / "analysis.json").write_text(json.dumps(analysis, indent=2) + "\n")
-    (out / "table.md").write_text(supply_table(supply) + "\n")
+    (out / "supply_table.txt").write_text(supply_table(supply) + "\n")  # markdown
     plot(out / "demand_supply.png", supply, fleet, rate=rate, analysis=analysis)
 
 
