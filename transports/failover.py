@@ -59,20 +59,36 @@ class FailoverClient:
         if len(self.replicas) == 1:
             return False
         with self._lock:
-            count = len(self.replicas)
-            order = [(self.active + step) % count for step in range(1, count)]
+            order = self._others()
             present = [index for index in order if self.replicas[index].server_present()]
-            previous, self.active = self.active, (present or order)[0]
-            self.failovers += 1
-        log.warning("replica %d %s: moving to replica %d", previous, reason, self.active)
+            self._move((present or order)[0], reason)
         return True
 
     def choose(self) -> None:
         """An active replica that is gone is left for a present one: before a session open
-        (which names this robot's id on the replica it goes to) and before every request."""
-        if len(self.replicas) > 1 and not self._client.server_present() and any(
-                client.server_present() for client in self.replicas):
-            self.fail_over("is gone")
+        (which names this robot's id on the replica it goes to) and before every request.
+        Checked and moved under one lock: threads asking at once (the re-open, the
+        keepalive) move the robot once."""
+        if len(self.replicas) == 1:
+            return
+        with self._lock:
+            if self._client.server_present():
+                return
+            present = [index for index in self._others()
+                       if self.replicas[index].server_present()]
+            if present:
+                self._move(present[0], "is gone")
+
+    def _others(self) -> list[int]:
+        """The other replicas, in order after the active one."""
+        count = len(self.replicas)
+        return [(self.active + step) % count for step in range(1, count)]
+
+    def _move(self, index: int, reason: str) -> None:
+        """Under the lock."""
+        log.warning("replica %d %s: moving to replica %d", self.active, reason, index)
+        self.active = index
+        self.failovers += 1
 
     # ---- the TransportClient interface ------------------------------------------------------
 

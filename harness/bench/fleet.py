@@ -194,10 +194,15 @@ def summarize(tallies: dict[int, RobotTally], *, robots: int, replicas: int, sec
 
 def serve_replicas(overrides: list[str], replicas: int, run_dir: Path):
     """Start `replicas` supervised servers composed from `overrides`; (servers, transports)."""
-    from harness.api import compose
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import config_dir, register_configs, validate
     from harness.server.replicas import replica_transports, start_replicas
 
-    _, config = compose([*overrides, f"server.replicas={replicas}"])
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        config = validate(compose("config", overrides=[*overrides,
+                                                       f"server.replicas={replicas}"]))
     transports = replica_transports(config.transport, replicas,
                                     config.server.replica_port_stride)
     servers = start_replicas(config, 0, [*overrides, f"server.replicas={replicas}"], run_dir,

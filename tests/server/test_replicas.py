@@ -16,6 +16,7 @@ from harness.client.config import EngineConfig
 from harness.client.engine import engine_for
 from harness.config import ConfigError
 from harness.server.replicas import ReplicaPortError, replica_transports
+from tests.conftest import wait_until
 from tests.server.wire import start_server
 from transports import make_client
 from transports.failover import FailoverClient
@@ -46,6 +47,21 @@ def test_a_full_replica_sends_the_robot_to_another_without_a_backoff(env):
             robot.close()
         for server, _ in servers:
             server.close()
+
+
+@network
+def test_a_robot_leaves_a_gone_replica_for_a_present_one_and_stays_when_all_are_gone(env):
+    server, live = start_server(env, kind="zmq")
+    robot = FailoverClient([make_client(loopback_config("zmq")), make_client(live)], first=0)
+    try:
+        wait_until(lambda: robot.replicas[1].server_present(), 10.0, "replica 1 present")
+        assert robot.server_present() and (robot.active, robot.failovers) == (1, 1)
+        server.close()
+        wait_until(lambda: not robot.replicas[1].server_present(), 10.0, "replica 1 gone")
+        assert not robot.server_present() and (robot.active, robot.failovers) == (1, 1)
+    finally:
+        robot.close()
+        server.close()
 
 
 @network
