@@ -7,6 +7,7 @@ the MuJoCo env's observations; raw clients speak the wire directly."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -15,11 +16,12 @@ import pytest
 
 from envs.base import EnvObservation
 from harness import protocol
-from harness.server.scheduler import MicroBatch, RoundRobin, make_scheduler
+from harness.server.scheduler import MicroBatch, RoundRobin, make_scheduler, predict_together
+from policies.base import BatchItem
 from policies.config import default_flow_weights
 from policies.flow.policy import FlowPolicy
 from policies.slow import LatencyProfile, SlowPolicy
-from tests.server.wire import RawClient, contract, oracle, start_server
+from tests.server.wire import RawClient, RecordingPolicy, contract, oracle, start_server
 from transports import StreamItem
 
 network = pytest.mark.network
@@ -154,13 +156,25 @@ def with_nan(state: dict) -> dict:
     return {**state, name: bad}
 
 
-@network
-def test_a_robots_bad_observation_fails_that_robot_only(env):
-    server, config = start_server(env, kind="zmq", policy_factory=flow,
+@contextlib.contextmanager
+def three_batched_robots(env, policy_factory):
+    """A server batching up to three robots (waiting up to 5 s for them), and three robots
+    with a session each in episode 1; closed after."""
+    server, config = start_server(env, kind="zmq", policy_factory=policy_factory,
                                   scheduler=MicroBatch(3, max_wait_s=5.0))
     spec = contract(env, model_id=server.spec.model_id, delay_aware=True)
     clients = [opened(config, spec, 1) for _ in range(3)]
     try:
+        yield server, clients
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+@network
+def test_a_robots_bad_observation_fails_that_robot_only(env):
+    with three_batched_robots(env, flow) as (server, clients):
         for i, client in enumerate(clients):
             client.publish(observation_message(env, i, prefix=np.zeros((0, 4), np.float32),
                                                state_fix=with_nan if i == 1 else None),
@@ -171,10 +185,6 @@ def test_a_robots_bad_observation_fails_that_robot_only(env):
             protocol.MessageType.ACTION_CHUNK]
         assert replies[1].body.code == protocol.ERROR_CONTRACT
         assert batch_sizes(server) == (2.0, 4.0)  # the two good ones, predicted together
-    finally:
-        for client in clients:
-            client.close()
-        server.close()
 
 
 class FailsOnInstruction:
@@ -184,7 +194,6 @@ class FailsOnInstruction:
     def __init__(self) -> None:
         self.inner = flow()
         self.spec = self.inner.spec
-        self.batched_passes = 0
 
     def reset(self, *, seed: int) -> None:
         self.inner.reset(seed=seed)
@@ -195,7 +204,6 @@ class FailsOnInstruction:
         return self.inner.predict(observation, committed)
 
     def predict_batch(self, items):
-        self.batched_passes += 1
         if any(item.observation.instruction == "fail" for item in items):
             raise RuntimeError("one input in the batch breaks the model")
         return self.inner.predict_batch([item._replace(policy=item.policy.inner)
@@ -204,11 +212,8 @@ class FailsOnInstruction:
 
 @network
 def test_a_robot_whose_predict_raises_fails_alone_and_the_batch_is_served_one_by_one(env):
-    server, config = start_server(env, kind="zmq", policy_factory=FailsOnInstruction,
-                                  scheduler=MicroBatch(3, max_wait_s=5.0))
-    spec = contract(env, model_id=server.spec.model_id, delay_aware=True)
-    clients = [opened(config, spec, 1) for _ in range(3)]
-    try:
+    """Without the robot-by-robot retry the batched pass's error would fail all three."""
+    with three_batched_robots(env, FailsOnInstruction) as (server, clients):
         for i, client in enumerate(clients):
             message = observation_message(env, i, prefix=np.zeros((0, 4), np.float32))
             if i == 2:
@@ -220,10 +225,6 @@ def test_a_robot_whose_predict_raises_fails_alone_and_the_batch_is_served_one_by
             protocol.MessageType.ERROR]
         assert replies[2].body.code == "inference" and "breaks the model" in replies[2].body.detail
         assert server.healthy()
-    finally:
-        for client in clients:
-            client.close()
-        server.close()
 
 
 @network
@@ -262,3 +263,19 @@ def test_no_robot_starves_when_more_robots_wait_than_a_batch_holds(env):
         for client in clients:
             client.close()
         server.close()
+
+
+class AnswersShort(RecordingPolicy):
+    """Test double: a batched predict that answers for one robot fewer than it was given."""
+
+    def predict_batch(self, items):
+        return [np.zeros((8, 4), np.float32)] * (len(items) - 1)
+
+
+def test_a_batched_pass_answering_for_fewer_robots_is_served_robot_by_robot(env):
+    calls: list = []
+    robots = [AnswersShort(index, calls) for index in range(3)]
+    observation = env.reset(seed=0)
+    results = predict_together([BatchItem(robot, observation) for robot in robots])
+    assert [float(result[0, 0]) for result in results] == [0.0, 1.0, 2.0]
+    assert [call[:2] for call in calls] == [("predict", 0), ("predict", 1), ("predict", 2)]
