@@ -33,6 +33,7 @@ from collections.abc import Callable
 from envs.base import EnvObservation
 from harness import protocol
 from harness.protocol import sealing
+from harness.server.audit import AuditWriter, audit_log
 from harness.server.memory import fix_mmap_threshold
 from harness.server.metrics import ServerMetrics
 from harness.server.scheduler import RoundRobin, Scheduler
@@ -42,7 +43,6 @@ from policies.base import Policy
 from transports import TransportServer
 
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("harness.audit")
 
 
 class PolicyServer(StreamPath):
@@ -96,6 +96,7 @@ class PolicyServer(StreamPath):
         self._stopped = threading.Event()
         self._inference = threading.Thread(target=self._serve_observations,
                                            name="policy-inference", daemon=True)
+        self._audit_writer = AuditWriter()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class PolicyServer(StreamPath):
         self._stopped.set()
         if self._inference.is_alive():
             self._inference.join()
+        self._audit_writer.close()  # every line of what was served, before the transport goes
         self._transport.close()
 
     def healthy(self) -> bool:
@@ -350,4 +352,7 @@ class PolicyServer(StreamPath):
                   "epoch": request.epoch if request else None, "outcome": outcome,
                   "handled_ns": time.monotonic_ns() - started_ns, **extra}
         self.metrics.requests.labels(outcome=outcome).inc()
-        audit_log.info(json.dumps(record, sort_keys=True))
+        if threading.current_thread() is self._inference:
+            self._audit_writer.write(record)  # off the inference thread: `harness.server.audit`
+        else:
+            audit_log.info(json.dumps(record, sort_keys=True))
