@@ -65,3 +65,14 @@ class BatchPolicy(Protocol):
         A robot whose own input fails (features it cannot read) gets its exception in its
         place, and the others their chunks; an exception raised instead fails the pass, and
         the server then serves the batch's robots one by one."""
+
+
+def predict_or_error(item: BatchItem) -> np.ndarray | Exception:
+    """`item.policy.predict` of one robot's request, or the exception it raised: one robot's
+    failure is that robot's answer, never its batch's."""
+    try:
+        if item.committed is None:
+            return item.policy.predict(item.observation)
+        return item.policy.predict(item.observation, committed=item.committed)
+    except Exception as exc:  # noqa: BLE001 - the model failing must not take the server down
+        return exc

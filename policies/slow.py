@@ -33,7 +33,7 @@ import numpy as np
 
 from envs.base import EnvObservation
 from harness.protocol.contract import Contract
-from policies.base import BatchItem, BatchPolicy, Policy
+from policies.base import BatchItem, BatchPolicy, Policy, predict_or_error
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class SlowPolicy:
         if isinstance(self.inner, BatchPolicy):
             chunks = self.inner.predict_batch(inner)
         else:
-            chunks = [_predict_or_error(item) for item in inner]
+            chunks = [predict_or_error(item) for item in inner]
         remaining = (self.latency.batch_s(float(np.mean(delays)), len(items))
                      - (time.monotonic() - started))
         if remaining > 0:
@@ -134,10 +134,3 @@ class SlowPolicy:
         self.delays_s.append(delay)
         return delay
 
-
-def _predict_or_error(item: BatchItem) -> np.ndarray | Exception:
-    try:
-        return (item.policy.predict(item.observation) if item.committed is None
-                else item.policy.predict(item.observation, item.committed))
-    except Exception as exc:  # noqa: BLE001 - that robot's failure, not the batch's
-        return exc

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from policies.base import BatchItem, BatchPolicy
+from policies.base import BatchItem, BatchPolicy, predict_or_error
 from transports import StreamItem
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,4 @@ def predict_together(requests: list[BatchItem]) -> list[np.ndarray | Exception]:
         except Exception:  # noqa: BLE001 - retried one by one below
             log.exception("a batched predict of %d robots failed: serving them one by one",
                           len(requests))
-    return [_predict_one(request) for request in requests]
-
-
-def _predict_one(request: BatchItem) -> np.ndarray | Exception:
-    try:
-        if request.committed is None:
-            return request.policy.predict(request.observation)
-        return request.policy.predict(request.observation, committed=request.committed)
-    except Exception as exc:  # noqa: BLE001 - the model failing must not take the server down
-        return exc
+    return [predict_or_error(request) for request in requests]
