@@ -34,7 +34,6 @@ from policies.flow.model import (
     VelocityNet,
     prefix_weights,
     sample,
-    sample_conditioned,
     sample_conditioned_rows,
     sample_guided,
 )
@@ -90,18 +89,11 @@ class FlowPolicy:
 
     def predict(self, observation: EnvObservation,
                 committed: np.ndarray | None = None) -> np.ndarray:
-        prefix, state, noise = self._inputs(observation, committed)
-        d = prefix.shape[0]
-        with torch.inference_mode(self.rtc != "guidance"):
-            if d == 0:
-                planned = sample(self.net, state, noise, self.denoise_steps)
-            elif self.rtc == "training":
-                planned = sample_conditioned(self.net, state, noise, self.denoise_steps, prefix)
-            else:
-                target, weights = self._guidance_target(prefix)
-                planned = sample_guided(self.net, state, noise, self.denoise_steps, target,
-                                        weights, self.guidance_weight)
-        return self._chunk(planned[0], prefix)
+        """One robot's chunk: a batch of one (`predict_batch`), its error raised."""
+        (chunk,) = self.predict_batch([BatchItem(self, observation, committed)])
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
 
     def predict_batch(self, items: Sequence[BatchItem]) -> list[np.ndarray | Exception]:
         """Several robots' chunks in one pass of the network per denoising step: each item
