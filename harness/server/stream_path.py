@@ -57,11 +57,10 @@ class StreamPath:
             self._serve_batch(items, answered)
         except Exception as exc:  # noqa: BLE001 - the thread outlives any one request
             detail = protocol.bounded(f"{type(exc).__name__}: {exc}")
-            for item in items:
-                if item.client_id in answered:
-                    continue
-                log.exception("serving a message from %s failed: %s",
-                              short_id(item.client_id), detail)
+            unanswered = [item for item in items if item.client_id not in answered]
+            log.exception("serving the messages of %s failed: %s",
+                          ", ".join(short_id(item.client_id) for item in unanswered), detail)
+            for item in unanswered:
                 with contextlib.suppress(Exception):  # the reply itself may be what failed
                     self._send(item.client_id, protocol.Error(protocol.ERROR_INTERNAL, detail))
                 with contextlib.suppress(Exception):
@@ -90,11 +89,7 @@ class StreamPath:
             results = self._predict_admitted(ready) if ready else []
         infer_ns = time.monotonic_ns() - started
         for entry, refusal in refused:
-            if refusal.reply is not None:
-                self._send(entry.item.client_id, refusal.reply, entry.request)
-            answered.add(entry.item.client_id)
-            self._audit(entry.item.client_id, entry.request, refusal.outcome, started,
-                        **refusal.extra)
+            self._refuse(entry.item.client_id, entry.request, refusal, started, answered)
         for entry, result in zip(ready, results, strict=True):
             self._answer(entry, result, started, infer_ns, len(ready), answered)
 
@@ -104,25 +99,30 @@ class StreamPath:
         try:
             request = protocol.decode(item.payload)
         except protocol.DecodeError as exc:
-            self._send(client_id, protocol.Error("decode", str(exc)))
-            answered.add(client_id)
-            self._audit(client_id, None, "decode_error", started, detail=str(exc))
+            self._refuse(client_id, None, Refusal(protocol.Error("decode", str(exc)),
+                                                  "decode_error", {"detail": str(exc)}),
+                         started, answered)
             return None
         if request.msg_type is not protocol.MessageType.OBSERVATION:
-            self._send(client_id, protocol.Error(
+            self._refuse(client_id, request, Refusal(protocol.Error(
                 protocol.ERROR_PROTOCOL, f"{request.msg_type.name} on the stream path, which "
-                "carries observations only (control messages go on the request path)"), request)
-            answered.add(client_id)
-            self._audit(client_id, request, "rejected", started)
+                "carries observations only (control messages go on the request path)"),
+                "rejected", {}), started, answered)
             return None
         session = self._sessions.get(client_id, request.epoch)
         if session is None:
-            refusal = self._no_session()
-            self._send(client_id, refusal.reply, request)
-            answered.add(client_id)
-            self._audit(client_id, request, refusal.outcome, started)
+            self._refuse(client_id, request, self._no_session(), started, answered)
             return None
         return Admitted(item, request, session, self._plans_from_prefix(request.body))
+
+    def _refuse(self, client_id: str, request: protocol.Message | None, refusal: Refusal,
+                started: int, answered: set[str]) -> None:
+        """Answer one robot's observation that does not reach the policy (no reply for a
+        silent refusal), mark it answered, audit it."""
+        if refusal.reply is not None:
+            self._send(client_id, refusal.reply, request)
+        answered.add(client_id)
+        self._audit(client_id, request, refusal.outcome, started, **refusal.extra)
 
     def _predict_admitted(self, ready: list[Admitted]) -> list[np.ndarray | Exception]:
         """Every admitted robot's chunk, or its exception; under the robots' session locks.
