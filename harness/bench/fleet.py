@@ -62,6 +62,17 @@ def observation_of(env_name: str) -> tuple[protocol.Contract, protocol.Observati
     return contract, protocol.Observation(dict(observation.state), {}, observation.instruction)
 
 
+def light_session(client, contract: protocol.Contract
+                  ) -> tuple[Session | None, EngineStats]:
+    """A robot's session in episode 1 over `client` (once its server is ready), opened and
+    reset as the engine does it; None if the server would not give one."""
+    client.wait_ready(30.0)
+    session = Session(client, contract, control_timeout_s=10.0, reject_retry_s=30.0,
+                      on_open=lambda _: None)
+    stats = EngineStats()
+    return (session if session.start_episode(1, stats) else None), stats
+
+
 def run_robot(transports: list, index: int, contract: protocol.Contract,
               observation: protocol.Observation, rate_hz: float, seconds: float,
               tally: RobotTally) -> None:
@@ -71,10 +82,8 @@ def run_robot(transports: list, index: int, contract: protocol.Contract,
     client = replica_client(transports, index)
     sent_at: dict[int, int] = {}
     try:
-        client.wait_ready(30.0)
-        session = Session(client, contract, control_timeout_s=10.0, reject_retry_s=30.0,
-                          on_open=lambda _: None)
-        if not session.start_episode(1, stats := EngineStats()):
+        session, stats = light_session(client, contract)
+        if session is None:
             return
         tally.opened, tally.reopened = True, stats.reopened
         period = 1.0 / rate_hz
@@ -123,9 +132,9 @@ def _tally_reply(taken: tuple[bytes, int], epoch: int, sent_at: dict[int, int],
     tally.latencies_s.append((arrived_ns - sent_ns) / 1e9)
 
 
-def _worker(transports: list, indexes: list[int], contract, observation, rate_hz: float,
-            seconds: float, results) -> None:
-    """A worker process: its robots as threads; their tallies go back through `results`."""
+def run_threads(transports: list, indexes: list[int], contract, observation, rate_hz: float,
+                seconds: float) -> dict[int, RobotTally]:
+    """The robots `indexes` as threads of this process; their tallies."""
     tallies = {index: RobotTally() for index in indexes}
     threads = [threading.Thread(target=run_robot, args=(transports, index, contract,
                                                         observation, rate_hz, seconds,
@@ -135,6 +144,13 @@ def _worker(transports: list, indexes: list[int], contract, observation, rate_hz
         thread.start()
     for thread in threads:
         thread.join(seconds + 60.0)
+    return tallies
+
+
+def _worker(transports: list, indexes: list[int], contract, observation, rate_hz: float,
+            seconds: float, results) -> None:
+    """A worker process: `run_threads`, the tallies sent back through `results`."""
+    tallies = run_threads(transports, indexes, contract, observation, rate_hz, seconds)
     results.put({index: dataclasses.asdict(tally) for index, tally in tallies.items()})
 
 
@@ -142,33 +158,28 @@ def run_fleet(transports: list, robots: int, *, contract, observation, rate_hz: 
               seconds: float, processes: int) -> dict[int, RobotTally]:
     """`robots` light robots over `processes` worker processes (0: threads of this one)."""
     if processes == 0:
-        queue: list = []
-
-        class Results:
-            put = queue.append
-        _worker(transports, list(range(robots)), contract, observation, rate_hz, seconds,
-                Results)
-        merged = queue[0]
-    else:
-        context = multiprocessing.get_context("spawn")
-        results = context.Queue()
-        workers = [context.Process(target=_worker, args=(
-            transports, list(range(p, robots, processes)), contract, observation, rate_hz,
-            seconds, results), daemon=True) for p in range(processes)]
-        for worker in workers:
-            worker.start()
-        merged = {}
-        for _ in workers:
-            merged.update(results.get(timeout=seconds + 180.0))
-        for worker in workers:
-            worker.join(30.0)
+        return run_threads(transports, list(range(robots)), contract, observation, rate_hz,
+                           seconds)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_worker, args=(
+        transports, list(range(p, robots, processes)), contract, observation, rate_hz,
+        seconds, results), daemon=True) for p in range(processes)]
+    for worker in workers:
+        worker.start()
+    merged = {}
+    for _ in workers:
+        merged.update(results.get(timeout=seconds + 180.0))
+    for worker in workers:
+        worker.join(30.0)
     return {index: RobotTally(**tally) for index, tally in merged.items()}
 
 
 def summarize(tallies: dict[int, RobotTally], *, robots: int, replicas: int, seconds: float,
               rate_hz: float, supply_per_s: float | None, budget_s: float,
-              sessions_left: int) -> dict[str, float | int | None]:
-    """One row of the fleet table."""
+              sessions_left: int | None) -> dict[str, float | int | None]:
+    """One row of the fleet table (`sessions_left`: what the replicas still hold after, if
+    it was asked)."""
     latencies = np.concatenate([np.asarray(t.latencies_s) for t in tallies.values()] or [[]])
     served = sum(t.served for t in tallies.values())
     demand = robots * rate_hz

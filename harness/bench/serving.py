@@ -39,9 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from harness import protocol
-from harness.bench.fleet import observation_of, run_fleet, serve_replicas
-from harness.client.session import Session
-from harness.client.states import EngineStats
+from harness.bench.fleet import (
+    light_session,
+    observation_of,
+    run_fleet,
+    serve_replicas,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,10 +87,8 @@ def our_robot(transport, contract, observation):
         client = make_client(transport)
         trips: list[float] = []
         try:
-            client.wait_ready(30.0)
-            session = Session(client, contract, control_timeout_s=10.0, reject_retry_s=10.0,
-                              on_open=lambda _: None)
-            if not session.start_episode(1, EngineStats()):
+            session, _ = light_session(client, contract)
+            if session is None:
                 raise RuntimeError("no session")
             while not stop.is_set():
                 seq = session.next_seq()
@@ -245,12 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                 tallies = run_fleet(transports, robots, contract=contract,
                                     observation=observation, rate_hz=rate,
                                     seconds=args.fleet_seconds, processes=2)
-                trips = np.concatenate([np.asarray(t.latencies_s) for t in tallies.values()])
-                fleet.append({"robots": robots, "demand_per_s": robots * rate,
-                              "served_per_s": sum(t.served for t in tallies.values())
-                              / args.fleet_seconds,
-                              "p50_ms": float(np.percentile(trips, 50) * 1e3),
-                              "p99_ms": float(np.percentile(trips, 99) * 1e3)})
+                row = summarize(tallies, robots=robots, replicas=1,
+                                seconds=args.fleet_seconds, rate_hz=rate, supply_per_s=None,
+                                budget_s=args.budget_ms / 1e3, sessions_left=None)
+                fleet.append({key: row[key] for key in (
+                    "robots", "demand_per_s", "served_per_s", "p50_ms", "p99_ms")})
                 log.info("%s", fleet[-1])
         finally:
             servers[0].stop()
