@@ -324,9 +324,11 @@ def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
                 if server is not None:
                     running.callback(server.stop)
             wiring.server_started(servers[0])  # process faults act on replica 0
+            # One server: what the robots dial is the wiring's (a fault proxy in front of it
+            # once the server started); replicas have no proxy (the config refuses one).
+            dial = replicas if len(replicas) > 1 else [wiring.transport]
             robots = []
             for index, env in enumerate(envs):
-                dial = replicas if len(replicas) > 1 else [wiring.transport]
                 client = wiring.wrap_client(replica_client(dial, index))
                 running.callback(client.close)
                 if not wait_for_server(client, config.transport,
