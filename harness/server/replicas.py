@@ -67,7 +67,7 @@ def replica_transports(transport, replicas: int, stride: int) -> list:
 def start_replicas(config, task: int, overrides: list[str], run_dir: Path, transports: list,
                    **server_options) -> list:
     """One server per entry of `transports` (replica i's log in
-    `run_dir/server-task<task>-replica<i>`), each serving when this returns. A replica that
+    `run_dir/replica<i>/server-task<task>`), each serving when this returns. A replica that
     fails to start stops the ones already started before its error is raised."""
     if len(transports) == 1:
         return [start_server(config, task, overrides, run_dir, **server_options)]
