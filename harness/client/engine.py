@@ -158,6 +158,10 @@ class ClientEngine:
             self.session.finish_reopen()
             self._forget_pending()
             self._last_chunk_tick = self._last_contact_tick = self._last_loss_tick = None
+            # The hold action keeps the last action's gripper: the previous episode's must
+            # not close the gripper at this one's first tick (an episode would then depend
+            # on which episode its robot ran before).
+            self._last_action = np.zeros_like(self._last_action)
             if self.session.start_episode(episode, self.stats):
                 self.stats.execution = self.execution
         finally:

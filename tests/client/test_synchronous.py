@@ -442,3 +442,18 @@ def test_a_chunk_longer_than_the_age_limit_is_asked_again_when_its_young_part_ru
     fallback = sum(t.source == "fallback" for t in trace.ticks)
     assert fallback <= 1 + math.ceil(latency_s / 0.05), fallback  # only the first chunk's wait
     assert max(t.age_ticks or 0 for t in trace.ticks) <= 10
+
+
+@network
+def test_an_episode_does_not_inherit_the_previous_episodes_gripper(env, rig):
+    """Before, the hold action of an episode's first ticks kept the gripper its robot had
+    closed at the end of the previous episode: the same seeded episode differed with the
+    episode its robot ran before (found comparing robots as threads and as processes)."""
+    loop = rig(mode="synchronous")
+    first = run_episode(env, loop.engine, episode=1, seed=0)
+    assert first.success and first.ticks[-1].action[3] < 0  # it ended holding the cube
+    second = run_episode(env, loop.engine, episode=2, seed=1)
+    alone = rig(mode="synchronous")
+    fresh = run_episode(env, alone.engine, episode=2, seed=1)
+    assert second.ticks[0].source == "wait" and second.ticks[0].action == [0.0, 0.0, 0.0, 0.0]
+    assert [t.action for t in second.ticks] == [t.action for t in fresh.ticks]
