@@ -61,6 +61,13 @@ class Record(enum.StrEnum):
     all = "all"
 
 
+class ClientsAs(enum.StrEnum):
+    """What each robot of `clients` runs in: a thread of the harness, or a process of its own."""
+
+    threads = "threads"
+    processes = "processes"
+
+
 class ServerMode(enum.StrEnum):
     """Where the loop job finds its policy server."""
 
@@ -194,6 +201,21 @@ def _check_replicas(config: HarnessConfig) -> None:
                           "server's address; use faults.apply=modelled or server.replicas=1")
 
 
+def _check_clients_as(config: HarnessConfig) -> None:
+    """`clients_as=processes`: robots that reach the server over a transport that crosses
+    processes, and no emulated faults (their mechanisms act on the harness's own clients)."""
+    if config.clients_as is ClientsAs.threads:
+        return
+    if not transport_entry(str(config.transport.kind)).networked:
+        raise ConfigError(f"clients_as=processes with transport={config.transport.kind}: it "
+                          "does not cross processes; robots as processes need zmq, grpc or "
+                          "zenoh")
+    if config.faults.apply is FaultApply.emulated and not config.faults.empty:
+        raise ConfigError(f"clients_as=processes with faults={config.faults.name} (emulated): "
+                          "the fault mechanisms act on the harness's own clients; use "
+                          "faults.apply=modelled or clients_as=threads")
+
+
 @dataclass
 class LatencyConfig:
     """Which round trip the virtual clock uses: the measured one, or a replayable model."""
@@ -269,8 +291,11 @@ class HarnessConfig:
     none, failures (episodes that did not succeed) or all; written to `videos/` and linked
     from the episode row, the HTML report and the wandb run."""
     clients: int = 1
-    """Robots sharing the one policy server, each its own env, engine and transport client
-    in a thread of the harness, taking the task's episodes in turn: the capacity axis."""
+    """Robots sharing the one policy server, each its own env, engine and transport client,
+    taking the task's episodes in turn: the capacity axis."""
+    clients_as: ClientsAs = ClientsAs.threads
+    """threads (default): each robot a thread of the harness; processes: each robot a process
+    of its own (`harness.jobs.robots`), so robots share no interpreter lock, as real ones."""
 
     @property
     def shard_of(self) -> tuple[int, int]:
@@ -291,6 +316,7 @@ class HarnessConfig:
         self.job = choice(Job, self.job, "job")
         self.clock = choice(Clock, self.clock, "clock")
         self.record = choice(Record, self.record, "record")
+        self.clients_as = choice(ClientsAs, self.clients_as, "clients_as")
         if self.shard is not None:
             parts = str(self.shard).split("/")
             if (len(parts) != 2 or not all(p.strip().isdigit() for p in parts)
@@ -307,6 +333,7 @@ class HarnessConfig:
                               f"{self.server.max_sessions} would be turned away at session "
                               "open; raise server.max_sessions to measure them")
         _check_replicas(self)
+        _check_clients_as(self)
         if self.clients > 1 and self.job is Job.loop and (
                 self.faults.apply is FaultApply.emulated and not self.faults.empty):
             raise ConfigError(f"clients={self.clients} with faults={self.faults.name} "

@@ -8,9 +8,14 @@ all`, its video too: `harness.results.video`). Episodes already written there ar
 so re-running the same command resumes a killed run. The summary and the exit status come
 from `harness.results.summary`.
 
+With `clients` > 1 the robots share the task's server (or its replicas), each with its own
+env and engine: threads of the harness (`clients_as=threads`, the default) or processes of
+their own (`clients_as=processes`, `harness.jobs.robots`); an episode is run and written the
+same way by either (`harness.jobs.episodes`).
+
 Each task has a progress bar that says what runs (env, task, transport, fault schedule,
 client mode) and how it goes (`ok <successes>/<episodes ended>`); each episode also logs
-one INFO line (`episode_line`).
+one INFO line (`harness.jobs.episodes.episode_line`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +30,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from envs import env_family, make_env, task_ids
+from envs import make_env, task_ids
 from envs.slowed import SlowedEnv
 from harness.checks import check_loop_config
-from harness.client.engine import engine_for
-from harness.client.latency import LatencyModel
-from harness.config import ConfigError, HarnessConfig, ServerMode
-from harness.faults.controller import Mechanisms, episode_faults
-from harness.faults.modelled import ModelledLink
+from harness.config import ClientsAs, ConfigError, HarnessConfig, ServerMode
+from harness.faults.controller import Mechanisms
 from harness.faults.schedule import NetworkPath
 from harness.faults.wiring import (
     KernelUnavailable,
@@ -41,10 +42,10 @@ from harness.faults.wiring import (
     fault_wiring,
     warn_if_presence_will_trip,
 )
+from harness.jobs.episodes import robot_engine, run_one_episode
+from harness.jobs.robots import RobotFailure, run_robot_processes
 from harness.loop.ports import PortInUse, check_listen_free
-from harness.loop.runner import run_episode
 from harness.results.episodes import episode_id
-from harness.results.overlay import FaultSpan
 from harness.results.store import ConfigMismatch, ResultsStore
 from harness.results.summary import exit_status, print_summary
 from harness.results.video import VideoRecorder, VideoUnavailable
@@ -56,19 +57,6 @@ from harness.server.supervisor import ServerStartError
 from transports.config import ROUTER_AUTO
 
 log = logging.getLogger(__name__)
-
-
-def _engine_for(config: HarnessConfig, env, client, mechanisms: Mechanisms):
-    """One robot's engine, with the latency model its clock uses (a modelled link wraps
-    the configured one when the faults are modelled)."""
-    latency = LatencyModel(config.latency.kind, value_s=config.latency.value_s,
-                           sigma=config.latency.sigma, seed=config.seed)
-    if mechanisms.modelled:
-        latency = ModelledLink.for_contract(latency, env.spec.contract,
-                                            chunk_size=config.policy.chunk_size,
-                                            seed=config.seed)
-    return engine_for(env.spec, client, config.client,
-                      chunk_size=config.policy.robot_chunk_size, latency=latency)
 
 
 class TaskProgress:
@@ -102,31 +90,6 @@ def progress_description(config: HarnessConfig, task: int) -> str:
             f"faults={config.faults.name} | {config.client.mode}")
 
 
-def _fault_spans(windows, dt: float) -> tuple[FaultSpan, ...]:
-    """An episode's fault windows (`FaultWindow`, control seconds) in its ticks: a window is
-    open from the first tick whose control time (tick x dt) reaches its start to the first
-    that reaches its end, as `FaultController.on_tick` opens and closes it."""
-
-    def first_tick_at(t_s: float) -> int:
-        tick = max(0, math.ceil(t_s / dt - 1e-9))
-        while tick * dt < t_s:  # the controller compares tick x dt, not the quotient
-            tick += 1
-        return tick
-
-    return tuple(FaultSpan(w.kind, first_tick_at(w.start_s),
-                           None if math.isinf(w.end_s) else first_tick_at(w.end_s))
-                 for w in windows)
-
-
-def _filming(recorder: VideoRecorder, env, engine, *, key: str, windows: list):
-    """The episode's video (`EpisodeVideo`) for a `with` block, or None when the run
-    records none."""
-    if not recorder.enabled:
-        return contextlib.nullcontext()
-    return recorder.episode(env, key=key, dt=engine.dt, horizon_ticks=env.spec.max_steps,
-                            spans=_fault_spans(windows, engine.dt))
-
-
 def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[object, object]],
               task: int, pending: list[int], mechanisms: Mechanisms,
               recorder: VideoRecorder) -> None:
@@ -138,7 +101,7 @@ def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[obj
     episodes: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in pending:
         episodes.put(i)
-    engines = [_engine_for(config, env, client, mechanisms) for env, client in robots]
+    engines = [robot_engine(config, env, client, mechanisms) for env, client in robots]
     with tqdm(total=len(pending), desc=progress_description(config, task)) as bar:
         progress = TaskProgress(bar)
         if len(robots) == 1:
@@ -158,54 +121,15 @@ def _run_task(config: HarnessConfig, store: ResultsStore, robots: list[tuple[obj
 def _run_episodes(config: HarnessConfig, store: ResultsStore, env, engine, task: int,
                   episodes: queue.SimpleQueue[int], mechanisms: Mechanisms,
                   progress: TaskProgress, recorder: VideoRecorder, *, robot: int) -> None:
-    """Run episodes from `episodes` on one robot until none is left; film each one when
-    `recorder` records (its video is written before its row, so a row's `video` exists)."""
-    family = env_family(config.env.name)
+    """Run episodes from `episodes` on one robot until none is left."""
     while True:
         try:
-            i = episodes.get_nowait()
+            index = episodes.get_nowait()
         except queue.Empty:
             return
-        episode = episode_id(task, i)
-        init_state = family.init_state(i)
-        faults = episode_faults(config.faults, seed=config.seed, episode=episode,
-                                horizon_s=env.spec.max_steps * engine.dt,
-                                mechanisms=mechanisms, latency=engine.latency)
-        with _filming(recorder, env, engine, key=store.key(task, episode),
-                      windows=faults.windows if faults else []) as video:
-            trace = run_episode(env, video.film(engine) if video else engine, episode=episode,
-                                seed=config.seed + i, init_state=init_state,
-                                clock=config.clock, on_tick=faults.on_tick if faults else None)
-            filmed = {"video": video.finish(trace)} if video else {}
-        if faults:
-            faults.finish(trace.steps, trace.steps * engine.dt)
-        events = faults.events if faults else []
-        if engine.dead_reason:
-            events.append({"dead": engine.dead_reason})
-        store.write_episode(task=task, seed=config.seed + i, init_state=init_state,
-                            trace=trace, extra={"transport": config.transport.kind,
-                                                "client_state_end": engine.state.value,
-                                                "faults": config.faults.name,
-                                                "faults_apply": str(config.faults.apply),
-                                                "faults_started": len(faults.windows)
-                                                if faults else 0,
-                                                "clients": config.clients, "robot": robot,
-                                                "shard": config.shard, **filmed},
-                            events=events)
-        log.info("%s", episode_line(task, episode, trace, events))
-        progress.episode_ended(trace.success)
-
-
-def episode_line(task: int, episode: int, trace, events: list[dict]) -> str:
-    """The one INFO line of an episode (each fault window's start and end are DEBUG): how it
-    ended, its fallback ticks, and the windows it had, by kind and ticks."""
-    windows = [f"{e['fault']} {e['tick']}-" for e in events if e.get("phase") == "start"]
-    ends = [e["tick"] for e in events if e.get("phase") == "end"]
-    spans = [f"{w}{end}" for w, end in zip(windows, ends, strict=False)] + windows[len(ends):]
-    fallback = sum(tick.source == "fallback" for tick in trace.ticks)
-    return (f"task {task} episode {episode}: {trace.termination} after {trace.steps} ticks, "
-            f"{fallback} on the fallback" + (f"; faults (ticks): {', '.join(spans)}"
-                                             if spans else ""))
+        ended = run_one_episode(config, store, env, engine, task=task, index=index,
+                                mechanisms=mechanisms, recorder=recorder, robot=robot)
+        progress.episode_ended(ended.success)
 
 
 def _server_overrides(overrides: list[str]) -> list[str]:
@@ -284,6 +208,7 @@ def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
     """Every selected task's episodes, then the summary; the process's exit status."""
     env_config = config.env
     shard, shards = config.shard_of
+    failures: list[RobotFailure] = []
     for position, task in enumerate(task_ids(env_config.name, env_config.tasks)):
         first = position * env_config.episodes_per_task  # the task's first index in the run
         mine = [i for i in range(env_config.episodes_per_task) if (first + i) % shards == shard]
@@ -292,50 +217,10 @@ def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
             log.info("task %d: all %d episodes%s already in %s", task, len(mine),
                      f" of shard {config.shard}" if config.shard else "", output_dir)
             continue
-        with contextlib.ExitStack() as running:
-            envs = []
-            for _ in range(config.clients):
-                env = make_env(env_config.name, cameras=tuple(env_config.cameras),
-                               image_size=(env_config.image_size, env_config.image_size),
-                               max_steps=env_config.max_steps, task_id=task)
-                envs.append(SlowedEnv(env, env_config.step_sleep_s)
-                            if env_config.step_sleep_s else env)
-                running.callback(envs[-1].close)
-                if recorder.enabled and not hasattr(envs[-1], "video_frame"):
-                    log.error("record=%s: env %s cannot film its episodes (it has no "
-                              "video_frame, see envs.base.VideoEnv); use record=none",
-                              config.record, env_config.name)
-                    return 2
-            wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
-                                                        server_overrides=overrides))
-            wiring.mechanisms.router = router
-            replicas = replica_transports(wiring.transport, config.server.replicas,
-                                          config.server.replica_port_stride)
-            try:
-                servers = start_replicas(wiring.server_config, task, wiring.server_overrides,
-                                         output_dir, replicas,
-                                         model_faults_path=wiring.model_faults_path,
-                                         predict_hook=wiring.predict_hook,
-                                         command_prefix=wiring.command_prefix)
-            except ServerStartError as exc:  # one line: the server's own exception
-                log.error("%s", exc)
-                return 2  # nothing ran: like a refused config, not a failed run
-            for server in servers:
-                if server is not None:
-                    running.callback(server.stop)
-            wiring.server_started(servers[0])  # process faults act on replica 0
-            # One server: what the robots dial is the wiring's (a fault proxy in front of it
-            # once the server started); replicas have no proxy (the config refuses one).
-            dial = replicas if len(replicas) > 1 else [wiring.transport]
-            robots = []
-            for index, env in enumerate(envs):
-                client = wiring.wrap_client(replica_client(dial, index))
-                running.callback(client.close)
-                if not wait_for_server(client, config.transport,
-                                       timeout_s=config.server.startup_timeout_s):
-                    return 1
-                robots.append((env, client))
-            _run_task(config, store, robots, task, pending, wiring.mechanisms, recorder)
+        status = _run_one_task(config, store, overrides, output_dir, recorder, router,
+                               task=task, pending=pending, failures=failures)
+        if status is not None:
+            return status
     summary = store.summarize(latency_budget_s=config.latency.budget_s,
                               clock_latency=config.latency.kind)
     print_summary(summary, title=f"{config.env.name} / {config.policy.name} over "
@@ -345,7 +230,92 @@ def _run_tasks(config: HarnessConfig, store: ResultsStore, overrides: list[str],
     if config.logger.kind is LoggerKind.wandb:
         _copy_to_wandb(config, store, output_dir, summary, resolved_config or {})
     log.info("results in %s; report: python -m reports %s", output_dir, output_dir)
-    return exit_status(summary)
+    for failure in failures:
+        log.error("%s", failure.message)
+    return max(exit_status(summary), 1 if failures else 0)
+
+
+def _robot_envs(config: HarnessConfig, task: int, recorder: VideoRecorder,
+                running: contextlib.ExitStack) -> list | None:
+    """The task's robots' envs (closed with `running`); None, logged in one line, if the run
+    records videos and the env cannot film."""
+    env_config = config.env
+    envs = []
+    for _ in range(config.clients):
+        env = make_env(env_config.name, cameras=tuple(env_config.cameras),
+                       image_size=(env_config.image_size, env_config.image_size),
+                       max_steps=env_config.max_steps, task_id=task)
+        envs.append(SlowedEnv(env, env_config.step_sleep_s) if env_config.step_sleep_s else env)
+        running.callback(envs[-1].close)
+        if recorder.enabled and not hasattr(envs[-1], "video_frame"):
+            log.error("record=%s: env %s cannot film its episodes (it has no video_frame, see "
+                      "envs.base.VideoEnv); use record=none", config.record, env_config.name)
+            return None
+    return envs
+
+
+def _run_one_task(config: HarnessConfig, store: ResultsStore, overrides: list[str],
+                  output_dir: Path, recorder: VideoRecorder, router: object, *, task: int,
+                  pending: list[int], failures: list[RobotFailure]) -> int | None:
+    """One task: its server(s), its robots, its pending episodes; None when the run goes on,
+    else the run's exit status (nothing could run). Robot processes that died are added to
+    `failures`."""
+    processes = config.clients_as is ClientsAs.processes
+    with contextlib.ExitStack() as running:
+        envs = [] if processes else _robot_envs(config, task, recorder, running)
+        if envs is None:
+            return 2
+        wiring = running.enter_context(fault_wiring(config, task=task, run_dir=output_dir,
+                                                    server_overrides=overrides))
+        wiring.mechanisms.router = router
+        replicas = replica_transports(wiring.transport, config.server.replicas,
+                                      config.server.replica_port_stride)
+        try:
+            servers = start_replicas(wiring.server_config, task, wiring.server_overrides,
+                                     output_dir, replicas,
+                                     model_faults_path=wiring.model_faults_path,
+                                     predict_hook=wiring.predict_hook,
+                                     command_prefix=wiring.command_prefix)
+        except ServerStartError as exc:  # one line: the server's own exception
+            log.error("%s", exc)
+            return 2  # nothing ran: like a refused config, not a failed run
+        for server in servers:
+            if server is not None:
+                running.callback(server.stop)
+        wiring.server_started(servers[0])  # process faults act on replica 0
+        # One server: what the robots dial is the wiring's (a fault proxy in front of it
+        # once the server started); replicas have no proxy (the config refuses one).
+        dial = replicas if len(replicas) > 1 else [wiring.transport]
+        if processes:
+            return _run_task_in_processes(config, overrides, dial, task=task, pending=pending,
+                                          output_dir=output_dir, failures=failures)
+        robots = []
+        for index, env in enumerate(envs):
+            client = wiring.wrap_client(replica_client(dial, index))
+            running.callback(client.close)
+            if not wait_for_server(client, config.transport,
+                                   timeout_s=config.server.startup_timeout_s):
+                return 1
+            robots.append((env, client))
+        _run_task(config, store, robots, task, pending, wiring.mechanisms, recorder)
+    return None
+
+
+def _run_task_in_processes(config: HarnessConfig, overrides: list[str], dial: list, *,
+                           task: int, pending: list[int], output_dir: Path,
+                           failures: list[RobotFailure]) -> int | None:
+    """The task's episodes on robot processes (`harness.jobs.robots`); None when the run goes
+    on, else its exit status: when no robot started, 2 if each refused its config or env
+    (status 2), else 1."""
+    with tqdm(total=len(pending), desc=progress_description(config, task)) as bar:
+        lost = run_robot_processes(config, overrides, dial, task=task, pending=pending,
+                                   run_dir=output_dir, progress=TaskProgress(bar))
+    failures.extend(lost)
+    if len(lost) == config.clients and not any(failure.started for failure in lost):
+        for failure in lost:
+            log.error("%s", failure.message)
+        return 2 if all(failure.exit_status == 2 for failure in lost) else 1
+    return None
 
 
 def _copy_to_wandb(config: HarnessConfig, store: ResultsStore, output_dir: Path,

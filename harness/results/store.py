@@ -88,11 +88,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class ResultsStore:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, clean: bool = True) -> None:
+        """`clean`: remove the temporary files a kill inside a write left; False for a
+        writer beside others (a robot process), whose temporary files are in flight."""
         self.run_dir = Path(run_dir)
         for folder in ("episodes", "traces"):
             (self.run_dir / folder).mkdir(parents=True, exist_ok=True)
-            for pattern in (".*.*", "*.tmp"):  # left by a kill inside a write
+            for pattern in (".*.*", "*.tmp") if clean else ():  # left by a kill in a write
                 for stale in (self.run_dir / folder).glob(pattern):
                     stale.unlink(missing_ok=True)
 

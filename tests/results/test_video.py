@@ -19,7 +19,8 @@ from envs.slowed import SlowedEnv
 from harness import api
 from harness.client.states import ActionSource, ClientState, TickResult
 from harness.faults.schedule import FaultWindow
-from harness.jobs.loop import _fault_spans, run_loop
+from harness.jobs.episodes import fault_spans as _fault_spans
+from harness.jobs.loop import run_loop
 from harness.results import overlay
 from harness.results.overlay import FaultSpan, FrameStatus, draw_frame, fit
 from harness.results.video import VideoRecorder, VideoUnavailable, check_available
