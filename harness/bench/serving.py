@@ -17,7 +17,10 @@ the same model behind vla-eval's own batched server, in one run.
 - **head-to-head** (`--peer`): the same weights and network served by vla-eval 0.8.0's
   `PredictModelServer(max_batch_size=B, max_wait_time=...)` (peers/vla_eval/serve_flow.py,
   in peers/.venv-vlaeval-bench: `peers/setup.sh vla_eval_bench`), loaded the same way through
-  our vla-eval client.
+  our vla-eval client. With `--repeats R` each B is measured R times on each side, ours and
+  the peer's alternated, and the table gives medians and the served rate's range: this
+  machine drifts by up to a third over an afternoon, so one run of each side a minute apart
+  can differ by more than the servers do.
 
 Everything shares this machine's cores with the load generator, on both sides alike.
 """
@@ -169,6 +172,42 @@ def start_peer(weights: Path, batch: int, wait_s: float) -> tuple[subprocess.Pop
     raise TimeoutError("the vla-eval peer did not answer /health within 60 s")
 
 
+def supply_of_ours(overrides: list[str], batch: int, seconds: float, contract,
+                   observation) -> dict[str, float]:
+    """One saturation run of our server at `batch` (2 x batch closed-loop robots)."""
+    with tempfile.TemporaryDirectory(prefix="serving-") as run_dir:
+        servers, transports = serve_replicas(overrides, 1, Path(run_dir))
+        try:
+            return closed_loop(2 * batch, seconds, our_robot(transports[0], contract,
+                                                             observation))
+        finally:
+            servers[0].stop()
+
+
+def supply_of_peer(weights: Path, batch: int, args, contract, observation) -> dict[str, float]:
+    """One saturation run of vla-eval's server at `batch`, the same model and settings."""
+    process, url = start_peer(weights, batch, args.wait_ms / 1e3)
+    try:
+        state = peer_state(weights, observation)
+        return closed_loop(2 * batch, args.seconds, peer_robot(
+            url, state, contract.action_dim, contract.chunk_size))
+    finally:
+        process.terminate()
+        process.wait(10.0)
+
+
+def medians(side: str, runs: list[dict[str, float]]) -> dict[str, float]:
+    """`side`'s figures over its repeated runs: the median of each, the fewest any robot was
+    served, and the served rate's range (`served_min`, `served_max`)."""
+    served = [run["served_per_s"] for run in runs]
+    return {f"{side}_served_per_s": float(np.median(served)),
+            f"{side}_p50_ms": float(np.median([run["p50_ms"] for run in runs])),
+            f"{side}_p99_ms": float(np.median([run["p99_ms"] for run in runs])),
+            f"{side}_least_served": min(run["least_served"] for run in runs),
+            f"{side}_served_min": min(served), f"{side}_served_max": max(served),
+            f"{side}_runs": len(runs)}
+
+
 def demand_rate(env: str, episodes: int) -> float:
     """Observations/s of control time one robot of the harness sends (measured)."""
     from harness.bench.sweep import run_harness
@@ -193,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="mujoco_pick_place")
     parser.add_argument("--rtc", default="none", help="our flow variant (the peer runs none)")
     parser.add_argument("--peer", action="store_true", help="the vla-eval head-to-head")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per batch size and side, ours and the peer's alternated; "
+                             "the table gives medians and the range")
     parser.add_argument("--robots", default="8,16,32,64,128", help="the knee's fleet sizes")
     parser.add_argument("--fleet-seconds", type=float, default=10.0)
     parser.add_argument("--demand-episodes", type=int, default=3)
@@ -213,24 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     supply = []
     for batch in (int(b) for b in args.batches.split(",")):
         overrides = [*base, f"server.max_batch_size={batch}", f"server.max_sessions={2 * batch}"]
-        with tempfile.TemporaryDirectory(prefix="serving-") as run_dir:
-            servers, transports = serve_replicas(overrides, 1, Path(run_dir))
-            try:
-                ours = closed_loop(2 * batch, args.seconds,
-                                   our_robot(transports[0], contract, observation))
-            finally:
-                servers[0].stop()
-        row = {"batch": batch, "robots": 2 * batch, **{f"ours_{k}": v for k, v in ours.items()}}
-        if args.peer:
-            process, url = start_peer(weights, batch, args.wait_ms / 1e3)
-            try:
-                state = peer_state(weights, observation)
-                theirs = closed_loop(2 * batch, args.seconds, peer_robot(
-                    url, state, contract.action_dim, contract.chunk_size))
-            finally:
-                process.terminate()
-                process.wait(10.0)
-            row.update({f"vla_eval_{k}": v for k, v in theirs.items()})
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # alternated, so a drift of the machine hits both
+            ours.append(supply_of_ours(overrides, batch, args.seconds, contract, observation))
+            if args.peer:
+                theirs.append(supply_of_peer(weights, batch, args, contract, observation))
+        row = {"batch": batch, "robots": 2 * batch, **medians("ours", ours),
+               **(medians("vla_eval", theirs) if theirs else {})}
         log.info("%s", row)
         supply.append(row)
     rate = demand_rate(args.env, args.demand_episodes)

@@ -43,20 +43,29 @@ def write_outputs(out: Path, supply: list[dict], fleet: list[dict], analysis: di
 
 
 def supply_table(supply: list[dict]) -> str:
-    """One markdown table: ours (and vla-eval's, if measured) per batch size."""
+    """One markdown table: ours (and vla-eval's, if measured) per batch size; with repeated
+    runs, medians, the served rate's range, and our median over theirs."""
     peer = "vla_eval_served_per_s" in supply[0]
+    repeated = supply[0].get("ours_runs", 1) > 1
+
+    def served(row: dict, side: str) -> str:
+        median = f"{row[f'{side}_served_per_s']:.0f}"
+        return (f"{median} ({row[f'{side}_served_min']:.0f}-{row[f'{side}_served_max']:.0f})"
+                if repeated else median)
+
     head = "| B | robots | ours obs/s | ours p50 ms | ours p99 ms |"
     rule = "|--:|--:|--:|--:|--:|"
     if peer:
-        head += " vla-eval obs/s | vla-eval p50 ms | vla-eval p99 ms |"
-        rule += "--:|--:|--:|"
+        head += " vla-eval obs/s | vla-eval p50 ms | vla-eval p99 ms | ours / vla-eval |"
+        rule += "--:|--:|--:|--:|"
     lines = [head, rule]
     for row in supply:
-        line = (f"| {row['batch']} | {row['robots']} | {row['ours_served_per_s']:.0f} | "
+        line = (f"| {row['batch']} | {row['robots']} | {served(row, 'ours')} | "
                 f"{row['ours_p50_ms']:.1f} | {row['ours_p99_ms']:.1f} |")
         if peer:
-            line += (f" {row['vla_eval_served_per_s']:.0f} | {row['vla_eval_p50_ms']:.1f} | "
-                     f"{row['vla_eval_p99_ms']:.1f} |")
+            ratio = row["ours_served_per_s"] / row["vla_eval_served_per_s"]
+            line += (f" {served(row, 'vla_eval')} | {row['vla_eval_p50_ms']:.1f} | "
+                     f"{row['vla_eval_p99_ms']:.1f} | {ratio:.2f} |")
         lines.append(line)
     return "\n".join(lines)
 
