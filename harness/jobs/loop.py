@@ -311,7 +311,8 @@ def _run_task_in_processes(config: HarnessConfig, overrides: list[str], dial: li
         lost = run_robot_processes(config, overrides, dial, task=task, pending=pending,
                                    run_dir=output_dir, progress=TaskProgress(bar))
     failures.extend(lost)
-    if len(lost) == config.clients and not any(failure.started for failure in lost):
+    robots = min(config.clients, len(pending))  # as many as have work
+    if len(lost) == robots and not any(failure.started for failure in lost):
         for failure in lost:
             log.error("%s", failure.message)
         return 2 if all(failure.exit_status == 2 for failure in lost) else 1

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from harness.overrides import quoted_override
 from harness.results.episodes import episode_id
+from harness.results.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def run_robot_processes(config, overrides: list[str], dial: list, *, task: int,
     dial_fields = [dataclasses.asdict(transport) for transport in dial]
     robots: list[RobotProcess] = []
     try:
-        for robot in range(config.clients):
+        for robot in range(min(config.clients, len(pending))):  # no robot without work
             robots.append(RobotProcess(
                 overrides, {"task": task, "robot": robot, "dial": dial_fields,
                             "run_dir": str(run_dir)},
@@ -193,10 +194,12 @@ def _feed(robot: RobotProcess, episodes: queue.SimpleQueue[int], progress,
         if success is None:
             robot.finish()
             episode = episode_id(robot.task, index)
+            key = ResultsStore.key(robot.task, episode)
+            row = robot.log_dir.parent / "episodes" / f"{key}.json"
+            fate = ("its row was written before it died" if row.is_file() else
+                    "which is not written (resume= runs it again)")
             return RobotFailure(robot.describe(f"died in task {robot.task} episode {episode}, "
-                                               "which is not written (resume= runs it "
-                                               "again)"), True,
-                                robot.process.returncode)
+                                               f"{fate}"), True, robot.process.returncode)
         progress.episode_ended(success)
 
 
@@ -239,7 +242,6 @@ def serve_episodes(config) -> int:
     from harness.faults.controller import Mechanisms
     from harness.faults.schedule import FaultApply
     from harness.jobs.episodes import robot_engine, run_one_episode
-    from harness.results.store import ResultsStore
     from harness.results.video import VideoRecorder
     from harness.server.launch import wait_for_server
     from harness.server.replicas import replica_client
