@@ -299,10 +299,12 @@ def test_reset_never_runs_while_the_same_policy_predicts(env, kind, closing):
         wait_until(lambda: len(factory.predictions("race")) >= 1, 5.0, "a first prediction")
         for _ in range(20):
             assert client.call(protocol.Reset()).msg_type is protocol.MessageType.RESET
+        # On a loaded machine the 20 resets can all land before the stream's next request:
+        # the stream must still be served after them.
+        wait_until(lambda: len(factory.predictions("race")) >= 2, 5.0, "a prediction after")
     finally:
         stop.set()
         streamer.join()
-    assert len(factory.predictions("race")) >= 2
     assert len(factory.resets()) >= 20
     assert [policy.overlaps for policy in factory.built] == [0] * len(factory.built)
 
