@@ -140,6 +140,12 @@ class ServerConfig:
     """micro_batch: the most robots predicted in one pass."""
     max_wait_ms: float = 5.0
     """micro_batch: how long the first observation of a batch waits for others to join it."""
+    torch_threads: int = 1
+    """Threads a torch model's operations use in the server (`torch.set_num_threads`); 0:
+    torch's default, one per core. One by default: the shipped models are small, and a
+    second OpenMP thread cost the flow policy's server a quarter of its rate on 2 cores
+    (docs/measurements.md, "Serving many robots"); raise it for a large model on a CPU of
+    its own."""
     replicas: int = 1
     """Servers of the policy the harness starts (mode=process), each robot dialling all and
     re-opening its session on another when its own dies or refuses it for being full or
@@ -171,6 +177,9 @@ class ServerConfig:
                               f"{list(SCHEDULERS)}")
         if not 1 <= self.max_batch_size <= 256:
             raise ConfigError(f"server.max_batch_size={self.max_batch_size}: must be in 1..256")
+        if not 0 <= self.torch_threads <= 256:
+            raise ConfigError(f"server.torch_threads={self.torch_threads}: must be in 0..256 "
+                              "(0: torch's default)")
         if not 1 <= self.replicas <= 16:
             raise ConfigError(f"server.replicas={self.replicas}: must be in 1..16")
         if self.replica_port_stride < 1:

@@ -99,6 +99,7 @@ def test_connect_address_can_differ_from_listen():
         ("policy.replan_every=9", "policy.replan_every"),
         ("server.max_batch_size=0", "server.max_batch_size"),
         ("server.max_wait_ms=-1", "server.max_wait_ms"),
+        ("server.torch_threads=-1", "server.torch_threads"),
     ],
 )
 def test_out_of_range_value_fails_naming_the_field(override, field):

@@ -147,7 +147,8 @@ def peer_state(weights: Path, observation: protocol.Observation) -> np.ndarray:
     return flow.features(EnvObservation(dict(observation.state), {}, observation.instruction))
 
 
-def start_peer(weights: Path, batch: int, wait_s: float) -> tuple[subprocess.Popen, str]:
+def start_peer(weights: Path, batch: int, wait_s: float,
+               torch_threads: int) -> tuple[subprocess.Popen, str]:
     """vla-eval's server hosting our flow network, serving; (process, ws url)."""
     from transports.loopback import free_port
 
@@ -157,7 +158,8 @@ def start_peer(weights: Path, batch: int, wait_s: float) -> tuple[subprocess.Pop
     process = subprocess.Popen(
         [str(PEER_PYTHON), str(ROOT / "peers" / "vla_eval" / "serve_flow.py"),
          "--address", f"127.0.0.1:{port}", "--args.weights", str(weights),
-         "--args.max_batch_size", str(batch), "--args.max_wait_time", str(wait_s)],
+         "--args.max_batch_size", str(batch), "--args.max_wait_time", str(wait_s),
+         "--args.threads", str(torch_threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
@@ -186,7 +188,7 @@ def supply_of_ours(overrides: list[str], batch: int, seconds: float, contract,
 
 def supply_of_peer(weights: Path, batch: int, args, contract, observation) -> dict[str, float]:
     """One saturation run of vla-eval's server at `batch`, the same model and settings."""
-    process, url = start_peer(weights, batch, args.wait_ms / 1e3)
+    process, url = start_peer(weights, batch, args.wait_ms / 1e3, args.torch_threads)
     try:
         state = peer_state(weights, observation)
         return closed_loop(2 * batch, args.seconds, peer_robot(
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="mujoco_pick_place")
     parser.add_argument("--rtc", default="none", help="our flow variant (the peer runs none)")
     parser.add_argument("--peer", action="store_true", help="the vla-eval head-to-head")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads of both servers (server.torch_threads here, "
+                             "threads at the peer; 0: torch's default)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per batch size and side, ours and the peer's alternated; "
                              "the table gives medians and the range")
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = Path(default_flow_weights(args.env)).resolve()
     base = ["transport=zmq", f"env={args.env}", "policy=flow", f"policy.rtc={args.rtc}",
             "server.scheduler=micro_batch", f"server.max_wait_ms={args.wait_ms}",
+            f"server.torch_threads={args.torch_threads}",
             "server.session_idle_timeout_s=30"]
     supply = []
     for batch in (int(b) for b in args.batches.split(",")):

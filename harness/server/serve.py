@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -56,6 +57,14 @@ def watch_lifeline(stop: threading.Event) -> None:
     threading.Thread(target=wait_for_eof, name="lifeline", daemon=True).start()
 
 
+def limit_torch_threads(threads: int) -> None:
+    """`server.torch_threads`: how many threads torch's operations use in this process, once
+    the policy is built (0: leave torch's default). A policy without torch never imports it
+    (it costs a second of start-up), so nothing is set then."""
+    if threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def serve_forever(config, *, ready: Callable[[int], None] | None = None,
                   stop: threading.Event | None = None,
                   predict_hook: Callable[[float], object] | None = None) -> None:
@@ -77,6 +86,7 @@ def serve_forever(config, *, ready: Callable[[int], None] | None = None,
                           scheduler=make_scheduler(
                               config.server.scheduler, max_batch_size=config.server.max_batch_size,
                               max_wait_ms=config.server.max_wait_ms))
+    limit_torch_threads(config.server.torch_threads)
     # Bound before the server starts, so a health address that cannot be bound fails the
     # start-up without leaving a serving transport behind.
     health = HealthEndpoint(server.metrics, server.healthy, host=config.server.health_host,

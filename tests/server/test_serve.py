@@ -134,3 +134,22 @@ def test_the_server_package_imports_nothing_of_the_faults_or_the_config():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_the_server_sets_torch_threads_only_for_a_policy_that_imported_torch():
+    """`server.torch_threads` is applied once the policy is built; a policy without torch
+    (the oracle) must not pay a second of start-up importing it for that."""
+    script = ("import sys\n"
+              "from harness.server.serve import limit_torch_threads\n"
+              "limit_torch_threads(1)\n"
+              "assert 'torch' not in sys.modules, 'imported torch for nothing'\n"
+              "import torch\n"
+              "torch.set_num_threads(2)\n"
+              "limit_torch_threads(1)\n"
+              "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
+              "limit_torch_threads(0)\n"
+              "assert torch.get_num_threads() == 1, 'zero leaves torch as it is'\n"
+              "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.strip() == "ok", run.stderr[-2000:]
