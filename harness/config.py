@@ -140,12 +140,12 @@ class ServerConfig:
     """micro_batch: the most robots predicted in one pass."""
     max_wait_ms: float = 5.0
     """micro_batch: how long the first observation of a batch waits for others to join it."""
-    torch_threads: int = 1
-    """Threads a torch model's operations use in the server (`torch.set_num_threads`); 0:
-    torch's default, one per core. One by default: the shipped models are small, and a
-    second OpenMP thread cost the flow policy's server a quarter of its rate on 2 cores
-    (docs/measurements.md, "Serving many robots"); raise it for a large model on a CPU of
-    its own."""
+    torch_threads: int = 0
+    """Threads torch's operations use in the server (`torch.set_num_threads`, which sets
+    OpenMP's count for the whole process); 0 (default): torch's own, one per core. One
+    served the small flow policy a quarter faster at 16 robots on 2 cores (the serving
+    bench sets it on both servers); as a default it made the remote-policy LIBERO loop,
+    whose server hosts no torch model, twice as slow (docs/measurements.md)."""
     replicas: int = 1
     """Servers of the policy the harness starts (mode=process), each robot dialling all and
     re-opening its session on another when its own dies or refuses it for being full or
