@@ -130,10 +130,7 @@ def test_the_server_package_imports_nothing_of_the_faults_or_the_config():
             "harness.server.launch, harness.server.supervisor\n"
             "print(sorted(m for m in sys.modules if m.startswith(('harness.faults', "
             "'harness.config', 'harness.jobs'))))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    assert _python(code) == "[]"
 
 
 def test_the_server_sets_torch_threads_only_for_a_policy_that_imported_torch():
@@ -150,6 +147,12 @@ def test_the_server_sets_torch_threads_only_for_a_policy_that_imported_torch():
               "limit_torch_threads(0)\n"
               "assert torch.get_num_threads() == 1, 'zero leaves torch as it is'\n"
               "print('ok')\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
-    assert run.stdout.strip() == "ok", run.stderr[-2000:]
+    assert _python(script) == "ok"
+
+
+def _python(code: str) -> str:
+    """What `code` prints, run in a fresh interpreter (what it imports is its own)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
