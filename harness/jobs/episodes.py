@@ -12,7 +12,8 @@ import logging
 import math
 from typing import NamedTuple
 
-from envs import env_family
+from envs import env_family, make_env
+from envs.slowed import SlowedEnv
 from harness.client.engine import engine_for
 from harness.client.latency import LatencyModel
 from harness.config import HarnessConfig
@@ -32,6 +33,24 @@ class Ended(NamedTuple):
 
     success: bool
     line: str
+
+
+def robot_env(config: HarnessConfig, task: int, recorder: VideoRecorder):
+    """One robot's env for task `task` (slowed when `env.step_sleep_s` says so); None,
+    logged in one line, if the run records videos and the env cannot film (then it is
+    closed)."""
+    env_config = config.env
+    env = make_env(env_config.name, cameras=tuple(env_config.cameras),
+                   image_size=(env_config.image_size, env_config.image_size),
+                   max_steps=env_config.max_steps, task_id=task)
+    if env_config.step_sleep_s:
+        env = SlowedEnv(env, env_config.step_sleep_s)
+    if recorder.enabled and not hasattr(env, "video_frame"):
+        log.error("record=%s: env %s cannot film its episodes (it has no video_frame, see "
+                  "envs.base.VideoEnv); use record=none", config.record, env_config.name)
+        env.close()
+        return None
+    return env
 
 
 def robot_engine(config: HarnessConfig, env, client, mechanisms: Mechanisms):

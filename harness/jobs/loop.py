@@ -30,8 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from envs import make_env, task_ids
-from envs.slowed import SlowedEnv
+from envs import task_ids
 from harness.checks import check_loop_config
 from harness.config import ClientsAs, ConfigError, HarnessConfig, ServerMode
 from harness.faults.controller import Mechanisms
@@ -42,7 +41,7 @@ from harness.faults.wiring import (
     fault_wiring,
     warn_if_presence_will_trip,
 )
-from harness.jobs.episodes import robot_engine, run_one_episode
+from harness.jobs.episodes import robot_engine, robot_env, run_one_episode
 from harness.jobs.robots import RobotFailure, run_robot_processes
 from harness.loop.ports import PortInUse, check_listen_free
 from harness.results.episodes import episode_id
@@ -239,18 +238,13 @@ def _robot_envs(config: HarnessConfig, task: int, recorder: VideoRecorder,
                 running: contextlib.ExitStack) -> list | None:
     """The task's robots' envs (closed with `running`); None, logged in one line, if the run
     records videos and the env cannot film."""
-    env_config = config.env
     envs = []
     for _ in range(config.clients):
-        env = make_env(env_config.name, cameras=tuple(env_config.cameras),
-                       image_size=(env_config.image_size, env_config.image_size),
-                       max_steps=env_config.max_steps, task_id=task)
-        envs.append(SlowedEnv(env, env_config.step_sleep_s) if env_config.step_sleep_s else env)
-        running.callback(envs[-1].close)
-        if recorder.enabled and not hasattr(envs[-1], "video_frame"):
-            log.error("record=%s: env %s cannot film its episodes (it has no video_frame, see "
-                      "envs.base.VideoEnv); use record=none", config.record, env_config.name)
+        env = robot_env(config, task, recorder)
+        if env is None:
             return None
+        envs.append(env)
+        running.callback(env.close)
     return envs
 
 

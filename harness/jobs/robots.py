@@ -237,11 +237,9 @@ class _Orders:
 def serve_episodes(config) -> int:
     """The child's life: build the robot the spec describes, tell the harness it is ready,
     run the episodes it is given; the process's exit status."""
-    from envs import make_env
-    from envs.slowed import SlowedEnv
     from harness.faults.controller import Mechanisms
     from harness.faults.schedule import FaultApply
-    from harness.jobs.episodes import robot_engine, run_one_episode
+    from harness.jobs.episodes import robot_engine, robot_env, run_one_episode
     from harness.results.video import VideoRecorder
     from harness.server.launch import wait_for_server
     from harness.server.replicas import replica_client
@@ -255,16 +253,9 @@ def serve_episodes(config) -> int:
     dial = [dataclasses.replace(config.transport, **{k: v for k, v in fields.items()
                                                      if k != "security"})
             for fields in spec["dial"]]
-    env_config = config.env
-    env = make_env(env_config.name, cameras=tuple(env_config.cameras),
-                   image_size=(env_config.image_size, env_config.image_size),
-                   max_steps=env_config.max_steps, task_id=task)
-    if env_config.step_sleep_s:
-        env = SlowedEnv(env, env_config.step_sleep_s)
     recorder = VideoRecorder(run_dir, config.record)
-    if recorder.enabled and not hasattr(env, "video_frame"):
-        log.error("record=%s: env %s cannot film its episodes (it has no video_frame, see "
-                  "envs.base.VideoEnv); use record=none", config.record, env_config.name)
+    env = robot_env(config, task, recorder)
+    if env is None:
         return 2
     client = replica_client(dial, robot)
     try:
