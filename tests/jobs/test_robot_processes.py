@@ -21,7 +21,10 @@ from harness.config import ConfigError
 from tests.conftest import wait_until
 from transports.loopback import free_port
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+# Each test starts five or six interpreters at once: one at a time, on one worker, after the
+# long real-time tests (beside them, the remote-policy LIBERO test's episodes starved).
+pytestmark = [pytest.mark.network, pytest.mark.slow(5),
+              pytest.mark.xdist_group("robot_processes")]
 
 FAST = ("env=mujoco_pick_place", "policy=oracle", "transport=zmq")
 TIMING = ["measured_latency_s", "server_queue_s", "server_infer_s", "seq"]
