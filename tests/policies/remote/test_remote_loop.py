@@ -125,7 +125,11 @@ def check_run(protocol: str, overrides: list[str], process: subprocess.Popen, ru
     promises (module docstring)."""
     assert process.wait(timeout=300) == 0, f"{protocol}:\n{log.read_text()[-3000:]}"
     (row,) = [json.loads(p.read_text()) for p in (run / "episodes").glob("*.json")]
-    assert row["breaches"] == 0 and row["chunks_received"] > 2, (protocol, row)
+    # At least two chunks: served more than once. How many more depends on the measured
+    # round trip (the virtual clock makes a chunk usable ceil(RTT / dt) ticks after its
+    # request): about ten at 100 ms, two in a 30-tick episode at the 550-800 ms the five
+    # runs side by side took in a fresh-clone CI on 2 cores.
+    assert row["breaches"] == 0 and row["chunks_received"] >= 2, (protocol, row)
     errors = [e["error"] for e in row["events"] if "error" in e]
     assert all("Remote" in e or (e.startswith("session:") and row["sessions_reopened"])
                for e in errors), (protocol, errors)
@@ -141,7 +145,7 @@ def check_run(protocol: str, overrides: list[str], process: subprocess.Popen, ru
         assert any(t["source"] == "fresh" for t in ticks[:faults[0]["tick"]]), protocol
         assert any(t["source"] == "fresh" for t in ticks[faults[1]["tick"]:]), protocol
     else:  # one action per request at most every other tick (client=synchronous)
-        assert sum(t["source"] == "fresh" for t in ticks) > 2, protocol
+        assert sum(t["source"] == "fresh" for t in ticks) >= 2, protocol
     return row
 
 
