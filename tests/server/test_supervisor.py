@@ -116,7 +116,9 @@ def test_pause_returns_only_once_every_server_thread_is_stopped(supervised):
         for tid in thread_ids(supervisor.pid):  # at nice 19 among busy test workers, the
             os.setpriority(os.PRIO_PROCESS, tid, 0)  # drain below took past its 15 s
     assert not_stopped == []
-    assert supervisor.drain() == 0
+    # 40 pauses at nice 19 among busy test workers: its drain took past the default 15 s
+    # once in a fresh-clone CI (killed, status -9); what is checked is that it drains.
+    assert supervisor.drain(timeout_s=60.0) == 0
 
 
 def test_a_server_dying_at_start_up_fails_at_once_in_one_line_naming_its_exception(tmp_path):
