@@ -62,6 +62,8 @@ class FlowPolicy:
         self._mean = torch.as_tensor(self.mean)
         self._std = torch.as_tensor(self.std)
         self._generator = torch.Generator()
+        self._no_prefix = torch.zeros((0, self.spec.action_dim))
+        """The prefix of a request that has none (never written: it has no rows)."""
         self._previous: torch.Tensor | None = None
         """The last chunk planned (horizon x A, from its observation), for RTC's overlap."""
         self.warm_up = isinstance(self.features, FlatState)
@@ -115,7 +117,7 @@ class FlowPolicy:
         # releasing and retaking the interpreter lock, cost the server as much as the
         # network at 16 robots); only the noise is drawn robot by robot, from each one's
         # generator. Elementwise, so every row is what it was alone.
-        state = (torch.from_numpy(np.stack([row[3] for row in rows])) - self._mean) / self._std
+        state = self._normalize(np.stack([row[3] for row in rows]))
         noise = torch.cat([torch.randn((1, self.horizon, self.spec.action_dim),
                                        generator=row[1]._generator) for row in rows])
         with torch.inference_mode(self.rtc != "guidance"):
@@ -153,10 +155,7 @@ class FlowPolicy:
     def _prefix(self, committed: np.ndarray | None) -> torch.Tensor:
         """The committed prefix (d, A) this variant plans from (none for `rtc=none`)."""
         if committed is None or self.rtc == "none":
-            empty = _NO_PREFIX.get(self.spec.action_dim)
-            if empty is None:
-                empty = _NO_PREFIX[self.spec.action_dim] = torch.zeros((0, self.spec.action_dim))
-            return empty
+            return self._no_prefix
         prefix = torch.from_numpy(np.array(committed, np.float32))
         longest = self.horizon - self.spec.chunk_size
         if prefix.shape[0] > longest:
@@ -169,8 +168,11 @@ class FlowPolicy:
 
     def normalized(self, observation: EnvObservation) -> torch.Tensor:
         """What the network reads (`features`), normalized as in training (1, S)."""
-        state = torch.from_numpy(self.features(observation))
-        return ((state - self._mean) / self._std).unsqueeze(0)
+        return self._normalize(self.features(observation)[None])
+
+    def _normalize(self, features: np.ndarray) -> torch.Tensor:
+        """Rows of features (B, S), normalized as in training."""
+        return (torch.from_numpy(features) - self._mean) / self._std
 
     def _guidance_target(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What guidance pulls towards: the prefix (weight 1), then the rest of the previous
@@ -223,10 +225,6 @@ class FlowPolicy:
             spec = dataclasses.replace(spec, state=dict(task_state))
         return cls(spec, net, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
                    features=features, **variant)
-
-
-_NO_PREFIX: dict[int, torch.Tensor] = {}
-"""An empty prefix per action size, shared (never written: a prefix of no rows)."""
 
 
 def _find_rows(chunk: torch.Tensor, rows: torch.Tensor) -> int | None:
