@@ -6,6 +6,7 @@ error that names it."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
 from transports.base import (
     PayloadTooLarge,
@@ -70,11 +71,23 @@ def make_client(config: TransportConfig) -> TransportClient:
     return client_cls(config)
 
 
+def make_replica_clients(configs: Sequence[TransportConfig]) -> list[TransportClient]:
+    """One robot's client to each replica of a server (`configs`, one kind): over one
+    connection where the backend has one for replicas (`TransportEntry.replica_clients`),
+    else one client each."""
+    entry = transport_entry(configs[0].kind)
+    if entry.replica_clients is None:
+        return [make_client(config) for config in configs]
+    _backend(configs[0])  # the ImportError naming the package, as make_client's
+    module = importlib.import_module(entry.module)
+    return getattr(module, entry.replica_clients)(configs)
+
+
 __all__ = [
     "GrpcTransportConfig", "LocalTransportConfig", "PayloadTooLarge", "RequestHandler",
     "ServerUnavailable", "StreamItem", "StreamStats", "TransportClient", "TransportClosed",
     "TransportConfig", "TransportConfigError", "TransportEntry", "TransportError",
     "TransportKind", "TransportServer", "TransportTimeout", "UnknownTransport",
-    "ZenohTransportConfig", "ZmqTransportConfig", "make_client", "make_server",
-    "register_transport", "transport_entry", "transport_names",
+    "ZenohTransportConfig", "ZmqTransportConfig", "make_client", "make_replica_clients",
+    "make_server", "register_transport", "transport_entry", "transport_names",
 ]

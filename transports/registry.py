@@ -39,6 +39,10 @@ def _no_fields(token: str) -> Mapping[str, object]:
     return {}
 
 
+def _no_replica_fields(config: TransportConfig, index: int) -> Mapping[str, object]:
+    return {}
+
+
 @dataclass(frozen=True)
 class TransportEntry:
     """How to find, build and address one backend. Plain data: no backend import."""
@@ -73,6 +77,14 @@ class TransportEntry:
     """Fields besides a TCP `listen` that keep a loopback config of this kind apart from every
     other on this host, given a fresh hex token: a name (local), a key namespace (zenoh).
     A networked backend without `tcp_prefix` must return its `listen` here (an ipc path)."""
+    replica_fields: Callable[[TransportConfig, int], Mapping[str, object]] = field(
+        default=_no_replica_fields, compare=False)
+    """Fields besides `listen` that keep replica i of a server apart from the others, given
+    replica 0's config and i: its key namespace (zenoh, whose replicas a router or a robot's
+    one session would otherwise see as one)."""
+    replica_clients: str | None = None
+    """A function in `module` taking every replica's config and returning one client to each
+    over one connection (zenoh: one session); None: one client of its own per replica."""
 
     def __post_init__(self) -> None:
         if not self.name or ":" in self.name:
@@ -155,7 +167,10 @@ for _entry in (
     TransportEntry("zenoh", "transports.zenoh", "ZenohServer", "ZenohClient",
                    ZenohTransportConfig, "eclipse-zenoh", networked=True,
                    needs_heartbeat=False, tcp_prefix="tcp/", security="tls",
-                   fresh_fields=lambda token: {"namespace": f"rph/{token}"}),
+                   fresh_fields=lambda token: {"namespace": f"rph/{token}"},
+                   replica_fields=lambda config, index: {
+                       "namespace": f"{config.namespace}/replica{index}"},
+                   replica_clients="replica_clients"),
     TransportEntry("grpc", "transports.grpc", "GrpcServer", "GrpcClient", GrpcTransportConfig,
                    "grpcio", networked=True, needs_heartbeat=True, tcp_prefix="",
                    security="tls"),

@@ -6,6 +6,13 @@ queued under congestion), `act/<client_id>` (action chunks: reliable, high prior
 dropped rather than queued under congestion: they are sent from the server's one inference
 thread, which must never block, and latest-only means a dropped chunk is just a lost one,
 which the client's engine already handles), and `alive` (the server's liveliness token).
+Replicas of one server (`server.replicas=N`) serve under keys of their own, `<namespace>/
+replica<i>/...` (the registry's `replica_fields`): with one shared namespace every replica's `obs/*`
+subscriber would take every robot's observations (behind a router all of them do) and answer
+the sessions it does not hold with "session unknown". A robot reaches all the replicas over
+one session (`replica_clients`): through the router, or dialing each replica's locator, and
+picks one by its key prefix, not by its address.
+
 Multicast scouting and gossip are always off: they would send on the real network and let
 sessions dial each other around a fault proxy (FACTS.md). Shared memory is off too.
 
@@ -22,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import zenoh
 
@@ -208,10 +215,44 @@ class ZenohServer:
             _close_session(self._session, self._declared)
 
 
+class _SharedSession:
+    """One zenoh session used by several clients (one per replica of a server); the last
+    client to close closes it."""
+
+    def __init__(self, session: zenoh.Session, users: int) -> None:
+        self.session = session
+        self._users = users
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.session.close()
+
+
+def replica_clients(configs: Sequence[ZenohTransportConfig]) -> list[ZenohClient]:
+    """One robot's client to each replica in `configs` (which differ in `listen` and
+    `namespace`), all over one zenoh session: connected to the router, or to every replica."""
+    first = configs[0]
+    connect = ([first.router] if first.router else
+               list(dict.fromkeys(config.connect_address for config in configs)))
+    locator = tls_locator if first.security.enabled else str
+    session = zenoh.open(session_config(
+        first, listen=[], connect=[locator(address) for address in connect],
+        secured=client_values(first) if first.security.enabled else None))
+    shared = _SharedSession(session, len(configs))
+    client_id = client_transport_id(first) or uuid.uuid4().hex[:12]
+    return [ZenohClient(config, shared=shared, client_id=client_id) for config in configs]
+
+
 class ZenohClient:
-    def __init__(self, config: ZenohTransportConfig) -> None:
+    def __init__(self, config: ZenohTransportConfig, *, shared: _SharedSession | None = None,
+                 client_id: str | None = None) -> None:
+        """Over a session of its own, or over `shared` (`replica_clients`)."""
         self.config = config
-        self.client_id = client_transport_id(config) or uuid.uuid4().hex[:12]
+        self.client_id = client_id or client_transport_id(config) or uuid.uuid4().hex[:12]
         self.stats = StreamStats()
         self._inbox = LatestSlot(self.stats)
         self._present = threading.Event()
@@ -219,9 +260,12 @@ class ZenohClient:
         ns = config.namespace
         self._request_key = (f"{ns}/req/{self.client_id}" if config.security.enabled
                              else f"{ns}/req")
-        self._session = zenoh.open(session_config(
-            config, **_endpoints(config, server=False),
-            secured=client_values(config) if config.security.enabled else None))
+        if shared is None:
+            shared = _SharedSession(zenoh.open(session_config(
+                config, **_endpoints(config, server=False),
+                secured=client_values(config) if config.security.enabled else None)), 1)
+        self._shared = shared
+        self._session = shared.session
         self._attachment = self.client_id.encode()
         self._publisher = self._session.declare_publisher(
             f"{ns}/obs/{self.client_id}",
@@ -292,4 +336,5 @@ class ZenohClient:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _close_session(self._session, self._declared)
+            _close_session(None, self._declared)
+            self._shared.release()

@@ -48,14 +48,20 @@ def robot_keys(namespace: str, robot: str) -> list[str]:
             f"{namespace}/act/{robot}", f"{namespace}/alive"]
 
 
-def access_control(namespace: str, robots: list[str]) -> dict:
-    """The server session's ACL: each robot's certificate its own keys, all else denied."""
+def access_control(namespace: str, robots: list[str], *, replicas: bool = False) -> dict:
+    """The server session's ACL: each robot's certificate its own keys, all else denied.
+    With `replicas`, its own keys under each replica's namespace too (`<ns>/replica<i>`):
+    a router serves every replica of a run."""
+    def keys(robot: str) -> list[str]:
+        scoped = robot_keys(f"{namespace}/*", robot) if replicas else []
+        return [*robot_keys(namespace, robot), *scoped]
+
     return {
         "enabled": True,
         "default_permission": "deny",
         "rules": [{"id": f"keys-of-{robot}", "messages": ACL_MESSAGES,
                    "flows": ["ingress", "egress"], "permission": "allow",
-                   "key_exprs": robot_keys(namespace, robot)} for robot in robots],
+                   "key_exprs": keys(robot)} for robot in robots],
         "subjects": [{"id": f"cert-{robot}", "cert_common_names": [robot]}
                      for robot in robots],
         "policies": [{"rules": [f"keys-of-{robot}"], "subjects": [f"cert-{robot}"]}
@@ -85,7 +91,7 @@ def router_values(config: ZenohTransportConfig) -> dict:
     """The router's: its certificate, client certificates required, and the ACL with, besides
     each robot's own keys, every key of the namespace for the policy server."""
     robots = robot_names(config.security)
-    acl = access_control(config.namespace, robots)
+    acl = access_control(config.namespace, robots, replicas=True)
     acl["rules"].append({"id": "keys-of-the-server", "messages": ACL_MESSAGES,
                          "flows": ["ingress", "egress"], "permission": "allow",
                          "key_exprs": [f"{config.namespace}/**"]})

@@ -3,10 +3,12 @@ each on its own address, and the robots' transports to all of them.
 
 Replica i listens on the job's port + i x `server.replica_port_stride` (the stride keeps the
 replicas of parallel sweep jobs apart: job n already listens on the configured port + n).
-Each robot dials every replica and starts on replica `robot % N`, so the robots spread
-evenly; on a dead replica, or one that refuses the session for a reason another may not have
-(full, draining), it re-opens on another (`transports.failover`). A process fault acts on
-replica 0: the others keep serving, which is what replicas are for.
+A zenoh replica also serves under keys of its own (`<namespace>/replica<i>`), and a robot
+reaches every replica over one zenoh session (through the router, if there is one). Each
+robot dials every replica and starts on replica `robot % N`, so the robots spread evenly;
+on a dead replica, or one that refuses the session for a reason another may not have (full,
+draining), it re-opens on another (`transports.failover`). A process fault acts on replica
+0: the others keep serving, which is what replicas are for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from harness.overrides import quoted_override
 from harness.server.launch import start_server
-from transports import make_client
+from transports import make_client, make_replica_clients
 from transports.failover import FailoverClient
 from transports.loopback import tcp_address, tcp_host_port
 from transports.registry import transport_entry
@@ -59,9 +61,19 @@ def replica_transports(transport, replicas: int, stride: int) -> list:
             f"(transport.listen={transport.listen} + {replicas - 1} x "
             f"server.replica_port_stride={stride}); no ports to spare: choose a listen port "
             f"from 1 to {65535 - (replicas - 1) * stride}")
+    entry = transport_entry(str(transport.kind))
     return [dataclasses.replace(transport, listen=tcp_address(str(transport.kind), host,
-                                                              port + i * stride))
+                                                              port + i * stride),
+                                **entry.replica_fields(transport, i))
             for i in range(replicas)]
+
+
+def _replica_values(transport) -> dict[str, object]:
+    """What a replica's server is told besides the run's overrides: its `listen`, and the
+    fields that keep it apart from the other replicas (a zenoh replica's namespace)."""
+    apart = transport_entry(str(transport.kind)).replica_fields(transport, 0)
+    return {"listen": transport.listen,
+            **{name: getattr(transport, name) for name in apart}}
 
 
 def start_replicas(config, task: int, overrides: list[str], run_dir: Path, transports: list,
@@ -74,8 +86,9 @@ def start_replicas(config, task: int, overrides: list[str], run_dir: Path, trans
     servers = []
     try:
         for index, transport in enumerate(transports):
-            replica_overrides = [*overrides,
-                                 quoted_override("transport.listen", transport.listen)]
+            replica_overrides = [*overrides, *(
+                quoted_override(f"transport.{name}", value)
+                for name, value in _replica_values(transport).items())]
             servers.append(start_server(
                 config, task, replica_overrides, run_dir / f"replica{index}",
                 **server_options))
@@ -93,4 +106,4 @@ def replica_client(transports: list, robot: int):
     replica `robot % len(transports)`."""
     if len(transports) == 1:
         return make_client(transports[0])
-    return FailoverClient([make_client(transport) for transport in transports], first=robot)
+    return FailoverClient(make_replica_clients(transports), first=robot)

@@ -2,8 +2,9 @@
 without waiting out a backoff; a robot whose replica is killed (SIGKILL, a process fault)
 moves to the live one at once and loses no episode; robots spread over the replicas; a
 replica layout without ports to spare, or replicas of a server the harness does not start,
-fail at start-up naming `server.replicas`. Real parts: policy servers over zmq on loopback
-(in threads, and as supervised processes through the harness), the MuJoCo oracle."""
+fail at start-up naming `server.replicas`. Real parts: policy servers over zmq (and zenoh
+behind its router) on loopback (in threads, and as supervised processes through the
+harness), the MuJoCo oracle."""
 
 from __future__ import annotations
 
@@ -80,12 +81,17 @@ def test_robots_spread_over_the_replicas_from_their_index():
 
 @network
 @pytest.mark.timeout(300)
-def test_a_killed_replica_of_two_costs_no_episode(tmp_path):
+@pytest.mark.parametrize("transport", [["transport=zmq"],
+                                       ["transport=zenoh", "transport.router=auto"]],
+                         ids=["zmq", "zenoh-router"])
+def test_a_killed_replica_of_two_costs_no_episode(tmp_path, transport):
     """server_crash SIGKILLs replica 0 for 2 s in each episode. The robot, on replica 0,
-    moves to replica 1 when its heartbeat stops: every episode succeeds, none ends DEAD, the
-    crash episode re-opens its session once, and it recovers in less than the 2 s that
-    replica 0 is down (one server cannot do that: the robot waits for it to come back)."""
-    result = harness.run(["transport=zmq", "faults=server_crash", "server.replicas=2",
+    moves to replica 1 when its heartbeat (zenoh: liveliness) stops: every episode succeeds,
+    none ends DEAD, the crash episode re-opens its session once, and it recovers in less
+    than the 2 s that replica 0 is down (one server cannot do that: the robot waits for it
+    to come back). Behind a zenoh router both replicas once took every observation and
+    every episode ended DEAD."""
+    result = harness.run([*transport, "faults=server_crash", "server.replicas=2",
                           "env.episodes_per_task=2"], run_dir=tmp_path / "run")
     assert result.status == 0
     with open(tmp_path / "run" / "episodes.csv") as rows:

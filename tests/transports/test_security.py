@@ -392,25 +392,32 @@ def test_golden_parity_holds_with_security_on(keys, kind):
     assert all(t.success and t.breaches == [] for t in traces)
 
 
-def test_through_a_router_each_robot_still_reaches_only_its_own_keys(keys):
-    """The router tier: robots and the server dial a router (mTLS) whose ACL gives each
-    robot's certificate its own keys and the server's all of the namespace. robot-2 cannot
-    query robot-1's request key nor get a chunk onto robot-1's action key through it."""
+def _secured_router(keys, config):
+    """A router holding the run's ACL (`router_values`) on a free port, the config pointed at
+    it, and a session of robot-2 through it: the intruder."""
     from transports.zenoh import session_config
     from transports.zenoh_security import client_values, router_values, tls_locator
 
-    base = secured(loopback_config("zenoh"), keys["ours"])
     locator = f"tcp/127.0.0.1:{free_port()}"
-    config = dataclasses.replace(base, router=locator)
+    config = dataclasses.replace(config, router=locator)
     router = zenoh.open(session_config(config, listen=[tls_locator(locator)], connect=[],
                                        mode="router", secured=router_values(config)))
-    server = make_server(config)
-    server.start(lambda client_id, payload: client_id.encode() + b":" + payload)
-    robot = make_client(config)
     intruder_config = secured(config, keys["ours"], "robot-2")
     intruder = zenoh.open(session_config(intruder_config, listen=[],
                                          connect=[tls_locator(locator)],
                                          secured=client_values(intruder_config)))
+    return router, config, intruder
+
+
+def test_through_a_router_each_robot_still_reaches_only_its_own_keys(keys):
+    """The router tier: robots and the server dial a router (mTLS) whose ACL gives each
+    robot's certificate its own keys and the server's all of the namespace. robot-2 cannot
+    query robot-1's request key nor get a chunk onto robot-1's action key through it."""
+    router, config, intruder = _secured_router(
+        keys, secured(loopback_config("zenoh"), keys["ours"]))
+    server = make_server(config)
+    server.start(lambda client_id, payload: client_id.encode() + b":" + payload)
+    robot = make_client(config)
     try:
         robot.wait_ready(10.0)
         assert robot.request(b"hi", timeout_s=5.0) == b"robot-1:hi"
@@ -430,4 +437,37 @@ def test_through_a_router_each_robot_still_reaches_only_its_own_keys(keys):
         intruder.close()
         robot.close()
         server.close()
+        router.close()
+
+
+def test_through_a_router_a_robot_reaches_each_replica_under_its_own_keys_only(keys):
+    """Replicas serve under `<ns>/replica<i>`: the router's ACL lets robot-1 use its keys
+    under any replica (it was refused there, and the run waited for a server until its
+    start-up timeout), and still nobody else's."""
+    from transports import make_replica_clients, transport_entry
+
+    router, base, intruder = _secured_router(
+        keys, secured(loopback_config("zenoh"), keys["ours"]))
+    entry = transport_entry("zenoh")
+    configs = [dataclasses.replace(base, **entry.replica_fields(base, index))
+               for index in range(2)]
+    servers = [make_server(config) for config in configs]
+    for index, server in enumerate(servers):
+        server.start(lambda client_id, payload, index=index:
+                     b"%d:" % index + client_id.encode() + b":" + payload)
+    robot = make_replica_clients(configs)
+    try:
+        for client in robot:
+            client.wait_ready(10.0)
+        assert [client.request(b"hi", timeout_s=5.0) for client in robot] == [
+            b"0:robot-1:hi", b"1:robot-1:hi"]
+        replies = list(intruder.get(f"{configs[1].namespace}/req/robot-1", payload=b"x",
+                                    timeout=1.0))
+        assert not any(reply.ok is not None for reply in replies)
+    finally:
+        intruder.close()
+        for client in robot:
+            client.close()
+        for server in servers:
+            server.close()
         router.close()
