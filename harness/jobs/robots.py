@@ -14,7 +14,8 @@ directory itself (each file atomically, as the threads do). Its other output is 
 
 Episodes go to whichever robot is free, as with threads. A robot whose process dies loses
 the episode it was running (not written: `resume=` runs it again) and the run goes on with
-the others; the run then exits 1 naming it. The child never outlives the harness: its stdin
+the others; the run then exits 1 naming it. One that is stopped (SIGSTOP) is waited for, and
+the run's log names it until it goes on. The child never outlives the harness: its stdin
 is a pipe only the harness writes, and end of file in the middle of an episode means the
 harness is gone, so the child exits at once.
 """
@@ -30,12 +31,14 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.overrides import quoted_override
 from harness.results.episodes import episode_id
 from harness.results.store import ResultsStore
+from harness.server.supervisor import proc_state
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ START_MARGIN_S = 120.0
 """What a robot may take to start beyond `server.startup_timeout_s` (its own wait for the
 server): imports, composing the config, building its env."""
 EXIT_WAIT_S = 30.0
+STOPPED_NOTICE_S = 5.0
+"""How long a robot process may be stopped (SIGSTOP, a debugger) in an episode before the
+harness says why the run is waiting; said again every `STOPPED_REPEAT_S`."""
+STOPPED_REPEAT_S = 60.0
 
 
 class RobotProcess:
@@ -102,10 +109,20 @@ class RobotProcess:
         return message is not None and "ready" in message
 
     def run(self, index: int) -> bool | None:
-        """Run episode `index` on the robot: whether it succeeded, None if the process died."""
+        """Run episode `index` on the robot: whether it succeeded, None if the process died.
+
+        The harness waits for a stopped robot, as for a slow one (SIGCONT and it goes on),
+        but says so: a run that only waits would look hung."""
         if not self._send({"episode": index}):
             return None
-        message = self._messages.get()
+        stopped = _StoppedNotice(self, index)
+        while True:
+            try:
+                message = self._messages.get(timeout=1.0)
+                break
+            except queue.Empty:
+                stopped.check()
+        stopped.check()
         if message is None or message.get("ended") != index:
             return None
         log.info("robot %d: %s", self.robot, message.get("line", ""))
@@ -137,6 +154,36 @@ class RobotProcess:
         return (f"robot {self.robot}'s process (pid {self.process.pid}) {what} ({status})"
                 + (f"; its last lines: {' | '.join(last)}" if last else "")
                 + f"; its log: {self.log_dir}")
+
+
+class _StoppedNotice:
+    """Tells the run's log when a robot process in an episode is stopped (state T), and when
+    it goes on again."""
+
+    def __init__(self, robot: RobotProcess, index: int) -> None:
+        self._robot, self._index = robot, index
+        self._since: float | None = None
+        self._said: float | None = None
+
+    def check(self) -> None:
+        now = time.monotonic()
+        pid = self._robot.process.pid
+        if proc_state(pid) == "T":
+            self._since = self._since or now
+            stopped_s = now - self._since
+            if stopped_s >= STOPPED_NOTICE_S and (
+                    self._said is None or now - self._said >= STOPPED_REPEAT_S):
+                self._said = now
+                log.warning("robot %d's process (pid %d) has been stopped for %.0f s in task "
+                            "%d episode %d; the run waits for it: SIGCONT it to go on, or "
+                            "kill it (its episode is lost; resume= runs it again)",
+                            self._robot.robot, pid, stopped_s, self._robot.task,
+                            episode_id(self._robot.task, self._index))
+        elif self._since is not None:
+            if self._said is not None:
+                log.warning("robot %d's process (pid %d) goes on after %.0f s stopped",
+                            self._robot.robot, pid, now - self._since)
+            self._since = self._said = None
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,3 +184,33 @@ def test_an_unknown_clients_as_is_refused_listing_the_choices():
     with pytest.raises(ConfigCompositionException) as refused:
         api.compose(["clients_as=forks"])
     assert "expected one of [threads, processes]" in str(refused.value.__cause__)
+
+
+def test_a_stopped_robot_process_is_named_and_its_run_goes_on_when_it_continues(tmp_path):
+    """SIGSTOP one robot mid-episode: the run waits for it (the other robot takes the rest)
+    and says which robot is stopped; after SIGCONT it finishes its episode, the run says so
+    and every episode is written, exit 0."""
+    run_dir = tmp_path / "run"
+    total = 6
+    harness = _harness(run_dir, _listen(), "clients=2", "clients_as=processes",
+                       f"env.episodes_per_task={total}", "env.step_sleep_s=0.03")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(harness.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: run_dir.exists() and len(_episodes(run_dir)) >= 1
+                   and len(_children(harness.pid, "harness.jobs.robots")) == 2, 120,
+                   "an episode written by two robot processes")
+        victim = max(_children(harness.pid, "harness.jobs.robots"))
+        os.kill(victim, signal.SIGSTOP)
+        wait_until(lambda: any(f"(pid {victim}) has been stopped" in line for line in lines),
+                   60, "the harness to name the stopped robot")
+        os.kill(victim, signal.SIGCONT)
+        harness.wait(timeout=300)
+        reader.join(10)
+    finally:
+        harness.kill()
+    output = "".join(lines)
+    assert harness.returncode == 0, output[-3000:]
+    assert f"(pid {victim}) goes on after" in output
+    assert sorted(row["episode"] for row in _episodes(run_dir)) == list(range(1, total + 1))
