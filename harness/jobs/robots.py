@@ -22,7 +22,6 @@ harness is gone, so the child exits at once.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
@@ -38,6 +37,7 @@ from pathlib import Path
 from harness.overrides import quoted_override
 from harness.results.episodes import episode_id
 from harness.results.store import ResultsStore
+from harness.server.child_output import ChildOutput, exit_status
 from harness.server.supervisor import proc_state
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ class RobotProcess:
         self.robot = int(spec["robot"])
         self.task = int(spec["task"])
         self.log_dir = log_dir
-        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._messages: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
         command = [sys.executable, "-m", "harness.jobs.robots", *overrides,
                    quoted_override("hydra.run.dir", str(log_dir)), "hydra.output_subdir=null",
@@ -69,8 +68,10 @@ class RobotProcess:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, bufsize=1,
                                         process_group=0)
-        threading.Thread(target=self._read_output, name=f"robot-{self.robot}-output",
-                         daemon=True).start()
+        self._output = ChildOutput(
+            self.process, name=f"robot-{self.robot}-output",
+            label=f"robot {self.robot} (pid {self.process.pid})", tail_lines=TAIL_LINES,
+            on_line=self._take_message, on_end=lambda: self._messages.put(None), logger=log)
         self._send(spec)
 
     def _send(self, message: dict) -> bool:
@@ -82,21 +83,15 @@ class RobotProcess:
         except (BrokenPipeError, OSError, ValueError):
             return False
 
-    def _read_output(self) -> None:
-        """Drain the child's output for its whole life: its messages to the queue, its log
-        lines to the tail (warnings and errors passed on); None once it closes."""
-        for line in self.process.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(MESSAGE_PREFIX):
-                try:
-                    self._messages.put(json.loads(line[len(MESSAGE_PREFIX):]))
-                    continue
-                except json.JSONDecodeError:
-                    pass  # a log line that happens to start so: keep it as one
-            self._tail.append(line)
-            if any(level in line for level in ("[WARNING]", "[ERROR]", "[CRITICAL]")):
-                log.warning("robot %d (pid %d): %s", self.robot, self.process.pid, line)
-        self._messages.put(None)
+    def _take_message(self, line: str) -> bool:
+        """A `ROBOT {...}` line to the messages (None goes there once the output ends)."""
+        if not line.startswith(MESSAGE_PREFIX):
+            return False
+        try:
+            self._messages.put(json.loads(line[len(MESSAGE_PREFIX):]))
+        except json.JSONDecodeError:
+            return False  # a log line that happens to start so: keep it as one
+        return True
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Whether the child said it is ready (its server answered) within `timeout_s`."""
@@ -104,7 +99,7 @@ class RobotProcess:
             message = self._messages.get(timeout=timeout_s)
         except queue.Empty:
             self.kill()
-            self._tail.append(f"(not ready within {timeout_s:.0f} s: killed)")
+            self._output.tail.append(f"(not ready within {timeout_s:.0f} s: killed)")
             return False
         return message is not None and "ready" in message
 
@@ -147,9 +142,8 @@ class RobotProcess:
 
     def describe(self, what: str) -> str:
         """One line on what happened to the robot, with its exit status and last log lines."""
-        code = self.process.poll()
-        status = f"exit status {code}" if code is not None else "still running"
-        last = [line for line in self._tail  # what it said of its trouble, not its episodes
+        status = exit_status(self.process)
+        last = [line for line in self._output.tail  # its trouble, not its episodes
                 if line.strip() and "][INFO]" not in line and "][DEBUG]" not in line][-3:]
         return (f"robot {self.robot}'s process (pid {self.process.pid}) {what} ({status})"
                 + (f"; its last lines: {' | '.join(last)}" if last else "")

@@ -18,7 +18,6 @@ config. Two guarantees make that safe to use in a benchmark:
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 from harness.overrides import quoted_override
+from harness.server.child_output import ChildOutput, exit_status
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,8 @@ class ServerSupervisor:
         self.process: subprocess.Popen[str] | None = None
         self.health_port: int | None = None
         self.starts = 0
-        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._lifeline: int | None = None
-        self._reader: threading.Thread | None = None
+        self._output: ChildOutput | None = None
 
     @property
     def pid(self) -> int | None:
@@ -108,7 +107,7 @@ class ServerSupervisor:
 
     def last_lines(self) -> list[str]:
         """The child's last lines of output (stdout and stderr), oldest first."""
-        return list(self._tail)
+        return list(self._output.tail) if self._output is not None else []
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -122,7 +121,6 @@ class ServerSupervisor:
         if self.alive():
             raise RuntimeError(f"server pid {self.pid} is already running")
         self.starts += 1
-        self._tail.clear()
         self.health_port = None
         read_end, self._lifeline = os.pipe()
         command = [*self.command_prefix, sys.executable, "-m", self.module, *self.overrides,
@@ -135,13 +133,22 @@ class ServerSupervisor:
         finally:
             os.close(read_end)  # the child holds its copy; ours would keep the pipe open
         ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_output, args=(self.process, ready),
-                                        name=f"server-{self.process.pid}-output", daemon=True)
-        self._reader.start()
+
+        def take_ready(line: str) -> bool:
+            """The READY line (once): the health port; every other line is output."""
+            if not line.startswith(READY_PREFIX) or ready.is_set():
+                return False
+            self.health_port = int(line.split()[1])
+            ready.set()
+            return True
+
+        self._output = ChildOutput(self.process, name=f"server-{self.process.pid}-output",
+                                   label=f"server pid {self.process.pid}",
+                                   tail_lines=TAIL_LINES, on_line=take_ready, logger=log)
         deadline = time.monotonic() + self.startup_timeout_s
         while not ready.wait(0.05):
             if self.process.poll() is not None:
-                self._reader.join(1.0)  # let it take the dead child's last lines
+                self._output.join(1.0)  # let it take the dead child's last lines
                 raise ServerStartError(self._describe_exit("exited during start-up"))
             if time.monotonic() > deadline:
                 self.kill()
@@ -150,29 +157,16 @@ class ServerSupervisor:
         log.info("policy server pid %d ready (start %d, health port %d)", self.pid,
                  self.starts, self.health_port)
 
-    def _read_output(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
-        """Drain the child's output for its whole life (a full pipe would block it), keep
-        the tail, pass its warnings and errors on, and catch the READY line."""
-        for line in process.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(READY_PREFIX) and not ready.is_set():
-                self.health_port = int(line.split()[1])
-                ready.set()
-                continue
-            self._tail.append(line)
-            if any(level in line for level in ("[WARNING]", "[ERROR]", "[CRITICAL]")):
-                log.warning("server pid %d: %s", process.pid, line)
-
     def _describe_exit(self, what: str) -> str:
         """One line: what happened and, when the server died of an exception, that exception
         (the traceback's last line); its last output lines follow only when there is none."""
-        code = self.process.poll() if self.process is not None else None
-        status = f"exit status {code}" if code is not None else "still running"
-        causes = [m.group(1) for m in map(EXCEPTION_LINE.match, self._tail) if m]
+        status = exit_status(self.process)
+        lines = self.last_lines()
+        causes = [m.group(1) for m in map(EXCEPTION_LINE.match, lines) if m]
         if causes:
             return (f"policy server {what} ({status}): {causes[-1]} (its log: "
                     f"{self.run_dir})")
-        tail = "\n".join(f"    {line}" for line in self._tail) or "    (no output)"
+        tail = "\n".join(f"    {line}" for line in lines) or "    (no output)"
         return (f"policy server ({' '.join(self.overrides) or 'default config'}) {what} "
                 f"({status}); its last lines:\n{tail}\n(full log in {self.run_dir})")
 
