@@ -69,6 +69,14 @@ def _episodes(run_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((run_dir / "episodes").glob("*.json"))]
 
 
+def _a_robot_mid_run(harness: subprocess.Popen, run_dir: Path, written: int) -> int:
+    """The pid of one of two robot processes, once `written` episodes are."""
+    wait_until(lambda: run_dir.exists() and len(_episodes(run_dir)) >= written
+               and len(_children(harness.pid, "harness.jobs.robots")) == 2, 120,
+               f"{written} episodes written by two robot processes")
+    return max(_children(harness.pid, "harness.jobs.robots"))
+
+
 def test_robots_as_processes_run_the_same_episodes_as_robots_in_threads(tmp_path):
     """Under a fixed latency the virtual clock makes each episode deterministic: every tick
     the same action, source and state whichever way its robot ran."""
@@ -100,10 +108,7 @@ def test_a_robot_process_killed_mid_run_loses_its_episode_only(tmp_path):
               "env.step_sleep_s=0.03")
     harness = _harness(run_dir, *config)
     try:
-        wait_until(lambda: run_dir.exists() and len(_episodes(run_dir)) >= 2
-                   and len(_children(harness.pid, "harness.jobs.robots")) == 2, 120,
-                   "two episodes written by two robot processes")
-        victim = max(_children(harness.pid, "harness.jobs.robots"))
+        victim = _a_robot_mid_run(harness, run_dir, written=2)
         os.kill(victim, signal.SIGKILL)
         output, _ = harness.communicate(timeout=300)
     finally:
@@ -198,10 +203,7 @@ def test_a_stopped_robot_process_is_named_and_its_run_goes_on_when_it_continues(
     reader = threading.Thread(target=lambda: lines.extend(harness.stdout), daemon=True)
     reader.start()
     try:
-        wait_until(lambda: run_dir.exists() and len(_episodes(run_dir)) >= 1
-                   and len(_children(harness.pid, "harness.jobs.robots")) == 2, 120,
-                   "an episode written by two robot processes")
-        victim = max(_children(harness.pid, "harness.jobs.robots"))
+        victim = _a_robot_mid_run(harness, run_dir, written=1)
         os.kill(victim, signal.SIGSTOP)
         wait_until(lambda: any(f"(pid {victim}) has been stopped" in line for line in lines),
                    60, "the harness to name the stopped robot")
