@@ -154,16 +154,16 @@ def test_wrong_type_fails_naming_the_key():
 def test_a_transport_yaml_without_a_schema_is_checked_against_its_kind():
     """A transport of one's own has no schema in the ConfigStore: its YAML's fields are
     checked against its entry's config class when the config is validated."""
-    from harness.config import _transport_from_fields
+    from harness.config import transport_from_fields
 
     with pytest.raises(ConfigError, match=r"transport.listne: not a field of "
                                           r"ZmqTransportConfig \(kind 'zmq'\)"):
-        _transport_from_fields({"kind": "zmq", "listne": "tcp://127.0.0.1:5555"})
+        transport_from_fields({"kind": "zmq", "listne": "tcp://127.0.0.1:5555"})
     with pytest.raises(ConfigError, match="transport.kind='udp': expected one of"):
-        _transport_from_fields({"kind": "udp"})
+        transport_from_fields({"kind": "udp"})
     with pytest.raises(ConfigError, match="choose one with transport=<name>"):
-        _transport_from_fields({"listen": "tcp://127.0.0.1:5555"})
-    built = _transport_from_fields({"kind": "zmq", "listen": "tcp://127.0.0.1:6000"})
+        transport_from_fields({"listen": "tcp://127.0.0.1:5555"})
+    built = transport_from_fields({"kind": "zmq", "listen": "tcp://127.0.0.1:6000"})
     assert (type(built).__name__, built.listen) == ("ZmqTransportConfig", "tcp://127.0.0.1:6000")
 
 
