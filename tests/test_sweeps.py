@@ -163,6 +163,7 @@ def test_robots_sharing_a_slow_server_wait_in_its_queue(tmp_path):
     assert (merged["server_queue_s"] + merged["server_infer_s"]
             <= merged["measured_latency_s"]).all()  # the server's share is inside the trip
     assert merged["server_queue_s"].max() > 0.05  # some request waited for the other robot
+    assert (merged["server_batch_size"] == 1).all()  # round robin: each predicted alone
 
 
 @pytest.mark.slow

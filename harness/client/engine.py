@@ -104,8 +104,9 @@ class ClientEngine:
         self._in_flight: InFlight | None = None
         self._arrived: list[Arrived] = []
         self._last_action = np.zeros(contract.action_dim, np.float32)
-        self._merged_server_s: tuple[float | None, float | None] = (None, None)
-        """(mailbox wait, inference) the server reported for the last chunk merged."""
+        self._merged_server: tuple[float | None, float | None, int | None] = (None, None, None)
+        """(mailbox wait s, inference s, batch size) the server reported for the last chunk
+        merged."""
         self._held = False
         """The mode holds still while waiting and every tick since the pending request's
         observation was a WAIT tick, so its chunk starts when it is merged. False once a tick
@@ -241,7 +242,8 @@ class ClientEngine:
         result = self._choose(tick, latency_s, measured_s)
         result.committed = sent
         if latency_s is not None:  # the merged chunk's share of its round trip on the server
-            result.server_queue_s, result.server_infer_s = self._merged_server_s
+            (result.server_queue_s, result.server_infer_s,
+             result.server_batch_size) = self._merged_server
         return result
 
     def _choose(self, tick: int, latency_s: float | None,
@@ -290,7 +292,8 @@ class ClientEngine:
             self.stats.trimmed += placed.trimmed
             self._last_chunk_tick = self._last_contact_tick = tick
             latency_s, measured_s = item.latency_s, item.measured_s
-            self._merged_server_s = (chunk.queue_wait_ns / 1e9, chunk.infer_ns / 1e9)
+            self._merged_server = (chunk.queue_wait_ns / 1e9, chunk.infer_ns / 1e9,
+                                   chunk.batch_size)
         return latency_s, measured_s
 
     def _expire_in_flight(self, tick: int) -> None:

@@ -60,6 +60,8 @@ class TickResult:
     `server_infer_s`, what splits `measured_latency_s` into network, queue and inference."""
     server_infer_s: float | None = None
     """The merged chunk's inference time on the server (its own report)."""
+    server_batch_size: int | None = None
+    """How many robots the server's pass that predicted the merged chunk served."""
 
 
 @dataclass

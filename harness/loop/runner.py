@@ -68,7 +68,8 @@ def run_episode(env: Env, engine: ClientEngine, *, episode: int, seed: int,
                                       result.age_ticks, result.seq, result.latency_s,
                                       [float(a) for a in result.action], paced,
                                       result.measured_latency_s, _ee_pos(env),
-                                      result.server_queue_s, result.server_infer_s))
+                                      result.server_queue_s, result.server_infer_s,
+                                      result.server_batch_size))
         trace.steps = tick + 1
         observation = step.observation
         if step.success:

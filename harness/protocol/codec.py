@@ -88,7 +88,7 @@ _KEYS = {
     "observation": frozenset({"state", "images", "instruction", "tick", "delay_ticks",
                               "committed"}),
     "action_chunk": frozenset({"actions", "obs_seq", "queue_wait_ns", "infer_ns", "model_id",
-                               "start_tick"}),
+                               "start_tick", "batch_size"}),
     "reset": frozenset({"reason"}), "status": frozenset({"fields"}),
     "error": frozenset({"code", "detail"}), "close": frozenset({"reason"}),
 }
@@ -248,7 +248,16 @@ def _pack_action_chunk(body: ActionChunk, path: str) -> dict[str, Any]:
                                          EncodeError),
             "infer_ns": check_count(body.infer_ns, f"{path}.infer_ns", EncodeError),
             "model_id": check_str(body.model_id, f"{path}.model_id", EncodeError),
-            "start_tick": check_count(body.start_tick, f"{path}.start_tick", EncodeError)}
+            "start_tick": check_count(body.start_tick, f"{path}.start_tick", EncodeError),
+            "batch_size": _batch_size(body.batch_size, f"{path}.batch_size", EncodeError)}
+
+
+def _batch_size(value: Any, path: str, error: type[WireError]) -> int:
+    """A count of at least one (a chunk was predicted in a pass of one robot or more)."""
+    count = check_count(value, path, error)
+    if count < 1:
+        raise error(f"{path}: {count}, expected >= 1 (robots in the pass)")
+    return count
 
 
 def _unpack_action_chunk(raw: Any, path: str) -> ActionChunk:
@@ -262,7 +271,8 @@ def _unpack_action_chunk(raw: Any, path: str) -> ActionChunk:
         queue_wait_ns=check_count(item["queue_wait_ns"], f"{path}.queue_wait_ns", DecodeError),
         infer_ns=check_count(item["infer_ns"], f"{path}.infer_ns", DecodeError),
         model_id=check_str(item["model_id"], f"{path}.model_id", DecodeError),
-        start_tick=check_count(item["start_tick"], f"{path}.start_tick", DecodeError))
+        start_tick=check_count(item["start_tick"], f"{path}.start_tick", DecodeError),
+        batch_size=_batch_size(item["batch_size"], f"{path}.batch_size", DecodeError))
 
 
 def _pack_reset(body: Reset, path: str) -> dict[str, Any]:

@@ -15,11 +15,13 @@ import numpy as np
 
 from harness.protocol.contract import Contract
 
-SCHEMA_VERSION = 2
-"""2: observations carry their tick, the client's expected delay and the committed action
-prefix, chunks the tick of their first action, contracts whether the model is delay-aware
-(issue 12). Version 1 messages are not decoded: a session open of another version is
-refused with `REJECT_VERSION`, and a client whose server answers in another version stops."""
+SCHEMA_VERSION = 3
+"""3: a chunk says how many robots' observations its pass predicted together
+(`batch_size`). 2: observations carry their tick, the client's expected delay and the
+committed action prefix, chunks the tick of their first action, contracts whether the model
+is delay-aware (issue 12). Messages of another version are not decoded: a session open of
+another version is refused with `REJECT_VERSION`, and a client whose server answers in
+another version stops."""
 MAGIC = b"RH"
 HEADER = struct.Struct("<2sBBHQIIQI")
 """magic, version, message type, flags, seq, episode, epoch, client monotonic ns, body length."""
@@ -145,6 +147,9 @@ class ActionChunk:
     start_tick: int = 0
     """The tick its first action is meant for: the observation's tick, or for a delay-aware
     policy the first tick after the committed prefix (`tick + delay_ticks`)."""
+    batch_size: int = 1
+    """How many robots' observations the pass that predicted it served (1: alone): what
+    `infer_ns`, the pass's time, was shared with (`server.scheduler=micro_batch`)."""
 
 
 @dataclass(frozen=True)

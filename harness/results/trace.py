@@ -35,6 +35,9 @@ class TickRecord:
     """The merged chunk's wait in the server's mailbox; measured_latency_s minus this and
     `server_infer_s` is the network's share (both as the server reports them)."""
     server_infer_s: float | None = None
+    server_batch_size: int | None = None
+    """Robots served by the pass that predicted the merged chunk (1: alone); what
+    `server_infer_s` was shared with."""
 
 
 @dataclass

@@ -173,7 +173,7 @@ class StreamPath:
         start_tick = body.tick + (body.delay_ticks if entry.plans_from_prefix else 0)
         self._send(client_id, protocol.ActionChunk(np.asarray(result, np.float32), request.seq,
                                                    queue_wait_ns, infer_ns, self.spec.model_id,
-                                                   start_tick), request)
+                                                   start_tick, batch_size), request)
         answered.add(client_id)
         self._audit(client_id, request, "served", started, queue_wait_ns=queue_wait_ns,
                     infer_ns=infer_ns, batch_size=batch_size)

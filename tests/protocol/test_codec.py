@@ -149,7 +149,7 @@ def test_header_is_34_little_endian_bytes_and_decodable_alone():
     buf = protocol.encode(protocol.Message(protocol.Close(), seq=0x0102030405060708, episode=9,
                                            epoch=7, client_ns=5, flags=protocol.Flags.RESPONSE))
     assert protocol.HEADER.size == 34
-    assert buf[:4] == b"RH\x02\x09" and buf[4:6] == b"\x01\x00"
+    assert buf[:4] == b"RH\x03\x09" and buf[4:6] == b"\x01\x00"
     assert buf[6:14] == bytes.fromhex("0807060504030201")
     assert protocol.decode_header(buf) == protocol.Header(
         protocol.MessageType.CLOSE, 0x0102030405060708, 9, 7, 5, protocol.Flags.RESPONSE,
@@ -170,18 +170,19 @@ def test_wire_bytes_are_pinned():
     travels little-endian, control_hz as a float64). A change here breaks every peer and the
     golden parity digests. Version 2 (delay-aware execution) appended `delay_aware` to the
     contract, `tick`, `delay_ticks`, `committed` to the observation and `start_tick` to the
-    chunk, and left every version 1 key as it was."""
+    chunk, and left every version 1 key as it was; version 3 appended `batch_size` to the
+    chunk (the version byte of every header changed with it)."""
     contract = protocol.Contract(("x",), {"j": protocol.ArraySpec("float32", (2,))},
                                  {"cam": (4, 6)}, 20.0, 8, "m")
     session_open = protocol.Message(protocol.SessionOpen("c", contract), seq=1, client_ns=2)
     encoded = protocol.encode(session_open)
     assert encoded == bytes.fromhex(
-        "5248020100000100000000000000000000000000000002000000000000008e00000082a9636c69656e"
+        "5248030100000100000000000000000000000000000002000000000000008e00000082a9636c69656e"
         "745f6964a163a8636f6e747261637487a86d6f64656c5f6964a16dac616374696f6e5f6e616d657391"
         "a178a5737461746581a16a82a56474797065a7666c6f61743332a573686170659102a6696d61676573"
         "81a363616d920406aa636f6e74726f6c5f687acb4034000000000000aa6368756e6b5f73697a6508ab"
         "64656c61795f6177617265c2")
-    # Version 1's body is version 2's without the new key (its count 6, not 7).
+    # Version 1's body is version 2's (and 3's) without the new key (its count 6, not 7).
     assert V1_SESSION_OPEN[34:] == (encoded[34:-13].replace(b"\xa8contract\x87",
                                                              b"\xa8contract\x86"))
     observation = protocol.Message(
@@ -190,7 +191,7 @@ def test_wire_bytes_are_pinned():
                              delay_ticks=1, committed=np.array([[0.5]], np.float32)),
         seq=3, episode=4, epoch=5, flags=protocol.Flags.RESPONSE)
     assert protocol.encode(observation) == bytes.fromhex(
-        "524802040100030000000000000004000000050000000000000000000000a200000086a57374617465"
+        "524803040100030000000000000004000000050000000000000000000000a200000086a57374617465"
         "81a17383a56474797065a33c6634a573686170659102a464617461c4080000c03f000000c0a6696d61"
         "67657381a363616d83a56474797065a37c7531a5736861706593010103a464617461c403070707ab69"
         "6e737472756374696f6ea2676fa47469636b09ab64656c61795f7469636b7301a9636f6d6d69747465"
@@ -198,15 +199,15 @@ def test_wire_bytes_are_pinned():
     chunk = protocol.Message(protocol.ActionChunk(np.zeros((1, 1), np.float32), 3, 1, 2, "m",
                                                   start_tick=10))
     assert protocol.encode(chunk) == bytes.fromhex(
-        "5248020500000000000000000000000000000000000000000000000000006100000086a7616374696f"
+        "5248030500000000000000000000000000000000000000000000000000006d00000087a7616374696f"
         "6e7383a56474797065a33c6634a57368617065920101a464617461c40400000000a76f62735f736571"
         "03ad71756575655f776169745f6e7301a8696e6665725f6e7302a86d6f64656c5f6964a16daa737461"
-        "72745f7469636b0a")
+        "72745f7469636b0aaa62617463685f73697a6501")
 
 
 def test_a_version_1_message_is_refused_naming_both_versions():
     with pytest.raises(protocol.UnsupportedVersion,
-                       match="header.version: 1, this code speaks 2") as caught:
+                       match="header.version: 1, this code speaks 3") as caught:
         protocol.decode(V1_SESSION_OPEN)
     assert (caught.value.version, caught.value.msg_type) == (1, 1)
 
@@ -499,6 +500,7 @@ def observation_with(state=None, images=None, flags=0) -> bytes:
 
 
 ARRAY = {"dtype": "<f4", "shape": [2], "data": bytes(8)}
+ARRAY_2D = {"dtype": "<f4", "shape": [1, 2], "data": bytes(8)}
 NO_PREFIX_MAP = {"dtype": "<f4", "shape": [0, 0], "data": b""}
 
 
@@ -518,7 +520,7 @@ def reject(**fields) -> bytes:
     (b"RH\x01", protocol.DecodeError, "header: 3 bytes, need at least 34"),
     (b"", protocol.DecodeError, "header: 0 bytes"),
     (header(magic=b"XX"), protocol.DecodeError, r"header.magic: b'XX', expected b'RH'"),
-    (header(version=3), protocol.UnsupportedVersion, "header.version: 3, this code speaks 2"),
+    (header(version=4), protocol.UnsupportedVersion, "header.version: 4, this code speaks 3"),
     (header(version=0), protocol.UnsupportedVersion, "header.version: 0"),
     (header(msg_type=0), protocol.DecodeError, "unknown message type 0"),
     (header(msg_type=10), protocol.DecodeError, "unknown message type 10"),
@@ -656,9 +658,15 @@ def reject(**fields) -> bytes:
      protocol.DecodeError, "bool array holds bytes other than 0 and 1"),
     (with_body(protocol.MessageType.ACTION_CHUNK, {"actions": ARRAY, "obs_seq": 0,
                                                    "queue_wait_ns": 0, "infer_ns": 0,
-                                                   "model_id": "", "start_tick": 0}),
+                                                   "model_id": "", "start_tick": 0,
+                                                   "batch_size": 1}),
      protocol.DecodeError,
      r"action_chunk.actions: expected a 2-D .* got float32 array of shape \[2\]"),
+    (with_body(protocol.MessageType.ACTION_CHUNK, {"actions": ARRAY_2D, "obs_seq": 0,
+                                                   "queue_wait_ns": 0, "infer_ns": 0,
+                                                   "model_id": "", "start_tick": 0,
+                                                   "batch_size": 0}),
+     protocol.DecodeError, r"action_chunk.batch_size: 0, expected >= 1"),
     # images
     (observation_with(images={"cam": ARRAY}), protocol.DecodeError,
      r"images\['cam'\]: expected an HxWx3 uint8 image, got float32 array of shape \[2\]"),
@@ -739,6 +747,8 @@ def test_a_bug_behind_the_checks_still_raises_only_decode_error(monkeypatch):
      "action_chunk.actions: expected a numpy array, got list"),
     (protocol.Message(protocol.ActionChunk(np.zeros((1, 7)), -5, 0, 0, "")), {},
      "action_chunk.obs_seq: -5 is out of range"),
+    (protocol.Message(protocol.ActionChunk(np.zeros((1, 7)), 0, 0, 0, "", batch_size=0)), {},
+     r"action_chunk.batch_size: 0, expected >= 1 \(robots in the pass\)"),
     (protocol.Message(protocol.ActionChunk(np.zeros((1, 7)), np.int64(3), 0, 0, "")), {},
      "action_chunk.obs_seq: expected int, got int64"),
     (protocol.Message(protocol.SessionReject("r", 1, "4")), {},

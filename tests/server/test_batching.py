@@ -138,6 +138,7 @@ def test_each_robot_gets_the_chunk_of_its_own_prefix_and_noise_in_one_batch(env)
                                      prefix if len(prefix) else None)
             np.testing.assert_allclose(reply.body.actions, expected, rtol=0, atol=1e-5)
             assert reply.body.start_tick == 10 + len(prefix)
+            assert reply.body.batch_size == 4  # each robot is told what it was batched with
         assert batch_sizes(server) == (4.0, 16.0)  # four chunks, each of a batch of four
     finally:
         for client in clients:
@@ -185,6 +186,7 @@ def test_a_robots_bad_observation_fails_that_robot_only(env):
             protocol.MessageType.ACTION_CHUNK]
         assert replies[1].body.code == protocol.ERROR_CONTRACT
         assert batch_sizes(server) == (2.0, 4.0)  # the two good ones, predicted together
+        assert [replies[0].body.batch_size, replies[2].body.batch_size] == [2, 2]
 
 
 class FailsOnInstruction:

@@ -114,13 +114,15 @@ def test_a_version_1_session_open_is_rejected_naming_both_versions(env, kind):
     try:
         reply = protocol.decode(client.transport.request(V1_SESSION_OPEN, timeout_s=5.0))
         assert reply.msg_type is protocol.MessageType.SESSION_REJECT
-        assert reply.body.reason == ("schema version: the client speaks 1, this server 2")
+        assert reply.body.reason == (
+            f"schema version: the client speaks 1, this server {protocol.SCHEMA_VERSION}")
         assert not protocol.retryable_reject(reply.body.reason)
         v1_reset = bytearray(protocol.encode(protocol.Message(protocol.Reset())))
         v1_reset[2] = 1
         error = protocol.decode(client.transport.request(bytes(v1_reset), timeout_s=5.0))
         assert error.msg_type is protocol.MessageType.ERROR and error.body.code == "decode"
-        assert "header.version: 1, this code speaks 2" in error.body.detail
+        assert (f"header.version: 1, this code speaks {protocol.SCHEMA_VERSION}"
+                in error.body.detail)
         assert client.open(contract(env)).msg_type is protocol.MessageType.SESSION_OK
     finally:
         client.close()
@@ -152,7 +154,8 @@ def test_a_client_answered_in_another_version_stops_for_good_naming_both(env):
         engine = engine_for(env.spec, client, EngineConfig(), chunk_size=8)
         assert engine.open_session() is False
         assert engine.state is ClientState.DEAD
-        assert engine.dead_reason == "schema version: the server speaks 1, this client 2"
+        assert engine.dead_reason == (
+            f"schema version: the server speaks 1, this client {protocol.SCHEMA_VERSION}")
         engine.reset(2)  # a later episode cannot fix it
         assert engine.state is ClientState.DEAD
     finally:
