@@ -199,6 +199,7 @@ def run_robot_processes(config, overrides: list[str], dial: list, *, task: int,
     for index in pending:
         episodes.put(index)
     dial_fields = [dataclasses.asdict(transport) for transport in dial]
+    store = ResultsStore(run_dir, clean=False)  # to ask whether a lost episode was written
     robots: list[RobotProcess] = []
     try:
         for robot in range(min(config.clients, len(pending))):  # no robot without work
@@ -208,7 +209,8 @@ def run_robot_processes(config, overrides: list[str], dial: list, *, task: int,
                 run_dir / f"robot{robot}"))
         with ThreadPoolExecutor(len(robots), thread_name_prefix="robot-feed") as pool:
             start_s = config.server.startup_timeout_s + START_MARGIN_S
-            outcomes = list(pool.map(lambda r: _feed(r, episodes, progress, start_s), robots))
+            outcomes = list(pool.map(lambda r: _feed(r, episodes, progress, start_s, store),
+                                     robots))
         return [failure for failure in outcomes if failure is not None]
     finally:
         for robot in robots:
@@ -216,7 +218,7 @@ def run_robot_processes(config, overrides: list[str], dial: list, *, task: int,
 
 
 def _feed(robot: RobotProcess, episodes: queue.SimpleQueue[int], progress,
-          start_s: float) -> RobotFailure | None:
+          start_s: float, store: ResultsStore) -> RobotFailure | None:
     """Give `robot` episodes until none is left or it dies."""
     if not robot.wait_ready(start_s):
         robot.finish()
@@ -235,10 +237,8 @@ def _feed(robot: RobotProcess, episodes: queue.SimpleQueue[int], progress,
         if success is None:
             robot.finish()
             episode = episode_id(robot.task, index)
-            key = ResultsStore.key(robot.task, episode)
-            row = robot.log_dir.parent / "episodes" / f"{key}.json"
-            fate = ("its row was written before it died" if row.is_file() else
-                    "which is not written (resume= runs it again)")
+            fate = ("its row was written before it died" if store.done(robot.task, episode)
+                    else "which is not written (resume= runs it again)")
             return RobotFailure(robot.describe(f"died in task {robot.task} episode {episode}, "
                                                f"{fate}"), True, robot.process.returncode)
         progress.episode_ended(success)
