@@ -232,18 +232,23 @@ class _SharedSession:
             self.session.close()
 
 
+def _client_session(configs: Sequence[ZenohTransportConfig]) -> _SharedSession:
+    """One client session for `configs` (one server, or every replica of one), connected to
+    each distinct endpoint they dial: the router, or each server's locator."""
+    first = configs[0]
+    connect = [address for config in configs
+               for address in _endpoints(config, server=False)["connect"]]
+    session = zenoh.open(session_config(
+        first, listen=[], connect=list(dict.fromkeys(connect)),
+        secured=client_values(first) if first.security.enabled else None))
+    return _SharedSession(session, len(configs))
+
+
 def replica_clients(configs: Sequence[ZenohTransportConfig]) -> list[ZenohClient]:
     """One robot's client to each replica in `configs` (which differ in `listen` and
     `namespace`), all over one zenoh session: connected to the router, or to every replica."""
-    first = configs[0]
-    connect = ([first.router] if first.router else
-               list(dict.fromkeys(config.connect_address for config in configs)))
-    locator = tls_locator if first.security.enabled else str
-    session = zenoh.open(session_config(
-        first, listen=[], connect=[locator(address) for address in connect],
-        secured=client_values(first) if first.security.enabled else None))
-    shared = _SharedSession(session, len(configs))
-    client_id = client_transport_id(first) or uuid.uuid4().hex[:12]
+    shared = _client_session(configs)
+    client_id = client_transport_id(configs[0]) or uuid.uuid4().hex[:12]
     return [ZenohClient(config, shared=shared, client_id=client_id) for config in configs]
 
 
@@ -260,12 +265,8 @@ class ZenohClient:
         ns = config.namespace
         self._request_key = (f"{ns}/req/{self.client_id}" if config.security.enabled
                              else f"{ns}/req")
-        if shared is None:
-            shared = _SharedSession(zenoh.open(session_config(
-                config, **_endpoints(config, server=False),
-                secured=client_values(config) if config.security.enabled else None)), 1)
-        self._shared = shared
-        self._session = shared.session
+        self._shared = shared or _client_session([config])
+        self._session = self._shared.session
         self._attachment = self.client_id.encode()
         self._publisher = self._session.declare_publisher(
             f"{ns}/obs/{self.client_id}",
